@@ -1,0 +1,63 @@
+# The commands CI calls verbatim. Everything runs inside the project's own .venv
+# and node_modules, which the targets create on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+BUF := node_modules/.bin/buf
+PROTO_OUT := src/peer_grpc/_proto
+PROTO_SRC := protos/peer/v1/peer.proto
+
+.PHONY: all serve test lint proto proto-check bench venv node clean
+
+all: lint test
+
+$(VENV_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "peer-grpc needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+venv: $(VENV_STAMP)
+node: $(NODE_STAMP)
+
+## serve: start a server on 127.0.0.1:50051 with the in-memory store
+serve: $(VENV_STAMP)
+	$(VENV)/bin/peer-grpc serve
+
+## test: the whole test suite
+test: $(VENV_STAMP) $(NODE_STAMP)
+	$(PY) -m pytest
+
+## lint: ruff, mypy and buf lint/format
+lint: $(VENV_STAMP) $(NODE_STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+## proto: regenerate the checked-in Python code (with type stubs) from protos/
+proto: $(VENV_STAMP)
+	rm -rf $(PROTO_OUT)/peer
+	mkdir -p $(PROTO_OUT)/peer/v1
+	$(PY) -m grpc_tools.protoc -I protos \
+		--python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		$(PROTO_SRC)
+	# protoc writes absolute imports from the proto root; make them package-relative to peer_grpc.
+	sed -i 's/^from peer\.v1 import/from peer_grpc._proto.peer.v1 import/' $(PROTO_OUT)/peer/v1/*.py $(PROTO_OUT)/peer/v1/*.pyi
+	touch $(PROTO_OUT)/__init__.py $(PROTO_OUT)/peer/__init__.py $(PROTO_OUT)/peer/v1/__init__.py
+
+## proto-check: fail when the checked-in generated code differs from what protos/ generates
+proto-check: proto
+	git diff --exit-code -- $(PROTO_OUT)
+	@test -z "$$(git status --porcelain -- $(PROTO_OUT))" || { git status --porcelain -- $(PROTO_OUT); echo "untracked generated files: run make proto and commit"; exit 1; }
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,66 @@
+"""peer-grpc: gRPC peer sessions with ordered, replay-protected messages."""
+
+from peer_grpc._version import __version__
+from peer_grpc.call_context import current_session, current_session_or_none
+from peer_grpc.client import PeerClient
+from peer_grpc.clock import Clock, ManualClock, SystemClock
+from peer_grpc.errors import (
+    FieldViolation,
+    InternalError,
+    InvalidArgument,
+    InvalidSessionState,
+    InvalidTransition,
+    NoCommonProtocolVersion,
+    PeerError,
+    RemoteError,
+    SequenceError,
+    SequenceErrorKind,
+    SessionError,
+    SessionExpired,
+    SessionNotFound,
+    SessionRequired,
+    SessionTerminated,
+)
+from peer_grpc.manager import SessionManager
+from peer_grpc.server import PeerServer, ServerBindError, ServerConfig, serve
+from peer_grpc.session import Session, SessionStats
+from peer_grpc.state import SessionState
+from peer_grpc.stores import MemorySessionStore, SessionStore
+from peer_grpc.tasks import TaskRegistry, default_registry
+
+__all__ = [
+    "Clock",
+    "FieldViolation",
+    "InternalError",
+    "InvalidArgument",
+    "InvalidSessionState",
+    "InvalidTransition",
+    "ManualClock",
+    "MemorySessionStore",
+    "NoCommonProtocolVersion",
+    "PeerClient",
+    "PeerError",
+    "PeerServer",
+    "RemoteError",
+    "SequenceError",
+    "SequenceErrorKind",
+    "ServerBindError",
+    "ServerConfig",
+    "Session",
+    "SessionError",
+    "SessionExpired",
+    "SessionManager",
+    "SessionNotFound",
+    "SessionRequired",
+    "SessionState",
+    "SessionStats",
+    "SessionStore",
+    "SessionTerminated",
+    "SystemClock",
+    "TaskRegistry",
+    "__version__",
+    "current_session",
+    "current_session_or_none",
+    "default_registry",
+    "serve",
+]

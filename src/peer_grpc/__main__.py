@@ -1,0 +1,7 @@
+"""``python -m peer_grpc``: the same as the ``peer-grpc`` command."""
+
+import sys
+
+from peer_grpc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,240 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_STATE_UNSPECIFIED: _ClassVar[SessionState]
+    SESSION_STATE_INITIAL: _ClassVar[SessionState]
+    SESSION_STATE_HANDSHAKE_SENT: _ClassVar[SessionState]
+    SESSION_STATE_ESTABLISHED: _ClassVar[SessionState]
+    SESSION_STATE_TERMINATED: _ClassVar[SessionState]
+    SESSION_STATE_EXPIRED: _ClassVar[SessionState]
+
+class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_STATE_UNSPECIFIED: _ClassVar[TaskState]
+    TASK_STATE_SUBMITTED: _ClassVar[TaskState]
+    TASK_STATE_WORKING: _ClassVar[TaskState]
+    TASK_STATE_COMPLETED: _ClassVar[TaskState]
+    TASK_STATE_FAILED: _ClassVar[TaskState]
+    TASK_STATE_CANCELED: _ClassVar[TaskState]
+    TASK_STATE_REJECTED: _ClassVar[TaskState]
+
+class SequenceErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEQUENCE_ERROR_KIND_UNSPECIFIED: _ClassVar[SequenceErrorKind]
+    SEQUENCE_ERROR_KIND_GAP: _ClassVar[SequenceErrorKind]
+    SEQUENCE_ERROR_KIND_REPLAY: _ClassVar[SequenceErrorKind]
+SESSION_STATE_UNSPECIFIED: SessionState
+SESSION_STATE_INITIAL: SessionState
+SESSION_STATE_HANDSHAKE_SENT: SessionState
+SESSION_STATE_ESTABLISHED: SessionState
+SESSION_STATE_TERMINATED: SessionState
+SESSION_STATE_EXPIRED: SessionState
+TASK_STATE_UNSPECIFIED: TaskState
+TASK_STATE_SUBMITTED: TaskState
+TASK_STATE_WORKING: TaskState
+TASK_STATE_COMPLETED: TaskState
+TASK_STATE_FAILED: TaskState
+TASK_STATE_CANCELED: TaskState
+TASK_STATE_REJECTED: TaskState
+SEQUENCE_ERROR_KIND_UNSPECIFIED: SequenceErrorKind
+SEQUENCE_ERROR_KIND_GAP: SequenceErrorKind
+SEQUENCE_ERROR_KIND_REPLAY: SequenceErrorKind
+
+class HandshakeRequest(_message.Message):
+    __slots__ = ("peer_id", "protocol_versions", "capabilities")
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    peer_id: str
+    protocol_versions: _containers.RepeatedScalarFieldContainer[str]
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, peer_id: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HandshakeResponse(_message.Message):
+    __slots__ = ("session_id", "protocol_version", "next_sequence", "heartbeat_interval", "idle_timeout", "server_peer_id", "server_capabilities", "expires_at")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    protocol_version: str
+    next_sequence: int
+    heartbeat_interval: _duration_pb2.Duration
+    idle_timeout: _duration_pb2.Duration
+    server_peer_id: str
+    server_capabilities: _containers.RepeatedScalarFieldContainer[str]
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., next_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., server_peer_id: _Optional[str] = ..., server_capabilities: _Optional[_Iterable[str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("expires_at",)
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PingRequest(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+
+class PingResponse(_message.Message):
+    __slots__ = ("payload", "server_received_at", "server_sent_at")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SERVER_RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    server_received_at: _timestamp_pb2.Timestamp
+    server_sent_at: _timestamp_pb2.Timestamp
+    def __init__(self, payload: _Optional[bytes] = ..., server_received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., server_sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("server_peer_id", "server_version", "uptime", "session_stats", "session", "supported_protocol_versions")
+    SERVER_PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_STATS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTED_PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    server_peer_id: str
+    server_version: str
+    uptime: _duration_pb2.Duration
+    session_stats: SessionStats
+    session: SessionInfo
+    supported_protocol_versions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, server_peer_id: _Optional[str] = ..., server_version: _Optional[str] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., session_stats: _Optional[_Union[SessionStats, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., supported_protocol_versions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SessionStats(_message.Message):
+    __slots__ = ("handshaking", "established", "terminated", "expired", "created_total", "expired_total", "terminated_total", "sequence_errors_total")
+    HANDSHAKING_FIELD_NUMBER: _ClassVar[int]
+    ESTABLISHED_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_ERRORS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    handshaking: int
+    established: int
+    terminated: int
+    expired: int
+    created_total: int
+    expired_total: int
+    terminated_total: int
+    sequence_errors_total: int
+    def __init__(self, handshaking: _Optional[int] = ..., established: _Optional[int] = ..., terminated: _Optional[int] = ..., expired: _Optional[int] = ..., created_total: _Optional[int] = ..., expired_total: _Optional[int] = ..., terminated_total: _Optional[int] = ..., sequence_errors_total: _Optional[int] = ...) -> None: ...
+
+class SessionInfo(_message.Message):
+    __slots__ = ("session_id", "peer_id", "state", "protocol_version", "capabilities", "created_at", "last_activity", "expires_at", "expected_sequence", "sequence_num")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_NUM_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    peer_id: str
+    state: SessionState
+    protocol_version: str
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    created_at: _timestamp_pb2.Timestamp
+    last_activity: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    expected_sequence: int
+    sequence_num: int
+    def __init__(self, session_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., protocol_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_sequence: _Optional[int] = ..., sequence_num: _Optional[int] = ...) -> None: ...
+
+class TaskError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("task_id", "task_type", "state", "result", "error", "created_at", "updated_at", "owner_peer_id")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    task_type: str
+    state: TaskState
+    result: _struct_pb2.Struct
+    error: TaskError
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    owner_peer_id: str
+    def __init__(self, task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner_peer_id: _Optional[str] = ...) -> None: ...
+
+class DelegateTaskRequest(_message.Message):
+    __slots__ = ("task_type", "payload")
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    task_type: str
+    payload: _struct_pb2.Struct
+    def __init__(self, task_type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class DelegateTaskResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class TerminateRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class TerminateResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: SessionState
+    def __init__(self, state: _Optional[_Union[SessionState, str]] = ...) -> None: ...
+
+class SequenceError(_message.Message):
+    __slots__ = ("session_id", "expected_sequence", "received_sequence", "kind")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    expected_sequence: int
+    received_sequence: int
+    kind: SequenceErrorKind
+    def __init__(self, session_id: _Optional[str] = ..., expected_sequence: _Optional[int] = ..., received_sequence: _Optional[int] = ..., kind: _Optional[_Union[SequenceErrorKind, str]] = ...) -> None: ...

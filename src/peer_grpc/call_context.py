@@ -1,0 +1,39 @@
+"""The validated session of the call being served, handed from interceptors to servicers."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+
+from peer_grpc.errors import SessionRequired
+from peer_grpc.session import Session
+
+__all__ = ["bind_session", "current_session", "current_session_or_none", "unbind_session"]
+
+_session: ContextVar[Session | None] = ContextVar("peer_grpc_session", default=None)
+
+
+def current_session() -> Session:
+    """The session the interceptors validated for this call.
+
+    Raises:
+        SessionRequired: the call carried no session (a sessionless Ping or Status).
+    """
+    session = _session.get()
+    if session is None:
+        raise SessionRequired("this call needs a session")
+    return session
+
+
+def current_session_or_none() -> Session | None:
+    """The call's validated session, or None on a sessionless call."""
+    return _session.get()
+
+
+def bind_session(session: Session | None) -> Token[Session | None]:
+    """Make ``session`` the current call's session; undo with :func:`unbind_session`."""
+    return _session.set(session)
+
+
+def unbind_session(token: Token[Session | None]) -> None:
+    """Restore what was bound before :func:`bind_session` returned ``token``."""
+    _session.reset(token)

@@ -1,0 +1,207 @@
+"""The errors of the peer protocol, free of any transport.
+
+The core raises these; :mod:`peer_grpc.rich_status` maps each one to a gRPC status
+with rich details on the server, and back to the same exception on the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "FieldViolation",
+    "InternalError",
+    "InvalidArgument",
+    "InvalidSessionState",
+    "InvalidTransition",
+    "NoCommonProtocolVersion",
+    "PeerError",
+    "RemoteError",
+    "SequenceError",
+    "SequenceErrorKind",
+    "SessionError",
+    "SessionExpired",
+    "SessionNotFound",
+    "SessionRequired",
+    "SessionTerminated",
+]
+
+#: The ``google.rpc.ErrorInfo.domain`` of every error this service reports.
+ERROR_DOMAIN = "peer.v1"
+
+
+class PeerError(Exception):
+    """Base class of every error of the peer protocol.
+
+    ``reason`` is the stable, machine-readable name carried as
+    ``google.rpc.ErrorInfo.reason``; the message is for people.
+    """
+
+    reason: str = "PEER_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def error_metadata(self) -> Mapping[str, str]:
+        """Extra ``ErrorInfo.metadata`` entries that describe this error."""
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid request field or metadata key (``google.rpc.BadRequest``)."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(PeerError):
+    """The request or its metadata is malformed; each violation names the culprit."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        if not violations:
+            raise ValueError("InvalidArgument needs at least one violation")
+        self.violations = tuple(violations)
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+    @classmethod
+    def of(cls, field: str, description: str) -> InvalidArgument:
+        """An error with a single violation."""
+        return cls([FieldViolation(field, description)])
+
+
+class SequenceErrorKind(IntEnum):
+    """How a received sequence differs from the expected one (mirrors the proto enum)."""
+
+    GAP = 1
+    REPLAY = 2
+
+
+class SequenceError(PeerError):
+    """A call carried a sequence number other than the one the session expected."""
+
+    reason = "SEQUENCE_ERROR"
+
+    def __init__(
+        self,
+        session_id: str,
+        expected_sequence: int,
+        received_sequence: int,
+        kind: SequenceErrorKind,
+    ) -> None:
+        self.session_id = session_id
+        self.expected_sequence = expected_sequence
+        self.received_sequence = received_sequence
+        self.kind = kind
+        what = "ahead of" if kind is SequenceErrorKind.GAP else "behind"
+        super().__init__(
+            f"{kind.name}: expected sequence {expected_sequence}, received {received_sequence} "
+            f"({what} the expected one)"
+        )
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {
+            "expected_sequence": str(self.expected_sequence),
+            "received_sequence": str(self.received_sequence),
+            "kind": self.kind.name,
+        }
+
+
+class SessionError(PeerError):
+    """A call's session is missing or cannot be used."""
+
+
+class SessionRequired(SessionError):
+    """The call needs session metadata and carried none."""
+
+    reason = "SESSION_REQUIRED"
+
+
+class SessionNotFound(SessionError):
+    """No session has the given id (never existed, or forgotten long ago)."""
+
+    reason = "SESSION_NOT_FOUND"
+
+
+class SessionExpired(SessionError):
+    """The session saw no activity within its idle timeout."""
+
+    reason = "SESSION_EXPIRED"
+
+
+class SessionTerminated(SessionError):
+    """The session was terminated, or replaced by a newer handshake of its peer."""
+
+    reason = "SESSION_TERMINATED"
+
+
+class InvalidSessionState(PeerError):
+    """The call is not allowed in the session's current state."""
+
+    reason = "INVALID_SESSION_STATE"
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {"state": self.state}
+
+
+class InvalidTransition(PeerError):
+    """A state change that the state machine does not allow; never applied."""
+
+    reason = "INVALID_TRANSITION"
+
+    def __init__(self, source: str, target: str) -> None:
+        super().__init__(f"illegal session state transition {source} -> {target}")
+        self.source = source
+        self.target = target
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {"from_state": self.source, "to_state": self.target}
+
+
+class NoCommonProtocolVersion(PeerError):
+    """The peer and the server share no protocol version."""
+
+    reason = "NO_COMMON_PROTOCOL_VERSION"
+
+    def __init__(self, offered: Sequence[str], supported: Sequence[str]) -> None:
+        self.offered = tuple(offered)
+        self.supported = tuple(supported)
+        super().__init__(
+            f"no common protocol version: the peer offered {', '.join(self.offered)}; "
+            f"the server supports {', '.join(self.supported)}"
+        )
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {
+            "offered_versions": ",".join(self.offered),
+            "supported_versions": ",".join(self.supported),
+        }
+
+
+class InternalError(PeerError):
+    """A fault inside the server; its details are logged, never sent."""
+
+    reason = "INTERNAL"
+
+
+class RemoteError(PeerError):
+    """A failed call whose status carries none of this protocol's details.
+
+    The client raises it for transport failures (``UNAVAILABLE``, deadlines, ...);
+    ``code`` is the gRPC status code's name, e.g. ``"UNAVAILABLE"``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.reason = code

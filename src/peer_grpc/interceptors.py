@@ -1,0 +1,178 @@
+"""Server interceptors: the gRPC glue that guards every PeerService call.
+
+In the server's list, in this order (:func:`peer_interceptors`):
+
+1. :class:`ErrorStatusInterceptor` turns protocol errors into rich statuses.
+2. :class:`RequestValidationInterceptor` rejects undecodable or invalid requests.
+3. :class:`SessionInterceptor` admits the call's session and sequence in one
+   atomic store step and hands the session to the servicer.
+
+A call rejected by any of them never reaches a servicer and changes no session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from peer_grpc.call_context import bind_session, unbind_session
+from peer_grpc.errors import InternalError, InvalidArgument, PeerError, SessionRequired
+from peer_grpc.manager import SessionManager
+from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY, parse_session_metadata
+from peer_grpc.rich_status import to_grpc_status
+from peer_grpc.service import SERVICE_NAME, UndecodableRequest
+from peer_grpc.validation import RequestValidator
+
+__all__ = [
+    "ErrorStatusInterceptor",
+    "RequestValidationInterceptor",
+    "SessionInterceptor",
+    "peer_interceptors",
+]
+
+log = logging.getLogger(__name__)
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+_METHOD_PREFIX = f"/{SERVICE_NAME}/"
+#: Methods that open sessions and so carry none.
+SESSIONLESS_METHODS = frozenset({"Handshake"})
+#: Methods that ``allow_sessionless`` lets older peers call without a session.
+OPTIONALLY_SESSIONLESS_METHODS = frozenset({"Ping", "Status"})
+
+
+class _MethodWrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps PeerService's unary handlers, once per method, with :meth:`wrap`."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        full_method: str = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not full_method.startswith(
+            _METHOD_PREFIX
+        ):
+            return handler
+        cached = self._wrapped.get(full_method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        behavior = self.wrap(full_method[len(_METHOD_PREFIX) :], handler.unary_unary)
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[full_method] = (handler, wrapped)
+        return wrapped
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        """Return ``behavior`` wrapped for PeerService method ``method``."""
+        raise NotImplementedError
+
+
+class ErrorStatusInterceptor(_MethodWrappingInterceptor):
+    """Aborts with the rich status of any :class:`PeerError` raised further in.
+
+    Anything else that escapes is a server fault: it is logged with its traceback
+    and answered INTERNAL without details.
+    """
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except PeerError as error:
+                await context.abort_with_status(to_grpc_status(error))
+            except Exception:
+                log.exception("unhandled error in %s", method)
+                await context.abort_with_status(to_grpc_status(InternalError("internal error")))
+
+        return guarded
+
+
+class RequestValidationInterceptor(_MethodWrappingInterceptor):
+    """Rejects requests that do not decode, or whose fields break the method's rules."""
+
+    def __init__(self, validators: Mapping[str, RequestValidator]) -> None:
+        super().__init__()
+        self._validators = validators
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        validate = self._validators.get(method)
+
+        async def validated(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, UndecodableRequest):
+                raise InvalidArgument.of(
+                    "request", f"bytes do not decode as {request.type_name}: {request.reason}"
+                )
+            if validate is not None:
+                validate(request)
+            return await behavior(request, context)
+
+        return validated
+
+
+class SessionInterceptor(_MethodWrappingInterceptor):
+    """Admits each call's session and sequence before its servicer runs.
+
+    The admitted session is bound for the servicer (see
+    :func:`peer_grpc.call_context.current_session`), and the server's own sequence
+    number for the response goes out as ``peer-sequence`` initial metadata.
+    """
+
+    def __init__(self, manager: SessionManager, *, allow_sessionless: Collection[str] = ()) -> None:
+        super().__init__()
+        self._manager = manager
+        self._allow_sessionless = frozenset(allow_sessionless)
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        if method in SESSIONLESS_METHODS:
+            return behavior
+        manager = self._manager
+        sessionless_ok = method in self._allow_sessionless
+
+        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            credentials = parse_session_metadata(context.invocation_metadata())
+            if credentials is None:
+                if sessionless_ok:
+                    return await behavior(request, context)
+                raise SessionRequired(
+                    f"{method} needs the {SESSION_ID_KEY} and {SEQUENCE_KEY} metadata "
+                    "from a Handshake"
+                )
+            session = await manager.admit(credentials.session_id, credentials.sequence)
+            await context.send_initial_metadata(((SEQUENCE_KEY, str(session.sequence_num)),))
+            token = bind_session(session)
+            try:
+                return await behavior(request, context)
+            finally:
+                unbind_session(token)
+
+        return admitted
+
+
+def peer_interceptors(
+    manager: SessionManager,
+    validators: Mapping[str, RequestValidator],
+    *,
+    allow_sessionless: bool = False,
+) -> list[grpc.aio.ServerInterceptor]:
+    """The PeerService's interceptors, in the order they must run."""
+    return [
+        ErrorStatusInterceptor(),
+        RequestValidationInterceptor(validators),
+        SessionInterceptor(
+            manager,
+            allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else (),
+        ),
+    ]

@@ -1,0 +1,131 @@
+"""The session manager: session lifecycle on top of a store, with time and ids."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterable
+
+from peer_grpc.clock import Clock, SystemClock
+from peer_grpc.errors import PeerError
+from peer_grpc.session import Session, SessionStats, check_usable
+from peer_grpc.state import SessionState
+from peer_grpc.stores.base import SessionStore
+from peer_grpc.stores.memory import MemorySessionStore
+
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "SessionManager", "new_session_id"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a session may stay idle before it expires.
+DEFAULT_IDLE_TIMEOUT = 60.0
+#: Units of store work per sweep batch; the sweep yields to the event loop between batches.
+SWEEP_BATCH = 1000
+
+
+def new_session_id() -> str:
+    """A fresh session id: 128 bits from the OS's CSPRNG, hex encoded. Never a counter."""
+    return secrets.token_hex(16)
+
+
+class SessionManager:
+    """Creates, advances and ends sessions; the one API the servicers use.
+
+    Args:
+        store: where sessions live; an in-memory store when omitted.
+        clock: the time source; the system clock when omitted.
+        idle_timeout: seconds without activity after which a session expires.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore | None = None,
+        *,
+        clock: Clock | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
+        if idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        self.store: SessionStore = store if store is not None else MemorySessionStore()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.idle_timeout = idle_timeout
+
+    async def create_session(
+        self, peer_id: str, protocol_version: str, capabilities: Iterable[str] = ()
+    ) -> Session:
+        """Open a session in state INITIAL; the peer's previous session is terminated."""
+        now = self.clock.now()
+        session = Session(
+            session_id=new_session_id(),
+            peer_id=peer_id,
+            state=SessionState.INITIAL,
+            protocol_version=protocol_version,
+            capabilities=tuple(capabilities),
+            created_at=now,
+            last_activity=now,
+            expires_at=now + self.idle_timeout,
+        )
+        replaced = await self.store.create(session)
+        if replaced is not None and not replaced.state.is_final:
+            log.info("peer %s handshook again; its previous session was terminated", peer_id)
+        return session
+
+    async def get_session(self, session_id: str) -> Session | None:
+        """The session with this id, live or recently ended, or None."""
+        return await self.store.get(session_id)
+
+    async def get_session_by_peer(self, peer_id: str) -> Session | None:
+        """The peer's live session, or None."""
+        return await self.store.get_by_peer(peer_id)
+
+    async def update_session_state(self, session_id: str, state: SessionState) -> Session:
+        """Move the session to ``state``; raises InvalidTransition if the machine forbids it."""
+        return await self.store.transition(session_id, state, self.clock.now())
+
+    async def update_activity(self, session_id: str) -> Session:
+        """Record activity now and push the idle deadline a full timeout ahead."""
+        now = self.clock.now()
+        return await self.store.touch(session_id, now, now + self.idle_timeout)
+
+    async def is_session_valid(self, session_id: str) -> bool:
+        """Whether the session exists, is not ended or expired, and takes calls."""
+        try:
+            check_usable(await self.store.get(session_id), session_id, self.clock.now())
+        except PeerError:
+            return False
+        return True
+
+    async def terminate_session(self, session_id: str) -> Session:
+        """End the session; its id is refused from then on."""
+        return await self.update_session_state(session_id, SessionState.TERMINATED)
+
+    async def admit(self, session_id: str, sequence: int) -> Session:
+        """Validate a received call's session and sequence and advance both, atomically.
+
+        See :meth:`SessionStore.admit` for what changes and what is raised.
+        """
+        now = self.clock.now()
+        return await self.store.admit(session_id, sequence, now, now + self.idle_timeout)
+
+    async def increment_sequence(self, session_id: str) -> int:
+        """Number a message the server sends on the session; returns its sequence."""
+        return await self.store.next_send_sequence(session_id)
+
+    async def cleanup_expired_sessions(self, batch: int = SWEEP_BATCH) -> int:
+        """Expire every session past its deadline; returns how many expired.
+
+        Works in bounded batches and yields to the event loop between them, so a
+        large sweep never holds up calls.
+        """
+        expired = 0
+        while True:
+            result = await self.store.sweep(self.clock.now(), batch)
+            expired += result.expired
+            if not result.more:
+                return expired
+            await asyncio.sleep(0)
+
+    async def get_session_stats(self) -> SessionStats:
+        """Counts by state and lifetime totals, including sequence errors."""
+        return await self.store.stats()

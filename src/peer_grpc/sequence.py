@@ -1,0 +1,24 @@
+"""Sequence rules: which received sequence number a session accepts. No gRPC here."""
+
+from __future__ import annotations
+
+from peer_grpc.errors import SequenceError, SequenceErrorKind
+
+__all__ = ["FIRST_SEQUENCE", "MAX_SEQUENCE", "check_strict"]
+
+#: The sequence number of the first call after a handshake.
+FIRST_SEQUENCE = 1
+#: The largest sequence number: sequences are unsigned 64-bit integers.
+MAX_SEQUENCE = 2**64 - 1
+
+
+def check_strict(session_id: str, expected: int, received: int) -> None:
+    """Strict ordering: accept exactly the expected sequence, nothing else.
+
+    Raises:
+        SequenceError: GAP when ``received`` is ahead of ``expected``, REPLAY when behind.
+    """
+    if received == expected:
+        return
+    kind = SequenceErrorKind.GAP if received > expected else SequenceErrorKind.REPLAY
+    raise SequenceError(session_id, expected, received, kind)

@@ -1,0 +1,238 @@
+"""The server: the PeerService with its interceptors, health, reflection and the sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from peer_grpc.clock import Clock
+from peer_grpc.interceptors import peer_interceptors
+from peer_grpc.manager import DEFAULT_IDLE_TIMEOUT, SessionManager
+from peer_grpc.service import SERVICE_NAME, peer_service_handler
+from peer_grpc.servicer import PeerServicer
+from peer_grpc.stores.base import SessionStore
+from peer_grpc.stores.memory import MemorySessionStore
+from peer_grpc.tasks import TaskRegistry, default_registry
+from peer_grpc.validation import request_validators
+
+__all__ = ["PeerServer", "ServerBindError", "ServerConfig", "format_address", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+def _default_peer_id() -> str:
+    return f"peer-grpc@{socket.gethostname()}"[:128]
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How a server runs. Every field has a ``peer-grpc serve`` flag and a PEER_GRPC_* variable."""
+
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (see :attr:`PeerServer.port`).
+    port: int = 50051
+    #: Seconds without activity after which a session expires.
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Seconds between heartbeats that peers are asked for; a third of the idle timeout if unset.
+    heartbeat_interval: float | None = None
+    #: Seconds between background sweeps of expired sessions.
+    sweep_interval: float = 5.0
+    #: Let Ping and Status through without session metadata, for older peers.
+    allow_sessionless: bool = False
+    #: This server's own peer id.
+    server_peer_id: str = field(default_factory=_default_peer_id)
+    #: Seconds that in-flight calls get to finish on shutdown.
+    shutdown_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        if self.sweep_interval <= 0:
+            raise ValueError("sweep_interval must be positive")
+        if self.heartbeat_interval is not None and not 0 < self.heartbeat_interval < self.idle_timeout:
+            raise ValueError("heartbeat_interval must be positive and below idle_timeout")
+
+    @property
+    def effective_heartbeat_interval(self) -> float:
+        """The heartbeat interval peers are told to use."""
+        return self.heartbeat_interval or self.idle_timeout / 3
+
+    @property
+    def address(self) -> str:
+        """``host:port``, with IPv6 hosts in brackets."""
+        return format_address(self.host, self.port)
+
+
+class ServerBindError(RuntimeError):
+    """The server could not listen on its address (taken, or not this machine's)."""
+
+
+class PeerServer:
+    """A running PeerService with health checking, reflection and session sweeping.
+
+    Use as ``async with PeerServer(config) as server:`` or call :meth:`start` and
+    :meth:`stop`.
+
+    Args:
+        config: how to run.
+        store: the session store; in memory when omitted.
+        tasks: task handlers for DelegateTask; the built-in ones when omitted.
+        clock: the time source; the system clock when omitted.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        store: SessionStore | None = None,
+        tasks: TaskRegistry | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config or ServerConfig()
+        self.manager = SessionManager(
+            store if store is not None else MemorySessionStore(),
+            clock=clock,
+            idle_timeout=self.config.idle_timeout,
+        )
+        self.tasks = tasks if tasks is not None else default_registry()
+        self.health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._port = 0
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (useful when the config asked for port 0)."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """The ``host:port`` clients connect to."""
+        return format_address(self.config.host, self._port)
+
+    async def start(self) -> None:
+        """Bind, start serving and start the sweeper.
+
+        Raises:
+            ServerBindError: the address is taken or cannot be bound.
+        """
+        config = self.config
+        servicer = PeerServicer(
+            self.manager,
+            self.tasks,
+            server_peer_id=config.server_peer_id,
+            heartbeat_interval=config.effective_heartbeat_interval,
+        )
+        server = grpc.aio.server(
+            interceptors=peer_interceptors(
+                self.manager,
+                request_validators(self.tasks.names),
+                allow_sessionless=config.allow_sessionless,
+            ),
+            # grpcio turns SO_REUSEPORT on by default, which lets a second server bind the
+            # same port silently and steal half the connections. A taken port must fail.
+            options=[("grpc.so_reuseport", 0)],
+        )
+        server.add_generic_rpc_handlers((peer_service_handler(servicer),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self._port = self._bind(server)
+        await server.start()
+        self._server = server
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="peer-grpc-sweeper")
+        log.info("peer-grpc serving on %s (plaintext, no TLS)", self.address)
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        address = self.config.address
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise ServerBindError(
+                f"cannot listen on {address}: the port is in use or the address is not local"
+            ) from error
+        if port == 0:
+            raise ServerBindError(
+                f"cannot listen on {address}: the port is in use or the address is not local"
+            )
+        return int(port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, let in-flight calls finish within ``grace`` seconds, and stop."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        await self.health.enter_graceful_shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        await server.stop(self.config.shutdown_grace if grace is None else grace)
+        await self.manager.store.close()
+        log.info("peer-grpc stopped")
+
+    async def wait_for_termination(self) -> None:
+        """Wait until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            try:
+                expired = await self.manager.cleanup_expired_sessions()
+            except Exception:
+                log.exception("session sweep failed; retrying at the next interval")
+                continue
+            if expired:
+                log.info("swept %d expired sessions", expired)
+
+    async def __aenter__(self) -> PeerServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def serve(config: ServerConfig, *, tasks: TaskRegistry | None = None) -> None:
+    """Run a server until SIGINT or SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = PeerServer(config, tasks=tasks)
+    await server.start()
+    try:
+        await stop.wait()
+        log.info("shutting down: draining calls for up to %.1fs", config.shutdown_grace)
+    finally:
+        await server.stop()

@@ -1,0 +1,92 @@
+"""The session model: what a session is, and when it may carry a call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peer_grpc.errors import (
+    InvalidSessionState,
+    SessionExpired,
+    SessionNotFound,
+    SessionTerminated,
+)
+from peer_grpc.sequence import FIRST_SEQUENCE
+from peer_grpc.state import SessionState
+
+__all__ = ["Session", "SessionStats", "check_usable", "short_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An immutable snapshot of one session. Stores hand out snapshots, never live records.
+
+    Times are seconds since the Unix epoch, read from the server's clock.
+    """
+
+    session_id: str
+    peer_id: str
+    state: SessionState
+    protocol_version: str
+    capabilities: tuple[str, ...]
+    created_at: float
+    last_activity: float
+    #: The idle deadline: activity and heartbeats push it forward.
+    expires_at: float
+    #: The last sequence number the server sent on this session (0: none yet).
+    sequence_num: int = 0
+    #: The sequence number the next received call must carry.
+    expected_sequence: int = FIRST_SEQUENCE
+    #: When the session reached TERMINATED or EXPIRED (0 while live).
+    ended_at: float = 0.0
+
+    def is_expired_at(self, now: float) -> bool:
+        """Whether the session is expired at ``now``, swept or not."""
+        return self.state is SessionState.EXPIRED or (
+            not self.state.is_final and now >= self.expires_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    """Session counts by state, and totals since the store was created."""
+
+    handshaking: int = 0
+    established: int = 0
+    terminated: int = 0
+    expired: int = 0
+    created_total: int = 0
+    expired_total: int = 0
+    terminated_total: int = 0
+    sequence_errors_total: int = 0
+
+
+def check_usable(session: Session | None, session_id: str, now: float) -> Session:
+    """Return ``session`` if it may carry a sequenced call at ``now``, else raise why not.
+
+    Raises:
+        SessionNotFound: no such session.
+        SessionExpired: idle past its deadline (swept or not yet).
+        SessionTerminated: terminated or replaced.
+        InvalidSessionState: the session has not finished its handshake.
+    """
+    if session is None:
+        raise SessionNotFound(f"no session {short_id(session_id)}; open one with Handshake")
+    if session.is_expired_at(now):
+        raise SessionExpired(
+            f"session {short_id(session_id)} expired after its idle timeout; handshake again"
+        )
+    if session.state is SessionState.TERMINATED:
+        raise SessionTerminated(
+            f"session {short_id(session_id)} was terminated or replaced by a newer handshake"
+        )
+    if not session.state.accepts_calls:
+        raise InvalidSessionState(
+            f"session {short_id(session_id)} is {session.state.name} and takes no calls yet",
+            session.state.name,
+        )
+    return session
+
+
+def short_id(session_id: str) -> str:
+    """A prefix of a session id, enough to correlate in messages without disclosing it."""
+    return session_id[:8] + "..." if len(session_id) > 8 else session_id

@@ -1,0 +1,100 @@
+"""The session store interface: the seam where memory, Redis or any other engine plugs in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from peer_grpc.session import Session, SessionStats
+from peer_grpc.state import SessionState
+
+__all__ = ["SessionStore", "SweepResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """What one bounded sweep batch did."""
+
+    #: Live sessions past their idle deadline, now EXPIRED.
+    expired: int = 0
+    #: Ended sessions past their retention, now forgotten.
+    purged: int = 0
+    #: Whether more work was due than the batch limit allowed.
+    more: bool = False
+
+
+class SessionStore(Protocol):
+    """Where sessions live. Every method is one atomic step on the store.
+
+    Implementations keep ended (TERMINATED or EXPIRED) sessions for a retention
+    time, so that late calls learn why their session is gone, then forget them.
+    """
+
+    async def create(self, session: Session) -> Session | None:
+        """Insert a new session and make it its peer's session.
+
+        The peer's previous session, if still live, is terminated in the same step
+        and returned as it was before; its id is refused from then on.
+        """
+        ...
+
+    async def get(self, session_id: str) -> Session | None:
+        """The session with this id, live or ended, or None."""
+        ...
+
+    async def get_by_peer(self, peer_id: str) -> Session | None:
+        """The live session of this peer, or None."""
+        ...
+
+    async def transition(self, session_id: str, target: SessionState, now: float) -> Session:
+        """Move a session to ``target`` if the state machine allows it.
+
+        Raises:
+            SessionNotFound: no such session.
+            InvalidTransition: the state machine forbids the move; nothing changed.
+        """
+        ...
+
+    async def touch(self, session_id: str, now: float, expires_at: float) -> Session:
+        """Record activity: set ``last_activity`` and push the idle deadline.
+
+        Raises:
+            SessionNotFound, SessionExpired, SessionTerminated: the session is gone.
+        """
+        ...
+
+    async def admit(
+        self, session_id: str, sequence: int, now: float, expires_at: float
+    ) -> Session:
+        """Check a received call against the session and advance it: one atomic step.
+
+        On success the expected sequence moves past ``sequence``, the server's own
+        ``sequence_num`` advances (the response is its next message), activity is
+        recorded, and a HANDSHAKE_SENT session becomes ESTABLISHED.
+        On failure nothing in the session changes.
+
+        Raises:
+            SessionNotFound, SessionExpired, SessionTerminated, InvalidSessionState:
+                the session cannot carry calls.
+            SequenceError: ``sequence`` is not the expected one.
+        """
+        ...
+
+    async def next_send_sequence(self, session_id: str) -> int:
+        """Advance and return the session's ``sequence_num`` for a message the server sends."""
+        ...
+
+    async def sweep(self, now: float, limit: int) -> SweepResult:
+        """Expire live sessions past their deadline and forget ended ones past retention.
+
+        Does at most about ``limit`` units of work, so callers can yield between batches.
+        """
+        ...
+
+    async def stats(self) -> SessionStats:
+        """Counts by state and lifetime totals."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's resources."""
+        ...

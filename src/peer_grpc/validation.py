@@ -1,0 +1,65 @@
+"""Request field rules, checked before a call is admitted so a bad request changes nothing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping
+
+from google.protobuf.message import Message
+
+from peer_grpc._proto.peer.v1 import peer_pb2
+from peer_grpc.errors import FieldViolation, InvalidArgument
+
+__all__ = ["PEER_ID_PATTERN", "RequestValidator", "request_validators"]
+
+#: What a peer id may be: 1-128 ASCII letters, digits and ``._:-``.
+PEER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_MAX_LIST = 32
+_MAX_ITEM = 64
+
+RequestValidator = Callable[[Message], None]
+
+
+def validate_handshake(request: peer_pb2.HandshakeRequest) -> None:
+    """Raise InvalidArgument unless the handshake names a valid peer and versions."""
+    violations: list[FieldViolation] = []
+    if not request.peer_id:
+        violations.append(FieldViolation("peer_id", "is required"))
+    elif not PEER_ID_PATTERN.fullmatch(request.peer_id):
+        violations.append(
+            FieldViolation("peer_id", "must be 1-128 characters of ASCII letters, digits and ._:-")
+        )
+    if not request.protocol_versions:
+        violations.append(FieldViolation("protocol_versions", "must name at least one version"))
+    for name in ("protocol_versions", "capabilities"):
+        values = getattr(request, name)
+        if len(values) > _MAX_LIST:
+            violations.append(FieldViolation(name, f"at most {_MAX_LIST} entries"))
+        elif any(not v or len(v) > _MAX_ITEM for v in values):
+            violations.append(FieldViolation(name, f"entries must be 1-{_MAX_ITEM} characters"))
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def delegate_task_validator(task_types: Collection[str]) -> RequestValidator:
+    """A validator that accepts only the registered ``task_types``."""
+
+    def validate(request: Message) -> None:
+        assert isinstance(request, peer_pb2.DelegateTaskRequest)
+        if not request.task_type:
+            raise InvalidArgument.of("task_type", "is required")
+        if request.task_type not in task_types:
+            known = ", ".join(sorted(task_types)) or "none"
+            raise InvalidArgument.of(
+                "task_type", f"unknown task type {request.task_type[:64]!r}; registered: {known}"
+            )
+
+    return validate
+
+
+def request_validators(task_types: Collection[str]) -> Mapping[str, RequestValidator]:
+    """Field validators by PeerService method name."""
+    return {
+        "Handshake": validate_handshake,  # type: ignore[dict-item]
+        "DelegateTask": delegate_task_validator(task_types),
+    }
