@@ -5,11 +5,23 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 
 from peer_grpc.errors import SessionRequired
+from peer_grpc.metadata import SessionCredentials
 from peer_grpc.session import Session
 
-__all__ = ["bind_session", "current_session", "current_session_or_none", "unbind_session"]
+__all__ = [
+    "bind_credentials",
+    "bind_session",
+    "current_credentials",
+    "current_session",
+    "current_session_or_none",
+    "unbind_credentials",
+    "unbind_session",
+]
 
 _session: ContextVar[Session | None] = ContextVar("peer_grpc_session", default=None)
+_credentials: ContextVar[SessionCredentials | None] = ContextVar(
+    "peer_grpc_credentials", default=None
+)
 
 
 def current_session() -> Session:
@@ -37,3 +49,20 @@ def bind_session(session: Session | None) -> Token[Session | None]:
 def unbind_session(token: Token[Session | None]) -> None:
     """Restore what was bound before :func:`bind_session` returned ``token``."""
     _session.reset(token)
+
+
+def current_credentials() -> SessionCredentials | None:
+    """The session metadata the current call carried, once parsed; None if it carried none."""
+    return _credentials.get()
+
+
+def bind_credentials(
+    credentials: SessionCredentials | None,
+) -> Token[SessionCredentials | None]:
+    """Make ``credentials`` the current call's; undo with :func:`unbind_credentials`."""
+    return _credentials.set(credentials)
+
+
+def unbind_credentials(token: Token[SessionCredentials | None]) -> None:
+    """Restore what was bound before :func:`bind_credentials` returned ``token``."""
+    _credentials.reset(token)

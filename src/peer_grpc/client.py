@@ -55,7 +55,9 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
 
     async def intercept_unary_unary(
         self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]],
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]
+        ],
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> grpc.aio.UnaryUnaryCall:
@@ -196,15 +198,24 @@ class PeerClient:
 
     async def heartbeat(self) -> peer_pb2.HeartbeatResponse:
         """Keep the session alive; returns its new expiry."""
-        return await self._call(self._peer_stub().Heartbeat, peer_pb2.HeartbeatRequest())
+        response: peer_pb2.HeartbeatResponse = await self._call(
+            self._peer_stub().Heartbeat, peer_pb2.HeartbeatRequest()
+        )
+        return response
 
     async def ping(self, payload: bytes = b"") -> peer_pb2.PingResponse:
         """Ask for the server's clock; ``payload`` comes back unchanged."""
-        return await self._call(self._peer_stub().Ping, peer_pb2.PingRequest(payload=payload))
+        response: peer_pb2.PingResponse = await self._call(
+            self._peer_stub().Ping, peer_pb2.PingRequest(payload=payload)
+        )
+        return response
 
     async def status(self) -> peer_pb2.StatusResponse:
         """The server's status, statistics and this client's session."""
-        return await self._call(self._peer_stub().Status, peer_pb2.StatusRequest())
+        response: peer_pb2.StatusResponse = await self._call(
+            self._peer_stub().Status, peer_pb2.StatusRequest()
+        )
+        return response
 
     async def delegate_task(
         self, task_type: str, payload: Mapping[str, Any] | None = None
@@ -266,7 +277,7 @@ class PeerClient:
             self._channel = grpc.aio.insecure_channel(
                 self.target, interceptors=[_SequencingInterceptor(self._cursor)]
             )
-            self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)
+            self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 
     async def _invoke(self, rpc: Callable[..., Any], request: Message) -> Any:

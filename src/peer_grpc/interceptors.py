@@ -3,8 +3,10 @@
 In the server's list, in this order (:func:`peer_interceptors`):
 
 1. :class:`ErrorStatusInterceptor` turns protocol errors into rich statuses.
-2. :class:`RequestValidationInterceptor` rejects undecodable or invalid requests.
-3. :class:`SessionInterceptor` admits the call's session and sequence in one
+2. :class:`SessionMetadataInterceptor` parses the session metadata and turns
+   away calls that need a session and carry none, before their body is looked at.
+3. :class:`RequestValidationInterceptor` rejects undecodable or invalid requests.
+4. :class:`SessionInterceptor` admits the call's session and sequence in one
    atomic store step and hands the session to the servicer.
 
 A call rejected by any of them never reaches a servicer and changes no session.
@@ -19,7 +21,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from peer_grpc.call_context import bind_session, unbind_session
+from peer_grpc.call_context import (
+    bind_credentials,
+    bind_session,
+    current_credentials,
+    unbind_credentials,
+    unbind_session,
+)
 from peer_grpc.errors import InternalError, InvalidArgument, PeerError, SessionRequired
 from peer_grpc.manager import SessionManager
 from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY, parse_session_metadata
@@ -31,6 +39,7 @@ __all__ = [
     "ErrorStatusInterceptor",
     "RequestValidationInterceptor",
     "SessionInterceptor",
+    "SessionMetadataInterceptor",
     "peer_interceptors",
 ]
 
@@ -57,8 +66,10 @@ class _MethodWrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mi
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         full_method: str = handler_call_details.method
-        if handler is None or handler.unary_unary is None or not full_method.startswith(
-            _METHOD_PREFIX
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or not full_method.startswith(_METHOD_PREFIX)
         ):
             return handler
         cached = self._wrapped.get(full_method)
@@ -122,34 +133,60 @@ class RequestValidationInterceptor(_MethodWrappingInterceptor):
         return validated
 
 
-class SessionInterceptor(_MethodWrappingInterceptor):
-    """Admits each call's session and sequence before its servicer runs.
+class SessionMetadataInterceptor(_MethodWrappingInterceptor):
+    """Parses each call's session metadata; refuses calls that need a session and lack one.
 
-    The admitted session is bound for the servicer (see
-    :func:`peer_grpc.call_context.current_session`), and the server's own sequence
-    number for the response goes out as ``peer-sequence`` initial metadata.
+    The parsed credentials are bound for :class:`SessionInterceptor`, so metadata
+    is read once per call.
     """
 
-    def __init__(self, manager: SessionManager, *, allow_sessionless: Collection[str] = ()) -> None:
+    def __init__(self, *, allow_sessionless: Collection[str] = ()) -> None:
         super().__init__()
-        self._manager = manager
         self._allow_sessionless = frozenset(allow_sessionless)
 
     def wrap(self, method: str, behavior: Behavior) -> Behavior:
         if method in SESSIONLESS_METHODS:
             return behavior
-        manager = self._manager
         sessionless_ok = method in self._allow_sessionless
 
-        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def parsed(request: Any, context: grpc.aio.ServicerContext) -> Any:
             credentials = parse_session_metadata(context.invocation_metadata())
-            if credentials is None:
-                if sessionless_ok:
-                    return await behavior(request, context)
+            if credentials is None and not sessionless_ok:
                 raise SessionRequired(
                     f"{method} needs the {SESSION_ID_KEY} and {SEQUENCE_KEY} metadata "
                     "from a Handshake"
                 )
+            token = bind_credentials(credentials)
+            try:
+                return await behavior(request, context)
+            finally:
+                unbind_credentials(token)
+
+        return parsed
+
+
+class SessionInterceptor(_MethodWrappingInterceptor):
+    """Admits each call's session and sequence before its servicer runs.
+
+    The admitted session is bound for the servicer (see
+    :func:`peer_grpc.call_context.current_session`), and the server's own sequence
+    number for the response goes out as ``peer-sequence`` initial metadata. Calls
+    without credentials got here only if their method may go sessionless.
+    """
+
+    def __init__(self, manager: SessionManager) -> None:
+        super().__init__()
+        self._manager = manager
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        if method in SESSIONLESS_METHODS:
+            return behavior
+        manager = self._manager
+
+        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            credentials = current_credentials()
+            if credentials is None:
+                return await behavior(request, context)
             session = await manager.admit(credentials.session_id, credentials.sequence)
             await context.send_initial_metadata(((SEQUENCE_KEY, str(session.sequence_num)),))
             token = bind_session(session)
@@ -170,9 +207,9 @@ def peer_interceptors(
     """The PeerService's interceptors, in the order they must run."""
     return [
         ErrorStatusInterceptor(),
-        RequestValidationInterceptor(validators),
-        SessionInterceptor(
-            manager,
-            allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else (),
+        SessionMetadataInterceptor(
+            allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else ()
         ),
+        RequestValidationInterceptor(validators),
+        SessionInterceptor(manager),
     ]

@@ -58,7 +58,8 @@ def parse_session_metadata(
     sequence = _parse_sequence(sequences, violations)
     if violations:
         raise InvalidArgument(violations)
-    assert session_id is not None and sequence is not None
+    assert session_id is not None
+    assert sequence is not None
     return SessionCredentials(session_id, sequence)
 
 
@@ -99,7 +100,9 @@ def _parse_sequence(values: list[str | bytes], violations: list[FieldViolation])
         return None
     if len(value) > _MAX_DIGITS or int(value) > MAX_SEQUENCE:
         violations.append(
-            FieldViolation(SEQUENCE_KEY, f"must be at most 2^64-1 ({MAX_SEQUENCE}), got {value[:32]}")
+            FieldViolation(
+                SEQUENCE_KEY, f"must be at most 2^64-1 ({MAX_SEQUENCE}), got {value[:32]}"
+            )
         )
         return None
     return int(value)

@@ -65,7 +65,9 @@ def to_grpc_status(error: PeerError) -> grpc.Status:
     if isinstance(error, InvalidArgument):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in error.violations
             ]
         )
@@ -82,7 +84,7 @@ def to_grpc_status(error: PeerError) -> grpc.Status:
                 session_id=error.session_id,
                 expected_sequence=error.expected_sequence,
                 received_sequence=error.received_sequence,
-                kind=int(error.kind),
+                kind=f"SEQUENCE_ERROR_KIND_{error.kind.name}",
             ),
         )
     return rpc_status.to_status(status)
@@ -144,8 +146,8 @@ def error_from_rpc_error(error: grpc.RpcError) -> PeerError:
     A status without this protocol's details becomes a :class:`RemoteError`
     carrying the status code's name and message.
     """
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    message: str = error.details() or ""  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
+    message: str = error.details() or ""
     try:
         status = rpc_status.from_call(error)
     except ValueError:

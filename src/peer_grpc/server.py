@@ -68,7 +68,10 @@ class ServerConfig:
             raise ValueError("idle_timeout must be positive")
         if self.sweep_interval <= 0:
             raise ValueError("sweep_interval must be positive")
-        if self.heartbeat_interval is not None and not 0 < self.heartbeat_interval < self.idle_timeout:
+        if (
+            self.heartbeat_interval is not None
+            and not 0 < self.heartbeat_interval < self.idle_timeout
+        ):
             raise ValueError("heartbeat_interval must be positive and below idle_timeout")
 
     @property

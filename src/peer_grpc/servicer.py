@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import grpc.aio
 from google.protobuf import json_format, struct_pb2
 
-from peer_grpc._version import __version__
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
+from peer_grpc._version import __version__
 from peer_grpc.call_context import current_session, current_session_or_none
 from peer_grpc.convert import duration, session_info, session_stats, timestamp
 from peer_grpc.errors import NoCommonProtocolVersion
@@ -24,10 +24,8 @@ SUPPORTED_PROTOCOL_VERSIONS: tuple[str, ...] = ("1.0",)
 #: Capabilities this server announces at the handshake.
 SERVER_CAPABILITIES: tuple[str, ...] = ("tasks",)
 
-Context = grpc.aio.ServicerContext
 
-
-class PeerServicer(peer_pb2_grpc.PeerServiceServicer):  # type: ignore[misc]
+class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     """Implements peer.v1.PeerService.
 
     Session and sequence checks happen in the interceptors before any method here
@@ -58,7 +56,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):  # type: ignore[misc]
         self._started_at = manager.clock.now()
 
     async def Handshake(
-        self, request: peer_pb2.HandshakeRequest, context: Context
+        self, request: peer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.HandshakeResponse:
         version = self._negotiate(request.protocol_versions)
         manager = self._manager
@@ -78,12 +76,14 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):  # type: ignore[misc]
         )
 
     async def Heartbeat(
-        self, request: peer_pb2.HeartbeatRequest, context: Context
+        self, request: peer_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.HeartbeatResponse:
         # Admitting the call already recorded the activity and pushed the deadline.
         return peer_pb2.HeartbeatResponse(expires_at=timestamp(current_session().expires_at))
 
-    async def Ping(self, request: peer_pb2.PingRequest, context: Context) -> peer_pb2.PingResponse:
+    async def Ping(
+        self, request: peer_pb2.PingRequest, context: grpc.aio.ServicerContext
+    ) -> peer_pb2.PingResponse:
         clock = self._manager.clock
         received_at = clock.now()
         return peer_pb2.PingResponse(
@@ -93,7 +93,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):  # type: ignore[misc]
         )
 
     async def Status(
-        self, request: peer_pb2.StatusRequest, context: Context
+        self, request: peer_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.StatusResponse:
         manager = self._manager
         session = current_session_or_none()
@@ -107,12 +107,14 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):  # type: ignore[misc]
         )
 
     async def DelegateTask(
-        self, request: peer_pb2.DelegateTaskRequest, context: Context
+        self, request: peer_pb2.DelegateTaskRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.DelegateTaskResponse:
         session = current_session()
         clock = self._manager.clock
         created_at = clock.now()
-        outcome = await self._tasks.run(request.task_type, json_format.MessageToDict(request.payload))
+        outcome = await self._tasks.run(
+            request.task_type, json_format.MessageToDict(request.payload)
+        )
         task = peer_pb2.Task(
             task_id=uuid.uuid4().hex,
             task_type=request.task_type,
@@ -122,7 +124,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):  # type: ignore[misc]
         if outcome.ok:
             result = struct_pb2.Struct()
             try:
-                result.update(outcome.result)
+                result.update(outcome.result or {})
             except (TypeError, ValueError) as error:
                 task.state = peer_pb2.TASK_STATE_FAILED
                 task.error.code = "INVALID_RESULT"
@@ -138,7 +140,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):  # type: ignore[misc]
         return peer_pb2.DelegateTaskResponse(task=task)
 
     async def Terminate(
-        self, request: peer_pb2.TerminateRequest, context: Context
+        self, request: peer_pb2.TerminateRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.TerminateResponse:
         ended = await self._manager.terminate_session(current_session().session_id)
         return peer_pb2.TerminateResponse(state=int(ended.state))  # type: ignore[arg-type]

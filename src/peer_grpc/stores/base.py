@@ -63,9 +63,7 @@ class SessionStore(Protocol):
         """
         ...
 
-    async def admit(
-        self, session_id: str, sequence: int, now: float, expires_at: float
-    ) -> Session:
+    async def admit(self, session_id: str, sequence: int, now: float, expires_at: float) -> Session:
         """Check a received call against the session and advance it: one atomic step.
 
         On success the expected sequence moves past ``sequence``, the server's own

@@ -77,9 +77,7 @@ class MemorySessionStore:
             raise SessionTerminated(f"session {short_id(session_id)} was terminated")
         return self._put(replace(session, last_activity=now, expires_at=expires_at))
 
-    async def admit(
-        self, session_id: str, sequence: int, now: float, expires_at: float
-    ) -> Session:
+    async def admit(self, session_id: str, sequence: int, now: float, expires_at: float) -> Session:
         session = check_usable(self._sessions.get(session_id), session_id, now)
         try:
             check_strict(session_id, session.expected_sequence, sequence)
@@ -166,7 +164,9 @@ class MemorySessionStore:
 
     def _end(self, session: Session, final: SessionState, now: float) -> Session:
         """Move a live session to a final state and schedule it to be forgotten."""
-        ended = self._put(replace(session, state=check_transition(session.state, final), ended_at=now))
+        ended = self._put(
+            replace(session, state=check_transition(session.state, final), ended_at=now)
+        )
         if self._live_by_peer.get(session.peer_id) == session.session_id:
             del self._live_by_peer[session.peer_id]
         self._ended.append((now + self._ended_retention, session.session_id))

@@ -1,0 +1,89 @@
+"""Shared fixtures: a fake clock, every store implementation, and a real server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import grpc.aio
+import pytest
+
+from peer_grpc import ManualClock, MemorySessionStore, PeerServer, ServerConfig, SessionStore
+from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
+from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+
+StoreFactory = Callable[[], SessionStore]
+
+#: Every SessionStore implementation; store-level and end-to-end tests run once per entry.
+STORE_FACTORIES: dict[str, StoreFactory] = {
+    "memory": MemorySessionStore,
+}
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when the test says so."""
+    return ManualClock()
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def store_factory(request: pytest.FixtureRequest) -> StoreFactory:
+    """Builds a fresh store of each implementation in turn."""
+    return STORE_FACTORIES[request.param]
+
+
+@pytest.fixture
+async def store(store_factory: StoreFactory) -> AsyncIterator[SessionStore]:
+    """A fresh store of each implementation in turn."""
+    store = store_factory()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def server_config() -> ServerConfig:
+    """The configuration of the ``server`` fixture; override in a module to change it."""
+    return ServerConfig(host="127.0.0.1", port=0, idle_timeout=30.0, shutdown_grace=0.5)
+
+
+@pytest.fixture
+async def server(
+    server_config: ServerConfig, store_factory: StoreFactory, clock: ManualClock
+) -> AsyncIterator[PeerServer]:
+    """A real server on an ephemeral loopback port, stopped even when the test fails."""
+    server = PeerServer(server_config, store=store_factory(), clock=clock)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
+
+
+@pytest.fixture
+async def channel(server: PeerServer) -> AsyncIterator[grpc.aio.Channel]:
+    """A plain channel to the server, without the client's sequencing."""
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        yield channel
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> peer_pb2_grpc.PeerServiceStub:
+    """A raw stub: tests set the session metadata themselves."""
+    return peer_pb2_grpc.PeerServiceStub(channel)
+
+
+async def open_session(
+    stub: peer_pb2_grpc.PeerServiceStub, peer_id: str = "peer-a"
+) -> peer_pb2.HandshakeResponse:
+    """Handshake as ``peer_id`` and return the server's answer."""
+    response: peer_pb2.HandshakeResponse = await stub.Handshake(
+        peer_pb2.HandshakeRequest(peer_id=peer_id, protocol_versions=["1.0"])
+    )
+    return response
+
+
+def session_metadata(session_id: str, sequence: int | str) -> tuple[tuple[str, str], ...]:
+    """The metadata of a sequenced call."""
+    return ((SESSION_ID_KEY, session_id), (SEQUENCE_KEY, str(sequence)))
