@@ -6,6 +6,8 @@ exactly as it was, which the tests check against the server's own store.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import grpc.aio
 import pytest
@@ -82,7 +84,7 @@ async def test_handshake_without_a_common_version_names_the_supported_ones(stub:
     ],
 )
 async def test_handshake_with_invalid_fields_is_invalid_argument(
-    stub: Stub, request_fields: dict[str, object], bad_field: str
+    stub: Stub, request_fields: dict[str, Any], bad_field: str
 ):
     error = await expect_error(stub.Handshake(peer_pb2.HandshakeRequest(**request_fields)))
     details = details_of(error)
@@ -138,7 +140,7 @@ async def test_first_sequenced_call_establishes_the_session(stub: Stub, server: 
     ],
 )
 async def test_out_of_order_call_is_aborted_with_sequence_details_and_changes_nothing(
-    stub: Stub, server: PeerServer, sent: int, kind: int
+    stub: Stub, server: PeerServer, sent: int, kind: Any
 ):
     session_id = (await open_session(stub)).session_id
     await stub.Ping(peer_pb2.PingRequest(), metadata=session_metadata(session_id, 1))

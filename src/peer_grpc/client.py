@@ -148,6 +148,7 @@ class PeerClient:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._handshake_lock = asyncio.Lock()
         self._generation = 0
+        self._closed = False
         self.handshake_response: peer_pb2.HandshakeResponse | None = None
 
     @property
@@ -240,7 +241,13 @@ class PeerClient:
         return response
 
     async def close(self, *, terminate: bool = True) -> None:
-        """Stop heartbeating, end the session (best effort) and close the channel."""
+        """Stop heartbeating, end the session (best effort) and close the channel.
+
+        Closing twice does nothing the second time. With ``terminate=False`` the
+        session stays open on the server until it expires.
+        """
+        if self._closed:
+            return
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -255,6 +262,7 @@ class PeerClient:
             await self._channel.close()
             self._channel = None
             self._stub = None
+        self._closed = True
 
     async def __aenter__(self) -> PeerClient:
         try:
@@ -273,6 +281,8 @@ class PeerClient:
         await self.close()
 
     def _peer_stub(self) -> peer_pb2_grpc.PeerServiceStub:
+        if self._closed:
+            raise RuntimeError("the client is closed")
         if self._stub is None:
             self._channel = grpc.aio.insecure_channel(
                 self.target, interceptors=[_SequencingInterceptor(self._cursor)]

@@ -48,7 +48,10 @@ class MemorySessionStore:
         previous_id = self._live_by_peer.get(session.peer_id)
         previous = self._sessions.get(previous_id) if previous_id else None
         if previous is not None and not previous.state.is_final:
-            self._end(previous, SessionState.TERMINATED, session.created_at)
+            now = session.created_at
+            # Expired but not yet swept: it ends as what it already is.
+            final = SessionState.EXPIRED if previous.is_expired_at(now) else SessionState.TERMINATED
+            self._end(previous, final, now)
         self._put(session)
         self._live_by_peer[session.peer_id] = session.session_id
         heapq.heappush(self._deadlines, (session.expires_at, session.session_id))

@@ -1,0 +1,178 @@
+"""The ``peer-grpc`` command: a real ``serve`` process, and client commands printing JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from peer_grpc import PeerClient, __version__
+from peer_grpc.cli import main
+
+SERVING = re.compile(r"serving on (\S+)")
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen[str]
+    address: str
+    log: list[str]
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
+        self.process.send_signal(signum)
+        _, rest = self.process.communicate(timeout=15)
+        return self.process.returncode, "".join(self.log) + rest
+
+
+def start_serve(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
+    """Run ``python -m peer_grpc serve`` and wait until it says where it listens."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "peer_grpc", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    for line in process.stderr:
+        log.append(line)
+        if match := SERVING.search(line):
+            return ServeProcess(process, match.group(1), log)
+    process.wait(timeout=15)
+    raise AssertionError(f"serve exited {process.returncode} without serving:\n{''.join(log)}")
+
+
+@pytest.fixture
+def serve_process() -> Iterator[ServeProcess]:
+    served = start_serve("--host", "127.0.0.1", "--port", "0")
+    try:
+        yield served
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+            served.process.communicate(timeout=15)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ping_prints_the_response_as_json(serve_process: ServeProcess, capsys):
+    code, out, _ = run_cli(capsys, "ping", serve_process.address)
+    assert code == 0
+    response = json.loads(out)
+    assert "serverReceivedAt" in response
+    assert "serverSentAt" in response
+
+
+def test_status_prints_the_server_and_its_own_session(serve_process: ServeProcess, capsys):
+    code, out, _ = run_cli(capsys, "status", serve_process.address, "--peer-id", "cli-test")
+    assert code == 0
+    status = json.loads(out)
+    assert status["serverVersion"] == __version__
+    assert status["session"]["peerId"] == "cli-test"
+    assert status["session"]["state"] == "SESSION_STATE_ESTABLISHED"
+
+
+def test_delegate_prints_the_finished_task(serve_process: ServeProcess, capsys):
+    code, out, _ = run_cli(
+        capsys, "delegate", serve_process.address, "echo", "--payload", '{"n": 3}'
+    )
+    assert code == 0
+    task = json.loads(out)
+    assert task["state"] == "TASK_STATE_COMPLETED"
+    assert task["result"] == {"n": 3.0}
+
+
+def test_delegate_of_an_unknown_type_fails_with_the_reason(serve_process: ServeProcess, capsys):
+    code, out, err = run_cli(capsys, "delegate", serve_process.address, "nope")
+    assert code == 1
+    assert out == ""
+    assert "INVALID_ARGUMENT" in err
+    assert "unknown task type 'nope'" in err
+
+
+@pytest.mark.parametrize("payload", ["{not json", "[1, 2]"])
+def test_delegate_refuses_a_payload_that_is_not_a_json_object(
+    serve_process: ServeProcess, capsys, payload: str
+):
+    code, _, err = run_cli(capsys, "delegate", serve_process.address, "echo", "--payload", payload)
+    assert code == 2
+    assert "--payload" in err
+
+
+def test_serve_refuses_a_port_that_is_taken(serve_process: ServeProcess):
+    port = serve_process.address.rsplit(":", 1)[1]
+    second = subprocess.run(
+        [sys.executable, "-m", "peer_grpc", "serve", "--host", "127.0.0.1", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_gracefully_on_a_signal(serve_process: ServeProcess, signum: int):
+    code, log = serve_process.stop(signum)
+    assert code == 0
+    assert "shutting down" in log
+    assert "peer-grpc stopped" in log
+    assert "Traceback" not in log
+
+
+def test_serve_takes_its_settings_from_the_environment():
+    served = start_serve(
+        env={
+            "PEER_GRPC_HOST": "127.0.0.1",
+            "PEER_GRPC_PORT": "0",
+            "PEER_GRPC_IDLE_TIMEOUT": "7",
+            "PEER_GRPC_PEER_ID": "env-server",
+            "PEER_GRPC_ALLOW_SESSIONLESS": "true",
+        }
+    )
+    try:
+
+        async def handshake() -> tuple[float, str]:
+            async with PeerClient(served.address, "env-check", heartbeat=False) as client:
+                response = client.handshake_response
+                assert response is not None
+                return response.idle_timeout.ToTimedelta().total_seconds(), response.server_peer_id
+
+        assert asyncio.run(handshake()) == (7.0, "env-server")
+    finally:
+        code, _ = served.stop()
+    assert code == 0
+
+
+def test_serve_rejects_a_malformed_environment_value():
+    result = subprocess.run(
+        [sys.executable, "-m", "peer_grpc", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PEER_GRPC_PORT": "eighty"},
+    )
+    assert result.returncode != 0
+    assert "PEER_GRPC_PORT='eighty'" in result.stderr
+
+
+def test_version_flag_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"peer-grpc {__version__}"

@@ -1,0 +1,141 @@
+"""Operating the server: sessionless mode, health, reflection, binding and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from peer_grpc import PeerClient, PeerServer, ServerBindError, ServerConfig
+from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
+from tests.conftest import open_session, session_metadata
+from tests.rpc_details import details_of
+
+BUF = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "buf"
+
+
+@pytest.fixture
+def server_config() -> ServerConfig:
+    return ServerConfig(host="127.0.0.1", port=0, allow_sessionless=True, shutdown_grace=0.5)
+
+
+async def test_sessionless_mode_lets_ping_and_status_through_without_a_session(
+    stub: peer_pb2_grpc.PeerServiceStub,
+):
+    assert (await stub.Ping(peer_pb2.PingRequest(payload=b"old"))).payload == b"old"
+    status = await stub.Status(peer_pb2.StatusRequest())
+    assert not status.HasField("session")
+
+
+@pytest.mark.parametrize("method", ["Heartbeat", "DelegateTask", "Terminate"])
+async def test_sessionless_mode_still_requires_a_session_for_other_calls(
+    channel: grpc.aio.Channel, method: str
+):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.unary_unary(f"/peer.v1.PeerService/{method}")(b"")
+    assert details_of(caught.value).reason == "SESSION_REQUIRED"
+
+
+async def test_sessionless_mode_still_checks_a_session_that_is_sent(
+    stub: peer_pb2_grpc.PeerServiceStub,
+):
+    session_id = (await open_session(stub)).session_id
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Ping(peer_pb2.PingRequest(), metadata=session_metadata(session_id, 7))
+    assert details_of(caught.value).reason == "SEQUENCE_ERROR"
+
+
+@pytest.mark.parametrize("service", ["", "peer.v1.PeerService"])
+async def test_health_service_reports_serving(channel: grpc.aio.Channel, service: str):
+    health = health_pb2_grpc.HealthStub(channel)
+    response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel):
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    async for response in reflection.ServerReflectionInfo(iter([request])):
+        names = {s.name for s in response.list_services_response.service}
+    assert {
+        "peer.v1.PeerService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+
+
+def _buf_curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(not BUF.exists() and not shutil.which("buf"), reason="run `make node` first")
+async def test_buf_curl_lists_methods_and_runs_a_handshake_through_reflection(
+    server: PeerServer,
+):
+    url = f"http://{server.address}"
+    listed = await asyncio.to_thread(_buf_curl, "--list-methods", url)
+    assert listed.returncode == 0, listed.stderr
+    assert "peer.v1.PeerService/Handshake" in listed.stdout.split()
+
+    body = json.dumps({"peer_id": "curl", "protocol_versions": ["1.0"]})
+    shook = await asyncio.to_thread(
+        _buf_curl, "-d", body, f"{url}/peer.v1.PeerService/Handshake"
+    )
+    assert shook.returncode == 0, shook.stderr
+    session_id = json.loads(shook.stdout)["sessionId"]
+
+    pinged = await asyncio.to_thread(
+        _buf_curl,
+        "-H",
+        f"peer-session-id: {session_id}",
+        "-H",
+        "peer-sequence: 1",
+        "-d",
+        "{}",
+        f"{url}/peer.v1.PeerService/Status",
+    )
+    assert pinged.returncode == 0, pinged.stderr
+    assert json.loads(pinged.stdout)["session"]["expectedSequence"] == "2"
+
+
+async def test_a_taken_port_fails_to_bind_instead_of_sharing_it(server: PeerServer):
+    second = PeerServer(ServerConfig(host="127.0.0.1", port=server.port))
+    with pytest.raises(ServerBindError, match=str(server.port)):
+        await second.start()
+
+
+async def test_64_sessions_making_200_calls_each_concurrently(server: PeerServer):
+    sessions, calls = 64, 200
+
+    async def peer(index: int) -> str:
+        async with PeerClient(server.address, f"peer-{index}", heartbeat=False) as client:
+            for _ in range(calls):
+                await client.ping()
+            session_id = client.session_id
+            assert session_id is not None
+            await client.close(terminate=False)
+            return session_id
+
+    session_ids = await asyncio.gather(*(peer(i) for i in range(sessions)))
+
+    for session_id in session_ids:
+        session = await server.manager.get_session(session_id)
+        assert session is not None
+        assert session.expected_sequence == calls + 1
+    stats = await server.manager.get_session_stats()
+    assert stats.sequence_errors_total == 0
+    assert stats.established == sessions
