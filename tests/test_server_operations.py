@@ -92,9 +92,7 @@ async def test_buf_curl_lists_methods_and_runs_a_handshake_through_reflection(
     assert "peer.v1.PeerService/Handshake" in listed.stdout.split()
 
     body = json.dumps({"peer_id": "curl", "protocol_versions": ["1.0"]})
-    shook = await asyncio.to_thread(
-        _buf_curl, "-d", body, f"{url}/peer.v1.PeerService/Handshake"
-    )
+    shook = await asyncio.to_thread(_buf_curl, "-d", body, f"{url}/peer.v1.PeerService/Handshake")
     assert shook.returncode == 0, shook.stderr
     session_id = json.loads(shook.stdout)["sessionId"]
 

@@ -68,7 +68,10 @@ def _parse_session_id(values: list[str | bytes], violations: list[FieldViolation
         violations.append(FieldViolation(SESSION_ID_KEY, f"sent {len(values)} times; send it once"))
         return None
     value = values[0]
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
+        violations.append(FieldViolation(SESSION_ID_KEY, "must be ASCII text, not binary"))
+        return None
+    if not value:
         violations.append(FieldViolation(SESSION_ID_KEY, "must not be empty"))
         return None
     if not _SESSION_ID.fullmatch(value):
@@ -87,7 +90,10 @@ def _parse_sequence(values: list[str | bytes], violations: list[FieldViolation])
         violations.append(FieldViolation(SEQUENCE_KEY, f"sent {len(values)} times; send it once"))
         return None
     value = values[0]
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
+        violations.append(FieldViolation(SEQUENCE_KEY, "must be ASCII text, not binary"))
+        return None
+    if not value:
         violations.append(FieldViolation(SEQUENCE_KEY, "must not be empty"))
         return None
     if value.startswith("-") and _DIGITS.fullmatch(value[1:]):
@@ -98,7 +104,9 @@ def _parse_sequence(values: list[str | bytes], violations: list[FieldViolation])
             FieldViolation(SEQUENCE_KEY, f"must be a decimal unsigned integer, got {value[:32]!r}")
         )
         return None
-    if len(value) > _MAX_DIGITS or int(value) > MAX_SEQUENCE:
+    # Bound the digits before int() so a huge value costs nothing to refuse.
+    significant = value.lstrip("0") or "0"
+    if len(significant) > _MAX_DIGITS or int(significant) > MAX_SEQUENCE:
         violations.append(
             FieldViolation(
                 SEQUENCE_KEY, f"must be at most 2^64-1 ({MAX_SEQUENCE}), got {value[:32]}"

@@ -31,7 +31,11 @@ class SessionState(IntEnum):
 
 #: Every legal transition. Anything not listed here is refused with InvalidTransition.
 TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
-    SessionState.INITIAL: frozenset({SessionState.HANDSHAKE_SENT}),
+    # A handshake that never got its reply out (cancelled, or overtaken by a newer
+    # handshake of the same peer) must still be able to end, or it would leak.
+    SessionState.INITIAL: frozenset(
+        {SessionState.HANDSHAKE_SENT, SessionState.TERMINATED, SessionState.EXPIRED}
+    ),
     SessionState.HANDSHAKE_SENT: frozenset(
         {SessionState.ESTABLISHED, SessionState.TERMINATED, SessionState.EXPIRED}
     ),

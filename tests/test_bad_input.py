@@ -1,0 +1,68 @@
+"""Whatever a client sends, the answer is a clear status and a rejected call changes nothing."""
+
+from __future__ import annotations
+
+import contextlib
+
+import grpc
+import grpc.aio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from peer_grpc import PeerServer
+from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.service import SERVICE_DESCRIPTOR
+from tests.conftest import open_session
+
+METHODS = [method.name for method in SERVICE_DESCRIPTOR.methods]
+FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+# Metadata values a gRPC client can send for non-binary keys: printable ASCII.
+ascii_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+sequence_values = st.one_of(st.integers(min_value=-5, max_value=2**64 + 5).map(str), ascii_text)
+
+
+@st.composite
+def metadata(draw: st.DrawFn, session_id: str, expected: int) -> list[tuple[str, str]]:
+    """Session metadata, often right, often subtly or wildly wrong."""
+    sequences = st.one_of(st.just(str(expected)), sequence_values)
+    entries = draw(
+        st.lists(
+            st.one_of(
+                st.tuples(st.just(SESSION_ID_KEY), st.one_of(st.just(session_id), ascii_text)),
+                st.tuples(st.just(SEQUENCE_KEY), sequences),
+                st.tuples(st.sampled_from(["x-custom", "peer-other"]), ascii_text),
+            ),
+            max_size=4,
+        )
+    )
+    return entries
+
+
+@pytest.fixture
+async def session_id(server: PeerServer, stub) -> str:
+    return (await open_session(stub, "fuzzed")).session_id
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+async def test_no_input_gets_unknown_or_internal_and_rejections_change_nothing(
+    channel: grpc.aio.Channel, server: PeerServer, session_id: str, data: st.DataObject
+):
+    method = data.draw(st.sampled_from(METHODS), label="method")
+    body = data.draw(st.binary(max_size=48), label="body")
+    before = await server.manager.get_session(session_id)
+    assert before is not None
+    sent = data.draw(metadata(session_id, before.expected_sequence), label="metadata")
+
+    call = channel.unary_unary(f"/peer.v1.PeerService/{method}")(body, metadata=sent)
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        await call
+    code = await call.code()
+    assert code not in FORBIDDEN, await call.details()
+    if code is not grpc.StatusCode.OK:
+        assert await server.manager.get_session(session_id) == before
