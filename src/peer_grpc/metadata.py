@@ -63,16 +63,28 @@ def parse_session_metadata(
     return SessionCredentials(session_id, sequence)
 
 
-def _parse_session_id(values: list[str | bytes], violations: list[FieldViolation]) -> str | None:
+def _single_text(
+    key: str, values: list[str | bytes], violations: list[FieldViolation]
+) -> str | None:
+    """The one non-empty text value sent for ``key``, or None with a violation recorded."""
+    if not values:
+        return None
     if len(values) > 1:
-        violations.append(FieldViolation(SESSION_ID_KEY, f"sent {len(values)} times; send it once"))
+        violations.append(FieldViolation(key, f"sent {len(values)} times; send it once"))
         return None
     value = values[0]
     if not isinstance(value, str):
-        violations.append(FieldViolation(SESSION_ID_KEY, "must be ASCII text, not binary"))
+        violations.append(FieldViolation(key, "must be ASCII text, not binary"))
         return None
     if not value:
-        violations.append(FieldViolation(SESSION_ID_KEY, "must not be empty"))
+        violations.append(FieldViolation(key, "must not be empty"))
+        return None
+    return value
+
+
+def _parse_session_id(values: list[str | bytes], violations: list[FieldViolation]) -> str | None:
+    value = _single_text(SESSION_ID_KEY, values, violations)
+    if value is None:
         return None
     if not _SESSION_ID.fullmatch(value):
         violations.append(
@@ -86,15 +98,8 @@ def _parse_sequence(values: list[str | bytes], violations: list[FieldViolation])
     if not values:
         violations.append(FieldViolation(SEQUENCE_KEY, f"is required with {SESSION_ID_KEY}"))
         return None
-    if len(values) > 1:
-        violations.append(FieldViolation(SEQUENCE_KEY, f"sent {len(values)} times; send it once"))
-        return None
-    value = values[0]
-    if not isinstance(value, str):
-        violations.append(FieldViolation(SEQUENCE_KEY, "must be ASCII text, not binary"))
-        return None
-    if not value:
-        violations.append(FieldViolation(SEQUENCE_KEY, "must not be empty"))
+    value = _single_text(SEQUENCE_KEY, values, violations)
+    if value is None:
         return None
     if value.startswith("-") and _DIGITS.fullmatch(value[1:]):
         violations.append(FieldViolation(SEQUENCE_KEY, f"must not be negative, got {value}"))
@@ -113,4 +118,4 @@ def _parse_sequence(values: list[str | bytes], violations: list[FieldViolation])
             )
         )
         return None
-    return int(value)
+    return int(significant)
