@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 import grpc.aio
 import pytest
 
-from peer_grpc import ManualClock, MemorySessionStore, PeerServer, ServerConfig, SessionStore
+from peer_grpc import (
+    ManualClock,
+    MemorySessionStore,
+    PeerServer,
+    ServerConfig,
+    Session,
+    SessionManager,
+    SessionStore,
+)
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.retry import CallKey
 
 StoreFactory = Callable[[], SessionStore]
 
@@ -87,3 +97,10 @@ async def open_session(
 def session_metadata(session_id: str, sequence: int | str) -> tuple[tuple[str, str], ...]:
     """The metadata of a sequenced call."""
     return ((SESSION_ID_KEY, session_id), (SEQUENCE_KEY, str(sequence)))
+
+
+async def admit(manager: SessionManager, session_id: str, sequence: int) -> Session:
+    """Admit a new call (never a resend: its digest is unique) and return the session."""
+    admission = await manager.admit(session_id, sequence, CallKey("Ping", os.urandom(16)))
+    assert admission.replay is None
+    return admission.session

@@ -58,7 +58,8 @@ async def test_sequence_error_is_raised_typed_and_the_client_resynchronises(
 ):
     assert client.session_id is not None
     # Someone else spends sequence 1 on the client's session behind its back.
-    await stub.Ping(peer_pb2.PingRequest(), metadata=session_metadata(client.session_id, 1))
+    other = peer_pb2.PingRequest(payload=b"not the client's")
+    await stub.Ping(other, metadata=session_metadata(client.session_id, 1))
 
     with pytest.raises(SequenceError) as caught:
         await client.ping()

@@ -146,9 +146,8 @@ async def test_out_of_order_call_is_aborted_with_sequence_details_and_changes_no
     await stub.Ping(peer_pb2.PingRequest(), metadata=session_metadata(session_id, 1))
     before = await snapshot(server, session_id)  # expects 2
 
-    error = await expect_error(
-        stub.Ping(peer_pb2.PingRequest(), metadata=session_metadata(session_id, sent))
-    )
+    different = peer_pb2.PingRequest(payload=b"a different message")  # not a resend
+    error = await expect_error(stub.Ping(different, metadata=session_metadata(session_id, sent)))
 
     details = details_of(error)
     assert details.code is grpc.StatusCode.ABORTED

@@ -26,6 +26,7 @@ from peer_grpc.rich_status import status_code_of
 from peer_grpc.service import SERVICE_DESCRIPTOR
 from peer_grpc.servicer import PeerServicer
 from peer_grpc.tasks import default_registry
+from tests.conftest import admit
 
 
 class LoopThread:
@@ -135,7 +136,7 @@ def admitted(bridge: SyncBridge, manager: SessionManager, loop: LoopThread) -> S
     async def open_and_admit() -> Session:
         session = await manager.create_session("peer-a", "1.0", ["tasks"])
         await manager.update_session_state(session.session_id, SessionState.HANDSHAKE_SENT)
-        return await manager.admit(session.session_id, 1)
+        return await admit(manager, session.session_id, 1)
 
     session: Session = loop.run(open_and_admit())
     bridge.session = session

@@ -28,6 +28,7 @@ from peer_grpc import (
     SessionStore,
     SessionTerminated,
 )
+from tests.conftest import admit
 
 S = SessionState
 IDLE = 30.0
@@ -48,7 +49,7 @@ async def handshaken(manager: SessionManager, peer_id: str = "peer-a") -> Sessio
 async def established(manager: SessionManager, peer_id: str = "peer-a") -> Session:
     """A session whose first call (sequence 1) was admitted."""
     session = await handshaken(manager, peer_id)
-    return await manager.admit(session.session_id, 1)
+    return await admit(manager, session.session_id, 1)
 
 
 async def stored(manager: SessionManager, session_id: str) -> Session:
@@ -125,12 +126,13 @@ async def test_first_call_establishes_the_session(
     session = await handshaken(manager)
     clock.advance(5)
 
-    admitted = await manager.admit(session.session_id, 1)
+    admitted = await admit(manager, session.session_id, 1)
 
     assert admitted == replace(
         session,
         state=S.ESTABLISHED,
         expected_sequence=2,
+        highest_accepted=1,
         sequence_num=1,
         last_activity=clock.now(),
         expires_at=clock.now() + IDLE,
@@ -142,7 +144,7 @@ async def test_calls_are_admitted_in_order(manager: SessionManager, clock: Manua
     session = await handshaken(manager)
     for sequence in range(1, 6):
         clock.advance(1)
-        admitted = await manager.admit(session.session_id, sequence)
+        admitted = await admit(manager, session.session_id, sequence)
         assert admitted.expected_sequence == sequence + 1
         assert admitted.sequence_num == sequence
         assert admitted.state is S.ESTABLISHED
@@ -230,7 +232,7 @@ async def test_rejected_call_changes_nothing(
     clock.advance(0.5)
 
     with pytest.raises(error):
-        await manager.admit(session_id, sequence)
+        await admit(manager, session_id, sequence)
 
     assert await manager.get_session(session_id) == before
     expected_errors = stats_before.sequence_errors_total + (1 if is_sequence_error else 0)
@@ -256,7 +258,7 @@ async def test_sequence_error_reports_expected_and_received(
 ) -> None:
     session_id, sequence = await setup(manager, clock)
     with pytest.raises(SequenceError) as caught:
-        await manager.admit(session_id, sequence)
+        await admit(manager, session_id, sequence)
     error = caught.value
     assert (error.session_id, error.kind) == (session_id, kind)
     assert (error.expected_sequence, error.received_sequence) == (expected, sequence)
@@ -267,7 +269,7 @@ async def test_call_on_initial_session_names_the_state(
 ) -> None:
     session_id, sequence = await _initial(manager, clock)
     with pytest.raises(InvalidSessionState) as caught:
-        await manager.admit(session_id, sequence)
+        await admit(manager, session_id, sequence)
     assert caught.value.state == "INITIAL"
 
 
@@ -276,8 +278,8 @@ async def test_right_call_after_rejections_is_admitted(manager: SessionManager) 
     session = await established(manager)
     for wrong in (5, 1, 0, 3):
         with pytest.raises(SequenceError):
-            await manager.admit(session.session_id, wrong)
-    admitted = await manager.admit(session.session_id, 2)
+            await admit(manager, session.session_id, wrong)
+    admitted = await admit(manager, session.session_id, 2)
     assert admitted.expected_sequence == 3
     assert (await manager.get_session_stats()).sequence_errors_total == 4
 
@@ -365,7 +367,7 @@ async def test_terminate_session_ends_it(manager: SessionManager, clock: ManualC
     assert await manager.get_session_by_peer("peer-a") is None
     assert not await manager.is_session_valid(session.session_id)
     with pytest.raises(SessionTerminated):
-        await manager.admit(session.session_id, 2)
+        await admit(manager, session.session_id, 2)
 
 
 async def test_terminating_twice_is_an_invalid_transition(manager: SessionManager) -> None:
@@ -397,7 +399,7 @@ async def test_new_handshake_replaces_the_peers_session(
         old, state=S.TERMINATED, ended_at=clock.now()
     )
     with pytest.raises(SessionTerminated):
-        await manager.admit(old.session_id, old.expected_sequence)
+        await admit(manager, old.session_id, old.expected_sequence)
     assert await manager.get_session_by_peer("peer-b") == other
     stats = await manager.get_session_stats()
     assert (stats.terminated, stats.terminated_total) == (1, 1)
@@ -451,7 +453,7 @@ async def _heartbeat(manager: SessionManager, session: Session) -> None:
 
 
 async def _call(manager: SessionManager, session: Session) -> None:
-    await manager.admit(session.session_id, session.expected_sequence)
+    await admit(manager, session.session_id, session.expected_sequence)
 
 
 @pytest.mark.parametrize(
@@ -532,7 +534,7 @@ async def test_memory_store_forgets_ended_sessions_after_retention(clock: Manual
     await manager.cleanup_expired_sessions()
     assert await manager.get_session(expiring.session_id) is None
     with pytest.raises(SessionNotFound):
-        await manager.admit(expiring.session_id, 1)
+        await admit(manager, expiring.session_id, 1)
     assert await manager.get_session_stats() == SessionStats(
         created_total=2, expired_total=1, terminated_total=1
     )
@@ -566,11 +568,11 @@ async def test_stats_follow_every_step(manager: SessionManager, clock: ManualClo
     await manager.update_session_state(a.session_id, S.HANDSHAKE_SENT)
     assert await manager.get_session_stats() == SessionStats(handshaking=1, created_total=1)
 
-    await manager.admit(a.session_id, 1)
+    await admit(manager, a.session_id, 1)
     assert await manager.get_session_stats() == SessionStats(established=1, created_total=1)
 
     with pytest.raises(SequenceError):
-        await manager.admit(a.session_id, 9)
+        await admit(manager, a.session_id, 9)
     assert await manager.get_session_stats() == SessionStats(
         established=1, created_total=1, sequence_errors_total=1
     )
@@ -601,7 +603,7 @@ async def test_stats_follow_every_step(manager: SessionManager, clock: ManualClo
     )
 
     with pytest.raises(SessionExpired):
-        await manager.admit(b.session_id, 1)
+        await admit(manager, b.session_id, 1)
     assert (await manager.get_session_stats()).sequence_errors_total == 1
 
 
@@ -621,7 +623,7 @@ async def test_admitted_call_takes_the_next_send_number(manager: SessionManager)
     """The response to an admitted call is the server's next message on the session."""
     session = await handshaken(manager)
     assert await manager.increment_sequence(session.session_id) == 1
-    assert (await manager.admit(session.session_id, 1)).sequence_num == 2
+    assert (await admit(manager, session.session_id, 1)).sequence_num == 2
     assert await manager.increment_sequence(session.session_id) == 3
 
 

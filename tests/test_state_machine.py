@@ -19,6 +19,7 @@ from peer_grpc import (
 )
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.state import TRANSITIONS, check_transition
+from tests.conftest import admit
 
 S = SessionState
 IDLE_TIMEOUT = 30.0
@@ -131,7 +132,7 @@ async def session_in(manager: SessionManager, clock: ManualClock, state: Session
     if state is S.HANDSHAKE_SENT:
         return session
     if state is S.ESTABLISHED:
-        return await manager.admit(session_id, 1)
+        return await admit(manager, session_id, 1)
     if state is S.TERMINATED:
         return await manager.terminate_session(session_id)
     clock.advance(IDLE_TIMEOUT)

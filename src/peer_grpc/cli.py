@@ -18,7 +18,9 @@ from google.protobuf.message import Message
 from peer_grpc._version import __version__
 from peer_grpc.client import PeerClient
 from peer_grpc.errors import PeerError
+from peer_grpc.sequence import SequenceMode
 from peer_grpc.server import ServerBindError, ServerConfig, serve
+from peer_grpc.window import MAX_WINDOW
 
 __all__ = ["main"]
 
@@ -90,6 +92,27 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds between sweeps of expired sessions (default: %(default)s)",
     )
     serve_cmd.add_argument(
+        "--sequence-mode",
+        choices=["strict", "window"],
+        type=str.lower,
+        default=_env("SEQUENCE_MODE", str.lower, defaults.sequence_mode.name.lower()),
+        help="strict: each call carries exactly the next sequence; window: each sequence "
+        "once, in any order, within --replay-window of the highest (default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--replay-window",
+        type=int,
+        default=_env("REPLAY_WINDOW", int, defaults.replay_window),
+        help=f"the anti-replay window's width in window mode, 1-{MAX_WINDOW} "
+        "(default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--retry-cache",
+        type=int,
+        default=_env("RETRY_CACHE", int, defaults.retry_cache_size),
+        help="accepted calls per session remembered to answer resends (default: %(default)s)",
+    )
+    serve_cmd.add_argument(
         "--allow-sessionless",
         action=argparse.BooleanOptionalAction,
         default=_env("ALLOW_SESSIONLESS", _flag, False),
@@ -147,6 +170,9 @@ def _run_serve(args: argparse.Namespace) -> int:
             sweep_interval=args.sweep_interval,
             allow_sessionless=args.allow_sessionless,
             server_peer_id=args.peer_id,
+            sequence_mode=SequenceMode[args.sequence_mode.upper()],
+            replay_window=args.replay_window,
+            retry_cache_size=args.retry_cache,
         )
     except ValueError as error:
         print(f"peer-grpc: error: {error}", file=sys.stderr)

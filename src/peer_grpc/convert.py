@@ -6,9 +6,10 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from peer_grpc._proto.peer.v1 import peer_pb2
+from peer_grpc.sequence import SequenceMode
 from peer_grpc.session import Session, SessionStats
 
-__all__ = ["duration", "session_info", "session_stats", "timestamp"]
+__all__ = ["duration", "sequence_mode", "session_info", "session_stats", "timestamp"]
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -38,7 +39,15 @@ def session_info(session: Session) -> peer_pb2.SessionInfo:
         expires_at=timestamp(session.expires_at),
         expected_sequence=session.expected_sequence,
         sequence_num=session.sequence_num,
+        sequence_mode=sequence_mode(session),  # type: ignore[arg-type]
+        replay_window=session.window,
+        highest_accepted=session.highest_accepted,
     )
+
+
+def sequence_mode(session: Session) -> int:
+    """The contract's SequenceMode of a session."""
+    return int(SequenceMode.WINDOW if session.window else SequenceMode.STRICT)
 
 
 def session_stats(stats: SessionStats) -> peer_pb2.SessionStats:

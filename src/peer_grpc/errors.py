@@ -22,11 +22,13 @@ __all__ = [
     "RemoteError",
     "SequenceError",
     "SequenceErrorKind",
+    "SequenceExhausted",
     "SessionError",
     "SessionExpired",
     "SessionNotFound",
     "SessionRequired",
     "SessionTerminated",
+    "SessionTokenInvalid",
 ]
 
 #: The ``google.rpc.ErrorInfo.domain`` of every error this service reports.
@@ -94,23 +96,50 @@ class SequenceError(PeerError):
         expected_sequence: int,
         received_sequence: int,
         kind: SequenceErrorKind,
+        *,
+        outside_window: bool = False,
+        replay_window: int = 0,
     ) -> None:
         self.session_id = session_id
         self.expected_sequence = expected_sequence
         self.received_sequence = received_sequence
         self.kind = kind
-        what = "ahead of" if kind is SequenceErrorKind.GAP else "behind"
+        #: For a REPLAY in window mode: it fell behind the window (else: used before).
+        self.outside_window = outside_window
+        #: The window's width in window mode; 0 in strict mode.
+        self.replay_window = replay_window
         super().__init__(
             f"{kind.name}: expected sequence {expected_sequence}, received {received_sequence} "
-            f"({what} the expected one)"
+            f"({self._explain()})"
         )
 
+    def _explain(self) -> str:
+        if self.kind is SequenceErrorKind.GAP:
+            if self.replay_window:
+                return f"more than the window of {self.replay_window} ahead of the highest accepted"
+            return "ahead of the expected one"
+        if self.outside_window:
+            return f"behind the window of {self.replay_window}: too old to accept"
+        if self.replay_window:
+            return "already accepted"
+        return "behind the expected one"
+
     def error_metadata(self) -> Mapping[str, str]:
-        return {
+        metadata = {
             "expected_sequence": str(self.expected_sequence),
             "received_sequence": str(self.received_sequence),
             "kind": self.kind.name,
         }
+        if self.replay_window:
+            metadata["replay_window"] = str(self.replay_window)
+            metadata["outside_window"] = "true" if self.outside_window else "false"
+        return metadata
+
+
+class SequenceExhausted(PeerError):
+    """The session used its last sequence number (2^64-1); sequences never wrap."""
+
+    reason = "SEQUENCE_EXHAUSTED"
 
 
 class SessionError(PeerError):
@@ -139,6 +168,12 @@ class SessionTerminated(SessionError):
     """The session was terminated, or replaced by a newer handshake of its peer."""
 
     reason = "SESSION_TERMINATED"
+
+
+class SessionTokenInvalid(SessionError):
+    """A resume named a session with a missing or wrong token (or another peer's session)."""
+
+    reason = "SESSION_TOKEN_INVALID"
 
 
 class InvalidSessionState(PeerError):

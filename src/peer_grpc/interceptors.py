@@ -7,13 +7,15 @@ In the server's list, in this order (:func:`peer_interceptors`):
    away calls that need a session and carry none, before their body is looked at.
 3. :class:`RequestValidationInterceptor` rejects undecodable or invalid requests.
 4. :class:`SessionInterceptor` admits the call's session and sequence in one
-   atomic store step and hands the session to the servicer.
+   atomic store step and hands the session to the servicer, or answers a resend
+   of an accepted call with that call's outcome.
 
 A call rejected by any of them never reaches a servicer and changes no session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
@@ -28,11 +30,20 @@ from peer_grpc.call_context import (
     unbind_credentials,
     unbind_session,
 )
-from peer_grpc.errors import InternalError, InvalidArgument, PeerError, SessionRequired
+from peer_grpc.errors import (
+    InternalError,
+    InvalidArgument,
+    PeerError,
+    SequenceError,
+    SequenceErrorKind,
+    SessionRequired,
+)
 from peer_grpc.manager import SessionManager
 from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY, parse_session_metadata
+from peer_grpc.retry import CallKey, CallOutcome
 from peer_grpc.rich_status import to_grpc_status
-from peer_grpc.service import SERVICE_NAME, UndecodableRequest
+from peer_grpc.service import SERVICE_NAME, ReceivedRequest
+from peer_grpc.session import Session
 from peer_grpc.validation import RequestValidator
 
 __all__ = [
@@ -46,6 +57,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Serializer = Callable[[Any], bytes]
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 _METHOD_PREFIX = f"/{SERVICE_NAME}/"
 #: Methods that open sessions and so carry none.
 SESSIONLESS_METHODS = frozenset({"Handshake"})
@@ -75,18 +88,36 @@ class _MethodWrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mi
         cached = self._wrapped.get(full_method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        behavior = self.wrap(full_method[len(_METHOD_PREFIX) :], handler.unary_unary)
+        serialize = _passing_bytes_through(handler.response_serializer)
+        behavior = self.wrap(full_method[len(_METHOD_PREFIX) :], handler.unary_unary, serialize)
         wrapped = grpc.unary_unary_rpc_method_handler(
             behavior,
             request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            response_serializer=serialize,
         )
         self._wrapped[full_method] = (handler, wrapped)
         return wrapped
 
-    def wrap(self, method: str, behavior: Behavior) -> Behavior:
-        """Return ``behavior`` wrapped for PeerService method ``method``."""
+    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
+        """Return ``behavior`` wrapped for PeerService method ``method``.
+
+        ``serialize`` turns the method's responses into bytes; a wrapper may also
+        return bytes, which go out as they are.
+        """
         raise NotImplementedError
+
+
+def _passing_bytes_through(serialize: Serializer | None) -> Serializer:
+    if serialize is None:
+        return lambda response: response
+    if getattr(serialize, "passes_bytes", False):
+        return serialize
+
+    def serialize_or_pass(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+
+    serialize_or_pass.passes_bytes = True  # type: ignore[attr-defined]
+    return serialize_or_pass
 
 
 class ErrorStatusInterceptor(_MethodWrappingInterceptor):
@@ -96,7 +127,7 @@ class ErrorStatusInterceptor(_MethodWrappingInterceptor):
     and answered INTERNAL without details.
     """
 
-    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 return await behavior(request, context)
@@ -118,16 +149,17 @@ class RequestValidationInterceptor(_MethodWrappingInterceptor):
         super().__init__()
         self._validators = validators
 
-    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
         validate = self._validators.get(method)
 
-        async def validated(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, UndecodableRequest):
+        async def validated(request: ReceivedRequest, context: grpc.aio.ServicerContext) -> Any:
+            if request.message is None:
                 raise InvalidArgument.of(
-                    "request", f"bytes do not decode as {request.type_name}: {request.reason}"
+                    "request",
+                    f"bytes do not decode as {request.type_name}: {request.decode_error}",
                 )
             if validate is not None:
-                validate(request)
+                validate(request.message)
             return await behavior(request, context)
 
         return validated
@@ -144,7 +176,7 @@ class SessionMetadataInterceptor(_MethodWrappingInterceptor):
         super().__init__()
         self._allow_sessionless = frozenset(allow_sessionless)
 
-    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
         if method in SESSIONLESS_METHODS:
             return behavior
         sessionless_ok = method in self._allow_sessionless
@@ -170,7 +202,9 @@ class SessionInterceptor(_MethodWrappingInterceptor):
 
     The admitted session is bound for the servicer (see
     :func:`peer_grpc.call_context.current_session`), and the server's own sequence
-    number for the response goes out as ``peer-sequence`` initial metadata. Calls
+    number for the response goes out as ``peer-sequence`` initial metadata. The
+    call's outcome is recorded, so that a resend of it (same sequence, method and
+    bytes) is answered with the same outcome instead of running again. Calls
     without credentials got here only if their method may go sessionless.
     """
 
@@ -178,24 +212,119 @@ class SessionInterceptor(_MethodWrappingInterceptor):
         super().__init__()
         self._manager = manager
 
-    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
         if method in SESSIONLESS_METHODS:
             return behavior
         manager = self._manager
 
-        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def admitted(request: ReceivedRequest, context: grpc.aio.ServicerContext) -> Any:
             credentials = current_credentials()
             if credentials is None:
                 return await behavior(request, context)
-            session = await manager.admit(credentials.session_id, credentials.sequence)
-            await context.send_initial_metadata(((SEQUENCE_KEY, str(session.sequence_num)),))
+            sequence = credentials.sequence
+            admission = await manager.admit(
+                credentials.session_id, sequence, CallKey(method, request.digest)
+            )
+            session = admission.session
+            if admission.replay is not None:
+                return await _answer_resend(session, sequence, admission.replay, context)
+            server_sequence = session.sequence_num
+            await context.send_initial_metadata(((SEQUENCE_KEY, str(server_sequence)),))
             token = bind_session(session)
+            outcome = _INTERRUPTED
             try:
-                return await behavior(request, context)
+                response = serialize(await behavior(request, context))
+                outcome = CallOutcome(code=0, response=response)
+                return response
+            except grpc.aio.AbortError:
+                outcome = _outcome_of_abort(context)
+                raise
+            except PeerError as error:
+                outcome = _outcome_of_status(to_grpc_status(error))
+                raise
+            except Exception:
+                outcome = _outcome_of_status(to_grpc_status(InternalError("internal error")))
+                raise
             finally:
                 unbind_session(token)
+                await manager.record_outcome(
+                    session.session_id, sequence, _numbered(outcome, server_sequence)
+                )
 
         return admitted
+
+
+#: The outcome of a call that never finished (cancelled, or its task torn down).
+_INTERRUPTED = CallOutcome(
+    code=grpc.StatusCode.ABORTED.value[0],
+    message="the original call with this sequence was interrupted; its effect is unknown",
+)
+
+
+def _numbered(outcome: CallOutcome, server_sequence: int) -> CallOutcome:
+    return CallOutcome(
+        code=outcome.code,
+        response=outcome.response,
+        message=outcome.message,
+        trailing_metadata=outcome.trailing_metadata,
+        server_sequence=server_sequence,
+    )
+
+
+def _outcome_of_status(status: grpc.Status) -> CallOutcome:
+    return CallOutcome(
+        code=status.code.value[0],
+        message=status.details,
+        trailing_metadata=tuple(status.trailing_metadata),
+    )
+
+
+def _outcome_of_abort(context: grpc.aio.ServicerContext) -> CallOutcome:
+    code = context.code() or grpc.StatusCode.UNKNOWN
+    number = code.value[0] if isinstance(code, grpc.StatusCode) else int(code)
+    return CallOutcome(
+        code=number,
+        message=context.details() or "",
+        trailing_metadata=tuple(context.trailing_metadata() or ()),
+    )
+
+
+async def _answer_resend(
+    session: Session,
+    sequence: int,
+    replay: Awaitable[CallOutcome],
+    context: grpc.aio.ServicerContext,
+) -> bytes:
+    """Answer a resend of an accepted call exactly as the original was answered."""
+    try:
+        # Shielded: a resend that gives up waiting must not cancel the shared outcome.
+        outcome = await asyncio.wait_for(asyncio.shield(replay), context.time_remaining())
+    except TimeoutError:
+        await context.abort(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the original call with sequence {sequence} was still running at the deadline",
+        )
+    except asyncio.CancelledError:
+        if not (isinstance(replay, asyncio.Future) and replay.cancelled()):
+            raise  # this resend itself was cancelled
+        # The outcome was forgotten before it came (more calls than the cache holds).
+        raise SequenceError(
+            session.session_id,
+            session.expected_sequence,
+            sequence,
+            SequenceErrorKind.REPLAY,
+            replay_window=session.window,
+        ) from None
+    if outcome.server_sequence:
+        await context.send_initial_metadata(((SEQUENCE_KEY, str(outcome.server_sequence)),))
+    if outcome.code == 0:
+        return outcome.response
+    await context.abort(
+        _STATUS_BY_NUMBER.get(outcome.code, grpc.StatusCode.ABORTED),
+        outcome.message,
+        trailing_metadata=outcome.trailing_metadata,
+    )
+    raise AssertionError("unreachable: abort raises")
 
 
 def peer_interceptors(

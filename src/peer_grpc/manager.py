@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Iterable
 
+from peer_grpc import window
 from peer_grpc.clock import Clock, SystemClock
-from peer_grpc.errors import PeerError
-from peer_grpc.session import Session, SessionStats, check_usable
+from peer_grpc.errors import PeerError, SessionTokenInvalid
+from peer_grpc.retry import CallKey, CallOutcome
+from peer_grpc.sequence import SequenceMode
+from peer_grpc.session import Session, SessionStats, check_usable, short_id
 from peer_grpc.state import SessionState
-from peer_grpc.stores.base import SessionStore
+from peer_grpc.stores.base import Admission, SessionStore, WindowSnapshot
 from peer_grpc.stores.memory import MemorySessionStore
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "SessionManager", "new_session_id"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "SessionManager",
+    "hash_session_token",
+    "new_session_id",
+    "new_session_token",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +40,16 @@ def new_session_id() -> str:
     return secrets.token_hex(16)
 
 
+def new_session_token() -> str:
+    """A fresh resumption secret: 256 bits from the OS's CSPRNG, URL-safe base64."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_session_token(token: str) -> bytes:
+    """What the store keeps of a session token: its SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode()).digest()
+
+
 class SessionManager:
     """Creates, advances and ends sessions; the one API the servicers use.
 
@@ -36,6 +57,8 @@ class SessionManager:
         store: where sessions live; an in-memory store when omitted.
         clock: the time source; the system clock when omitted.
         idle_timeout: seconds without activity after which a session expires.
+        sequence_mode: how new sessions order sequences.
+        replay_window: the window's width for new sessions in window mode.
     """
 
     def __init__(
@@ -44,17 +67,31 @@ class SessionManager:
         *,
         clock: Clock | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        sequence_mode: SequenceMode = SequenceMode.STRICT,
+        replay_window: int = window.DEFAULT_WINDOW,
     ) -> None:
         if idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
+        window.ring_size(replay_window)  # validates the width
         self.store: SessionStore = store if store is not None else MemorySessionStore()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.idle_timeout = idle_timeout
+        self.sequence_mode = sequence_mode
+        self.replay_window = replay_window if sequence_mode is SequenceMode.WINDOW else 0
 
     async def create_session(
-        self, peer_id: str, protocol_version: str, capabilities: Iterable[str] = ()
+        self,
+        peer_id: str,
+        protocol_version: str,
+        capabilities: Iterable[str] = (),
+        *,
+        session_token: str | None = None,
     ) -> Session:
-        """Open a session in state INITIAL; the peer's previous session is terminated."""
+        """Open a session in state INITIAL; the peer's previous session is terminated.
+
+        With ``session_token`` (see :func:`new_session_token`) the session can later
+        be resumed by whoever holds that token; only its hash is stored.
+        """
         now = self.clock.now()
         session = Session(
             session_id=new_session_id(),
@@ -65,6 +102,8 @@ class SessionManager:
             created_at=now,
             last_activity=now,
             expires_at=now + self.idle_timeout,
+            window=self.replay_window,
+            token_hash=hash_session_token(session_token) if session_token else b"",
         )
         replaced = await self.store.create(session)
         if replaced is not None and not replaced.state.is_final:
@@ -100,13 +139,50 @@ class SessionManager:
         """End the session; its id is refused from then on."""
         return await self.update_session_state(session_id, SessionState.TERMINATED)
 
-    async def admit(self, session_id: str, sequence: int) -> Session:
+    async def admit(self, session_id: str, sequence: int, key: CallKey) -> Admission:
         """Validate a received call's session and sequence and advance both, atomically.
 
-        See :meth:`SessionStore.admit` for what changes and what is raised.
+        See :meth:`SessionStore.admit` for what changes, what a resend gets, and
+        what is raised.
         """
         now = self.clock.now()
-        return await self.store.admit(session_id, sequence, now, now + self.idle_timeout)
+        return await self.store.admit(session_id, sequence, key, now, now + self.idle_timeout)
+
+    async def record_outcome(self, session_id: str, sequence: int, outcome: CallOutcome) -> None:
+        """Remember how accepted call ``sequence`` ended, so a resend gets the same answer."""
+        await self.store.record(session_id, sequence, outcome)
+
+    async def resume_session(self, session_id: str, session_token: str, peer_id: str) -> Session:
+        """Continue a session after a restart or a lost connection.
+
+        The token is checked first and in constant time, so that nobody without it
+        learns anything of the session but that its id exists. Resuming records
+        activity; it changes neither the sequence nor the window.
+
+        Raises:
+            SessionNotFound: no such session.
+            SessionTokenInvalid: the token is missing or wrong, or the session is
+                another peer's; nothing changed.
+            SessionExpired, SessionTerminated, InvalidSessionState: it cannot resume.
+        """
+        session = await self.store.get(session_id)
+        if session is None:
+            check_usable(None, session_id, self.clock.now())  # raises SessionNotFound
+            raise AssertionError("unreachable")
+        presented = hash_session_token(session_token) if session_token else b""
+        owner_ok = hmac.compare_digest(session.peer_id.encode(), peer_id.encode())
+        token_ok = bool(session.token_hash) and hmac.compare_digest(presented, session.token_hash)
+        if not (token_ok and owner_ok):
+            raise SessionTokenInvalid(
+                f"cannot resume session {short_id(session_id)}: "
+                "the session token is missing or wrong for this peer"
+            )
+        check_usable(session, session_id, self.clock.now())
+        return await self.update_activity(session_id)
+
+    async def window_snapshot(self, session_id: str) -> WindowSnapshot:
+        """Which sequences a window-mode session accepted."""
+        return await self.store.window(session_id)
 
     async def increment_sequence(self, session_id: str) -> int:
         """Number a message the server sends on the session; returns its sequence."""

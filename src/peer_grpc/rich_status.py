@@ -26,10 +26,12 @@ from peer_grpc.errors import (
     RemoteError,
     SequenceError,
     SequenceErrorKind,
+    SequenceExhausted,
     SessionExpired,
     SessionNotFound,
     SessionRequired,
     SessionTerminated,
+    SessionTokenInvalid,
 )
 
 __all__ = ["error_from_rpc_error", "status_code_of", "to_grpc_status"]
@@ -42,6 +44,8 @@ STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
     SessionNotFound: grpc.StatusCode.UNAUTHENTICATED,
     SessionExpired: grpc.StatusCode.UNAUTHENTICATED,
     SessionTerminated: grpc.StatusCode.UNAUTHENTICATED,
+    SessionTokenInvalid: grpc.StatusCode.UNAUTHENTICATED,
+    SequenceExhausted: grpc.StatusCode.FAILED_PRECONDITION,
     InvalidSessionState: grpc.StatusCode.FAILED_PRECONDITION,
     InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
     NoCommonProtocolVersion: grpc.StatusCode.FAILED_PRECONDITION,
@@ -85,6 +89,8 @@ def to_grpc_status(error: PeerError) -> grpc.Status:
                 expected_sequence=error.expected_sequence,
                 received_sequence=error.received_sequence,
                 kind=f"SEQUENCE_ERROR_KIND_{error.kind.name}",
+                outside_window=error.outside_window,
+                replay_window=error.replay_window,
             ),
         )
     return rpc_status.to_status(status)
@@ -108,12 +114,16 @@ def _sequence_error(
             typed.expected_sequence,
             typed.received_sequence,
             SequenceErrorKind(typed.kind),
+            outside_window=typed.outside_window,
+            replay_window=typed.replay_window,
         )
     return SequenceError(
         "",
         int(meta["expected_sequence"]),
         int(meta["received_sequence"]),
         SequenceErrorKind[meta["kind"]],
+        outside_window=meta.get("outside_window") == "true",
+        replay_window=int(meta.get("replay_window", "0")),
     )
 
 
@@ -127,6 +137,8 @@ _DECODERS: Mapping[str, _Decoder] = {
     SessionNotFound.reason: _with_message(SessionNotFound),
     SessionExpired.reason: _with_message(SessionExpired),
     SessionTerminated.reason: _with_message(SessionTerminated),
+    SessionTokenInvalid.reason: _with_message(SessionTokenInvalid),
+    SequenceExhausted.reason: _with_message(SequenceExhausted),
     InternalError.reason: _with_message(InternalError),
     InvalidSessionState.reason: lambda message, meta, _: InvalidSessionState(
         message, meta.get("state", "")

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 from peer_grpc.errors import SequenceError, SequenceErrorKind
 
-__all__ = ["FIRST_SEQUENCE", "MAX_SEQUENCE", "check_strict"]
+__all__ = ["FIRST_SEQUENCE", "MAX_SEQUENCE", "SequenceMode", "check_strict"]
 
 #: The sequence number of the first call after a handshake.
 FIRST_SEQUENCE = 1
 #: The largest sequence number: sequences are unsigned 64-bit integers.
 MAX_SEQUENCE = 2**64 - 1
+
+
+class SequenceMode(IntEnum):
+    """How a session orders the sequences it accepts (values of ``peer.v1.SequenceMode``)."""
+
+    #: Exactly the next sequence, nothing else.
+    STRICT = 1
+    #: Each sequence once, in any order, within a sliding window (see :mod:`peer_grpc.window`).
+    WINDOW = 2
 
 
 def check_strict(session_id: str, expected: int, received: int) -> None:

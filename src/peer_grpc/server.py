@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -18,12 +19,15 @@ from grpc_reflection.v1alpha import reflection
 from peer_grpc.clock import Clock
 from peer_grpc.interceptors import peer_interceptors
 from peer_grpc.manager import DEFAULT_IDLE_TIMEOUT, SessionManager
+from peer_grpc.retry import DEFAULT_RETRY_CACHE
+from peer_grpc.sequence import SequenceMode
 from peer_grpc.service import SERVICE_NAME, peer_service_handler
 from peer_grpc.servicer import PeerServicer
 from peer_grpc.stores.base import SessionStore
 from peer_grpc.stores.memory import MemorySessionStore
 from peer_grpc.tasks import TaskRegistry, default_registry
 from peer_grpc.validation import request_validators
+from peer_grpc.window import DEFAULT_WINDOW, ring_size
 
 __all__ = ["PeerServer", "ServerBindError", "ServerConfig", "format_address", "serve"]
 
@@ -60,6 +64,12 @@ class ServerConfig:
     server_peer_id: str = field(default_factory=_default_peer_id)
     #: Seconds that in-flight calls get to finish on shutdown.
     shutdown_grace: float = 5.0
+    #: How new sessions order sequences: strict (exactly the next) or window (anti-replay).
+    sequence_mode: SequenceMode = SequenceMode.STRICT
+    #: The anti-replay window's width in window mode.
+    replay_window: int = DEFAULT_WINDOW
+    #: How many accepted calls per session are remembered to answer resends.
+    retry_cache_size: int = DEFAULT_RETRY_CACHE
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -73,6 +83,9 @@ class ServerConfig:
             and not 0 < self.heartbeat_interval < self.idle_timeout
         ):
             raise ValueError("heartbeat_interval must be positive and below idle_timeout")
+        ring_size(self.replay_window)  # raises for a width out of range
+        if not 0 <= self.retry_cache_size <= 1024:
+            raise ValueError("retry_cache_size must be 0-1024")
 
     @property
     def effective_heartbeat_interval(self) -> float:
@@ -100,6 +113,8 @@ class PeerServer:
         store: the session store; in memory when omitted.
         tasks: task handlers for DelegateTask; the built-in ones when omitted.
         clock: the time source; the system clock when omitted.
+        outer_interceptors: interceptors that run before the PeerService's own
+            (for tracing, or for tests that delay or drop calls).
     """
 
     def __init__(
@@ -109,13 +124,19 @@ class PeerServer:
         store: SessionStore | None = None,
         tasks: TaskRegistry | None = None,
         clock: Clock | None = None,
+        outer_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
-        self.config = config or ServerConfig()
+        self.config = config = config or ServerConfig()
+        if store is None:
+            store = MemorySessionStore(retry_cache_size=config.retry_cache_size)
         self.manager = SessionManager(
-            store if store is not None else MemorySessionStore(),
+            store,
             clock=clock,
-            idle_timeout=self.config.idle_timeout,
+            idle_timeout=config.idle_timeout,
+            sequence_mode=config.sequence_mode,
+            replay_window=config.replay_window,
         )
+        self._outer_interceptors = tuple(outer_interceptors)
         self.tasks = tasks if tasks is not None else default_registry()
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -146,11 +167,14 @@ class PeerServer:
             heartbeat_interval=config.effective_heartbeat_interval,
         )
         server = grpc.aio.server(
-            interceptors=peer_interceptors(
-                self.manager,
-                request_validators(self.tasks.names),
-                allow_sessionless=config.allow_sessionless,
-            ),
+            interceptors=[
+                *self._outer_interceptors,
+                *peer_interceptors(
+                    self.manager,
+                    request_validators(self.tasks.names),
+                    allow_sessionless=config.allow_sessionless,
+                ),
+            ],
             # grpcio turns SO_REUSEPORT on by default, which lets a second server bind the
             # same port silently and steal half the connections. A taken port must fail.
             options=[("grpc.so_reuseport", 0)],

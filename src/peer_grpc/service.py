@@ -2,14 +2,14 @@
 
 Requests are decoded here rather than by grpc itself: grpc.aio answers a request
 whose bytes do not decode with UNKNOWN, while this service owes the caller
-INVALID_ARGUMENT. A request that does not decode reaches the interceptors as an
-:class:`UndecodableRequest`, which the validation interceptor rejects before the
-call is admitted.
+INVALID_ARGUMENT. Every request reaches the interceptors as a
+:class:`ReceivedRequest`: the decoded message (or why it does not decode) and a
+digest of its bytes, which tells a resend from a different message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,10 @@ from google.protobuf import message_factory
 from google.protobuf.message import DecodeError, Message
 
 from peer_grpc._proto.peer.v1 import peer_pb2
+from peer_grpc.errors import InvalidArgument
+from peer_grpc.retry import request_digest
 
-__all__ = ["SERVICE_DESCRIPTOR", "SERVICE_NAME", "UndecodableRequest", "peer_service_handler"]
+__all__ = ["SERVICE_DESCRIPTOR", "SERVICE_NAME", "ReceivedRequest", "peer_service_handler"]
 
 SERVICE_DESCRIPTOR = peer_pb2.DESCRIPTOR.services_by_name["PeerService"]
 #: The fully qualified service name, ``peer.v1.PeerService``.
@@ -27,23 +29,41 @@ SERVICE_NAME: str = SERVICE_DESCRIPTOR.full_name
 
 
 @dataclass(frozen=True, slots=True)
-class UndecodableRequest:
-    """Stands in for a request whose bytes are not a valid message of its type."""
+class ReceivedRequest:
+    """A request as it travels through the interceptors: decoded, or why not, and its digest."""
 
+    #: The decoded message; None when the bytes do not decode.
+    message: Message | None
+    #: :func:`peer_grpc.retry.request_digest` of the bytes as received.
+    digest: bytes
+    #: The request's message type, e.g. ``peer.v1.PingRequest``.
     type_name: str
-    reason: str
+    #: Why the bytes do not decode; empty when they do.
+    decode_error: str = ""
 
 
-def _lenient_deserializer(message_type: type[Message]) -> Callable[[bytes], Any]:
+def _receiving_deserializer(message_type: type[Message]) -> Callable[[bytes], ReceivedRequest]:
     type_name = message_type.DESCRIPTOR.full_name
 
-    def deserialize(data: bytes) -> Message | UndecodableRequest:
+    def deserialize(data: bytes) -> ReceivedRequest:
+        digest = request_digest(data)
         try:
-            return message_type.FromString(data)
+            return ReceivedRequest(message_type.FromString(data), digest, type_name)
         except (DecodeError, ValueError, RuntimeError) as error:
-            return UndecodableRequest(type_name, str(error) or type(error).__name__)
+            return ReceivedRequest(None, digest, type_name, str(error) or type(error).__name__)
 
     return deserialize
+
+
+def _unwrapping(method: Callable[[Message, Any], Awaitable[Message]]) -> Callable[..., Any]:
+    """Hand the servicer method the decoded message out of its envelope."""
+
+    async def call(request: ReceivedRequest, context: Any) -> Message:
+        if request.message is None:  # only without the interceptors, which reject it first
+            raise InvalidArgument.of("request", f"bytes do not decode as {request.type_name}")
+        return await method(request.message, context)
+
+    return call
 
 
 def peer_service_handler(servicer: object) -> grpc.GenericRpcHandler:
@@ -57,8 +77,8 @@ def peer_service_handler(servicer: object) -> grpc.GenericRpcHandler:
         request_type = message_factory.GetMessageClass(method.input_type)
         response_type = message_factory.GetMessageClass(method.output_type)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=_lenient_deserializer(request_type),
+            _unwrapping(getattr(servicer, method.name)),
+            request_deserializer=_receiving_deserializer(request_type),
             response_serializer=response_type.SerializeToString,
         )
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

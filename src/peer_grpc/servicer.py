@@ -11,9 +11,10 @@ from google.protobuf import json_format, struct_pb2
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc._version import __version__
 from peer_grpc.call_context import current_session, current_session_or_none
-from peer_grpc.convert import duration, session_info, session_stats, timestamp
+from peer_grpc.convert import duration, sequence_mode, session_info, session_stats, timestamp
 from peer_grpc.errors import NoCommonProtocolVersion
-from peer_grpc.manager import SessionManager
+from peer_grpc.manager import SessionManager, new_session_token
+from peer_grpc.session import Session
 from peer_grpc.state import SessionState
 from peer_grpc.tasks import TaskRegistry
 
@@ -59,20 +60,49 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self, request: peer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.HandshakeResponse:
         version = self._negotiate(request.protocol_versions)
+        if request.HasField("resume"):
+            return await self._resume(request, version)
         manager = self._manager
-        session = await manager.create_session(request.peer_id, version, request.capabilities)
+        token = new_session_token()
+        session = await manager.create_session(
+            request.peer_id, version, request.capabilities, session_token=token
+        )
         session = await manager.update_session_state(
             session.session_id, SessionState.HANDSHAKE_SENT
         )
+        response = self._handshake_response(session)
+        response.session_token = token
+        return response
+
+    async def _resume(
+        self, request: peer_pb2.HandshakeRequest, version: str
+    ) -> peer_pb2.HandshakeResponse:
+        resume = request.resume
+        session = await self._manager.resume_session(
+            resume.session_id, resume.session_token, request.peer_id
+        )
+        if session.protocol_version != version:
+            raise NoCommonProtocolVersion(request.protocol_versions, [session.protocol_version])
+        response = self._handshake_response(session)
+        response.resumed = True
+        if session.window:
+            snapshot = await self._manager.window_snapshot(session.session_id)
+            response.window.highest_accepted = snapshot.highest_accepted
+            response.window.accepted = snapshot.accepted
+        return response
+
+    def _handshake_response(self, session: Session) -> peer_pb2.HandshakeResponse:
         return peer_pb2.HandshakeResponse(
             session_id=session.session_id,
-            protocol_version=version,
+            protocol_version=session.protocol_version,
             next_sequence=session.expected_sequence,
             heartbeat_interval=duration(self._heartbeat_interval),
-            idle_timeout=duration(manager.idle_timeout),
+            idle_timeout=duration(self._manager.idle_timeout),
             server_peer_id=self._server_peer_id,
             server_capabilities=SERVER_CAPABILITIES,
             expires_at=timestamp(session.expires_at),
+            sequence_mode=sequence_mode(session),  # type: ignore[arg-type]
+            replay_window=session.window,
         )
 
     async def Heartbeat(

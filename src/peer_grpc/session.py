@@ -38,6 +38,12 @@ class Session:
     expected_sequence: int = FIRST_SEQUENCE
     #: When the session reached TERMINATED or EXPIRED (0 while live).
     ended_at: float = 0.0
+    #: The anti-replay window's width in window mode; 0 in strict mode.
+    window: int = 0
+    #: The highest sequence accepted so far (window mode; in strict mode, expected - 1).
+    highest_accepted: int = 0
+    #: SHA-256 of the session token that allows resuming it; empty: cannot be resumed.
+    token_hash: bytes = b""
 
     def is_expired_at(self, now: float) -> bool:
         """Whether the session is expired at ``now``, swept or not."""

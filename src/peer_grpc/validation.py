@@ -37,6 +37,13 @@ def validate_handshake(request: peer_pb2.HandshakeRequest) -> None:
             violations.append(FieldViolation(name, f"at most {_MAX_LIST} entries"))
         elif any(not v or len(v) > _MAX_ITEM for v in values):
             violations.append(FieldViolation(name, f"entries must be 1-{_MAX_ITEM} characters"))
+    if request.HasField("resume"):
+        if not request.resume.session_id:
+            violations.append(FieldViolation("resume.session_id", "is required to resume"))
+        elif len(request.resume.session_id) > 128:
+            violations.append(FieldViolation("resume.session_id", "at most 128 characters"))
+        if len(request.resume.session_token) > 256:
+            violations.append(FieldViolation("resume.session_token", "at most 256 characters"))
     if violations:
         raise InvalidArgument(violations)
 

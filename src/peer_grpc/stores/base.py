@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
+from peer_grpc.retry import CallKey, CallOutcome
 from peer_grpc.session import Session, SessionStats
 from peer_grpc.state import SessionState
 
-__all__ = ["SessionStore", "SweepResult"]
+__all__ = ["Admission", "SessionStore", "SweepResult", "WindowSnapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The store's answer to an admissible call."""
+
+    #: The session after admitting the call (unchanged for a resend).
+    session: Session
+    #: For a resend of an accepted call: the original call's outcome, awaited.
+    #: None for a new call, which the caller must run and then :meth:`SessionStore.record`.
+    replay: Awaitable[CallOutcome] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSnapshot:
+    """A window-mode session's accepted sequences (see :func:`peer_grpc.window.window_bitmap`)."""
+
+    highest_accepted: int
+    accepted: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +84,34 @@ class SessionStore(Protocol):
         """
         ...
 
-    async def admit(self, session_id: str, sequence: int, now: float, expires_at: float) -> Session:
+    async def admit(
+        self, session_id: str, sequence: int, key: CallKey, now: float, expires_at: float
+    ) -> Admission:
         """Check a received call against the session and advance it: one atomic step.
 
-        On success the expected sequence moves past ``sequence``, the server's own
-        ``sequence_num`` advances (the response is its next message), activity is
-        recorded, and a HANDSHAKE_SENT session becomes ESTABLISHED.
+        A resend of one of the session's recently accepted calls (same sequence,
+        same :class:`CallKey`) changes nothing and comes back with the original's
+        outcome to await. Otherwise, on success the session accepts ``sequence``
+        (strict: it was the expected one; window: see :mod:`peer_grpc.window`), the
+        server's own ``sequence_num`` advances (the response is its next message),
+        activity is recorded, a HANDSHAKE_SENT session becomes ESTABLISHED, and the
+        call is remembered for resends until :meth:`record` gives its outcome.
         On failure nothing in the session changes.
 
         Raises:
             SessionNotFound, SessionExpired, SessionTerminated, InvalidSessionState:
                 the session cannot carry calls.
-            SequenceError: ``sequence`` is not the expected one.
+            SequenceError: the session refuses ``sequence`` (a GAP or a REPLAY).
+            SequenceExhausted: the session used its last sequence number.
         """
+        ...
+
+    async def record(self, session_id: str, sequence: int, outcome: CallOutcome) -> None:
+        """Store how the accepted call ``sequence`` ended, for resends of it."""
+        ...
+
+    async def window(self, session_id: str) -> WindowSnapshot:
+        """The accepted sequences of a window-mode session."""
         ...
 
     async def next_send_sequence(self, session_id: str) -> int:

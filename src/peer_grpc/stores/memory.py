@@ -6,11 +6,20 @@ import heapq
 from collections import deque
 from dataclasses import replace
 
-from peer_grpc.errors import SequenceError, SessionExpired, SessionNotFound, SessionTerminated
-from peer_grpc.sequence import check_strict
+from peer_grpc import window
+from peer_grpc.errors import (
+    SequenceError,
+    SequenceErrorKind,
+    SequenceExhausted,
+    SessionExpired,
+    SessionNotFound,
+    SessionTerminated,
+)
+from peer_grpc.retry import DEFAULT_RETRY_CACHE, CallKey, CallOutcome, RetryCache
+from peer_grpc.sequence import MAX_SEQUENCE, check_strict
 from peer_grpc.session import Session, SessionStats, check_usable, short_id
 from peer_grpc.state import SessionState, check_transition
-from peer_grpc.stores.base import SweepResult
+from peer_grpc.stores.base import Admission, SweepResult, WindowSnapshot
 
 __all__ = ["DEFAULT_ENDED_RETENTION", "MemorySessionStore"]
 
@@ -28,11 +37,20 @@ class MemorySessionStore:
     number of sessions.
     """
 
-    def __init__(self, *, ended_retention: float = DEFAULT_ENDED_RETENTION) -> None:
+    def __init__(
+        self,
+        *,
+        ended_retention: float = DEFAULT_ENDED_RETENTION,
+        retry_cache_size: int = DEFAULT_RETRY_CACHE,
+    ) -> None:
         if ended_retention < 0:
             raise ValueError("ended_retention must not be negative")
         self._ended_retention = ended_retention
+        self._retry_cache_size = retry_cache_size
         self._sessions: dict[str, Session] = {}
+        # Beside the immutable snapshots: per-session state mutated in place.
+        self._rings: dict[str, bytearray] = {}
+        self._retries: dict[str, RetryCache] = {}
         self._live_by_peer: dict[str, str] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._ended: deque[tuple[float, str]] = deque()
@@ -53,6 +71,9 @@ class MemorySessionStore:
             final = SessionState.EXPIRED if previous.is_expired_at(now) else SessionState.TERMINATED
             self._end(previous, final, now)
         self._put(session)
+        if session.window:
+            self._rings[session.session_id] = window.new_ring(session.window)
+        self._retries[session.session_id] = RetryCache(self._retry_cache_size)
         self._live_by_peer[session.peer_id] = session.session_id
         heapq.heappush(self._deadlines, (session.expires_at, session.session_id))
         self._created_total += 1
@@ -80,26 +101,76 @@ class MemorySessionStore:
             raise SessionTerminated(f"session {short_id(session_id)} was terminated")
         return self._put(replace(session, last_activity=now, expires_at=expires_at))
 
-    async def admit(self, session_id: str, sequence: int, now: float, expires_at: float) -> Session:
-        session = check_usable(self._sessions.get(session_id), session_id, now)
+    async def admit(
+        self, session_id: str, sequence: int, key: CallKey, now: float, expires_at: float
+    ) -> Admission:
+        found = self._sessions.get(session_id)
+        if found is not None:
+            replay = self._retries[session_id].find(sequence, key)
+            if replay is not None:
+                return Admission(found, replay)
+        session = check_usable(found, session_id, now)
         try:
-            check_strict(session_id, session.expected_sequence, sequence)
-        except SequenceError:
+            highest = self._accept(session, sequence)
+        except (SequenceError, SequenceExhausted):
             self._sequence_errors_total += 1
             raise
         state = session.state
         if state is SessionState.HANDSHAKE_SENT:
             state = check_transition(state, SessionState.ESTABLISHED)
-        return self._put(
+        admitted = self._put(
             replace(
                 session,
                 state=state,
-                expected_sequence=sequence + 1,
+                highest_accepted=highest,
+                expected_sequence=highest + 1,
                 sequence_num=session.sequence_num + 1,
                 last_activity=now,
                 expires_at=expires_at,
             )
         )
+        self._retries[session_id].remember(sequence, key)
+        return Admission(admitted)
+
+    def _accept(self, session: Session, sequence: int) -> int:
+        """Apply the session's sequence rule; returns the new highest accepted sequence."""
+        session_id = session.session_id
+        if not session.window:
+            if session.expected_sequence > MAX_SEQUENCE:
+                raise _exhausted(session_id)
+            check_strict(session_id, session.expected_sequence, sequence)
+            return sequence
+        ring = self._rings[session_id]
+        highest = session.highest_accepted
+        verdict = window.check(ring, session.window, highest, sequence)
+        if verdict is window.Verdict.ACCEPT:
+            return window.accept(ring, highest, sequence)
+        if highest == MAX_SEQUENCE:
+            raise _exhausted(session_id)
+        kind = (
+            SequenceErrorKind.GAP if verdict is window.Verdict.AHEAD else SequenceErrorKind.REPLAY
+        )
+        raise SequenceError(
+            session_id,
+            highest + 1,
+            sequence,
+            kind,
+            outside_window=verdict is window.Verdict.BEHIND,
+            replay_window=session.window,
+        )
+
+    async def record(self, session_id: str, sequence: int, outcome: CallOutcome) -> None:
+        cache = self._retries.get(session_id)
+        if cache is not None:
+            cache.record(sequence, outcome)
+
+    async def window(self, session_id: str) -> WindowSnapshot:
+        session = self._require(session_id)
+        ring = self._rings.get(session_id)
+        if ring is None:
+            return WindowSnapshot(session.highest_accepted, b"")
+        accepted = window.window_bitmap(ring, session.window, session.highest_accepted)
+        return WindowSnapshot(session.highest_accepted, accepted)
 
     async def next_send_sequence(self, session_id: str) -> int:
         session = self._require(session_id)
@@ -124,6 +195,8 @@ class MemorySessionStore:
             _, session_id = ended.popleft()
             work += 1
             session = self._sessions.pop(session_id, None)
+            self._rings.pop(session_id, None)
+            self._retries.pop(session_id, None)
             if session is not None:
                 self._by_state[session.state] -= 1
                 purged += 1
@@ -178,3 +251,10 @@ class MemorySessionStore:
         else:
             self._terminated_total += 1
         return ended
+
+
+def _exhausted(session_id: str) -> SequenceExhausted:
+    return SequenceExhausted(
+        f"session {short_id(session_id)} used its last sequence number (2^64-1); "
+        "sequences never wrap: terminate it and open a new session"
+    )

@@ -21,6 +21,12 @@ class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SESSION_STATE_TERMINATED: _ClassVar[SessionState]
     SESSION_STATE_EXPIRED: _ClassVar[SessionState]
 
+class SequenceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEQUENCE_MODE_UNSPECIFIED: _ClassVar[SequenceMode]
+    SEQUENCE_MODE_STRICT: _ClassVar[SequenceMode]
+    SEQUENCE_MODE_WINDOW: _ClassVar[SequenceMode]
+
 class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TASK_STATE_UNSPECIFIED: _ClassVar[TaskState]
@@ -42,6 +48,9 @@ SESSION_STATE_HANDSHAKE_SENT: SessionState
 SESSION_STATE_ESTABLISHED: SessionState
 SESSION_STATE_TERMINATED: SessionState
 SESSION_STATE_EXPIRED: SessionState
+SEQUENCE_MODE_UNSPECIFIED: SequenceMode
+SEQUENCE_MODE_STRICT: SequenceMode
+SEQUENCE_MODE_WINDOW: SequenceMode
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_SUBMITTED: TaskState
 TASK_STATE_WORKING: TaskState
@@ -54,17 +63,35 @@ SEQUENCE_ERROR_KIND_GAP: SequenceErrorKind
 SEQUENCE_ERROR_KIND_REPLAY: SequenceErrorKind
 
 class HandshakeRequest(_message.Message):
-    __slots__ = ("peer_id", "protocol_versions", "capabilities")
+    __slots__ = ("peer_id", "protocol_versions", "capabilities", "resume")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     protocol_versions: _containers.RepeatedScalarFieldContainer[str]
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, peer_id: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    resume: ResumeSession
+    def __init__(self, peer_id: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., resume: _Optional[_Union[ResumeSession, _Mapping]] = ...) -> None: ...
+
+class ResumeSession(_message.Message):
+    __slots__ = ("session_id", "session_token")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    session_token: str
+    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
+
+class WindowState(_message.Message):
+    __slots__ = ("highest_accepted", "accepted")
+    HIGHEST_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    highest_accepted: int
+    accepted: bytes
+    def __init__(self, highest_accepted: _Optional[int] = ..., accepted: _Optional[bytes] = ...) -> None: ...
 
 class HandshakeResponse(_message.Message):
-    __slots__ = ("session_id", "protocol_version", "next_sequence", "heartbeat_interval", "idle_timeout", "server_peer_id", "server_capabilities", "expires_at")
+    __slots__ = ("session_id", "protocol_version", "next_sequence", "heartbeat_interval", "idle_timeout", "server_peer_id", "server_capabilities", "expires_at", "session_token", "resumed", "sequence_mode", "replay_window", "window")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +100,11 @@ class HandshakeResponse(_message.Message):
     SERVER_PEER_ID_FIELD_NUMBER: _ClassVar[int]
     SERVER_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_MODE_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     protocol_version: str
     next_sequence: int
@@ -81,7 +113,12 @@ class HandshakeResponse(_message.Message):
     server_peer_id: str
     server_capabilities: _containers.RepeatedScalarFieldContainer[str]
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., next_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., server_peer_id: _Optional[str] = ..., server_capabilities: _Optional[_Iterable[str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    session_token: str
+    resumed: bool
+    sequence_mode: SequenceMode
+    replay_window: int
+    window: WindowState
+    def __init__(self, session_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., next_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., server_peer_id: _Optional[str] = ..., server_capabilities: _Optional[_Iterable[str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session_token: _Optional[str] = ..., resumed: _Optional[bool] = ..., sequence_mode: _Optional[_Union[SequenceMode, str]] = ..., replay_window: _Optional[int] = ..., window: _Optional[_Union[WindowState, _Mapping]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ()
@@ -150,7 +187,7 @@ class SessionStats(_message.Message):
     def __init__(self, handshaking: _Optional[int] = ..., established: _Optional[int] = ..., terminated: _Optional[int] = ..., expired: _Optional[int] = ..., created_total: _Optional[int] = ..., expired_total: _Optional[int] = ..., terminated_total: _Optional[int] = ..., sequence_errors_total: _Optional[int] = ...) -> None: ...
 
 class SessionInfo(_message.Message):
-    __slots__ = ("session_id", "peer_id", "state", "protocol_version", "capabilities", "created_at", "last_activity", "expires_at", "expected_sequence", "sequence_num")
+    __slots__ = ("session_id", "peer_id", "state", "protocol_version", "capabilities", "created_at", "last_activity", "expires_at", "expected_sequence", "sequence_num", "sequence_mode", "replay_window", "highest_accepted")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +198,9 @@ class SessionInfo(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_NUM_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_MODE_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    HIGHEST_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     peer_id: str
     state: SessionState
@@ -171,7 +211,10 @@ class SessionInfo(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     expected_sequence: int
     sequence_num: int
-    def __init__(self, session_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., protocol_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_sequence: _Optional[int] = ..., sequence_num: _Optional[int] = ...) -> None: ...
+    sequence_mode: SequenceMode
+    replay_window: int
+    highest_accepted: int
+    def __init__(self, session_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., protocol_version: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expected_sequence: _Optional[int] = ..., sequence_num: _Optional[int] = ..., sequence_mode: _Optional[_Union[SequenceMode, str]] = ..., replay_window: _Optional[int] = ..., highest_accepted: _Optional[int] = ...) -> None: ...
 
 class TaskError(_message.Message):
     __slots__ = ("code", "message")
@@ -228,13 +271,17 @@ class TerminateResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[SessionState, str]] = ...) -> None: ...
 
 class SequenceError(_message.Message):
-    __slots__ = ("session_id", "expected_sequence", "received_sequence", "kind")
+    __slots__ = ("session_id", "expected_sequence", "received_sequence", "kind", "outside_window", "replay_window")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    OUTSIDE_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     expected_sequence: int
     received_sequence: int
     kind: SequenceErrorKind
-    def __init__(self, session_id: _Optional[str] = ..., expected_sequence: _Optional[int] = ..., received_sequence: _Optional[int] = ..., kind: _Optional[_Union[SequenceErrorKind, str]] = ...) -> None: ...
+    outside_window: bool
+    replay_window: int
+    def __init__(self, session_id: _Optional[str] = ..., expected_sequence: _Optional[int] = ..., received_sequence: _Optional[int] = ..., kind: _Optional[_Union[SequenceErrorKind, str]] = ..., outside_window: _Optional[bool] = ..., replay_window: _Optional[int] = ...) -> None: ...
