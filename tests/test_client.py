@@ -53,23 +53,45 @@ async def test_concurrent_callers_are_sent_one_at_a_time_in_order(
     assert (await server.manager.get_session_stats()).sequence_errors_total == 0
 
 
-async def test_sequence_error_is_raised_typed_and_the_client_resynchronises(
-    client: PeerClient, stub: peer_pb2_grpc.PeerServiceStub
-):
+async def spend_behind_its_back(
+    client: PeerClient, stub: peer_pb2_grpc.PeerServiceStub, sequence: int = 1
+) -> None:
+    """Someone else spends ``sequence`` on the client's session with another message."""
     assert client.session_id is not None
-    # Someone else spends sequence 1 on the client's session behind its back.
     other = peer_pb2.PingRequest(payload=b"not the client's")
-    await stub.Ping(other, metadata=session_metadata(client.session_id, 1))
+    await stub.Ping(other, metadata=session_metadata(client.session_id, sequence))
 
-    with pytest.raises(SequenceError) as caught:
+
+async def test_sequence_error_is_raised_typed_when_not_resynchronising(
+    server: PeerServer, stub: peer_pb2_grpc.PeerServiceStub
+):
+    async with PeerClient(server.address, "strictest", heartbeat=False, resync=False) as client:
+        await spend_behind_its_back(client, stub)
+
+        with pytest.raises(SequenceError) as caught:
+            await client.ping()
+        assert caught.value.kind is SequenceErrorKind.REPLAY
+        assert caught.value.expected_sequence == 2
+        assert caught.value.received_sequence == 1
+        assert caught.value.session_id == client.session_id
+
+        assert client.next_sequence == 2  # it followed the server
         await client.ping()
-    assert caught.value.kind is SequenceErrorKind.REPLAY
-    assert caught.value.expected_sequence == 2
-    assert caught.value.received_sequence == 1
-    assert caught.value.session_id == client.session_id
 
-    assert client.next_sequence == 2
-    await client.ping()
+
+async def test_client_renumbers_a_call_refused_as_out_of_order_and_sends_it_once(
+    client: PeerClient, stub: peer_pb2_grpc.PeerServiceStub, server: PeerServer
+):
+    await spend_behind_its_back(client, stub)
+
+    response = await client.ping(b"mine")
+
+    assert response.payload == b"mine"
+    assert client.session_id is not None
+    session = await server.manager.get_session(client.session_id)
+    assert session is not None
+    assert session.expected_sequence == 3
+    assert client.next_sequence == 3
 
 
 async def test_invalid_argument_is_raised_with_its_violations(client: PeerClient):

@@ -16,13 +16,21 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.errors import PeerError, SequenceError, SessionExpired, SessionNotFound
+from peer_grpc.errors import (
+    PeerError,
+    SequenceError,
+    SequenceExhausted,
+    SessionExpired,
+    SessionNotFound,
+    SessionTerminated,
+    SessionTokenInvalid,
+)
 from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from peer_grpc.rich_status import error_from_rpc_error
-from peer_grpc.sequence import FIRST_SEQUENCE
+from peer_grpc.sequence import FIRST_SEQUENCE, MAX_SEQUENCE
 from peer_grpc.service import SERVICE_NAME
 
-__all__ = ["PeerClient"]
+__all__ = ["PeerClient", "SessionTicket"]
 
 log = logging.getLogger(__name__)
 
@@ -30,28 +38,93 @@ _HANDSHAKE_METHOD = f"/{SERVICE_NAME}/Handshake"
 _Response = TypeVar("_Response", bound=Message)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionTicket:
+    """What a client keeps to resume its session after a restart: save it somewhere safe.
+
+    The token is a secret: whoever holds it can speak for the session.
+    """
+
+    session_id: str
+    session_token: str
+
+
 @dataclass
 class _SessionCursor:
     """The client's view of its session: which id, and which sequence comes next."""
 
     session_id: str | None = None
+    session_token: str = ""
     next_sequence: int = FIRST_SEQUENCE
+    #: The window's width in window mode; 0 in strict mode (one call in flight).
+    window: int = 0
     #: The last ``peer-sequence`` the server sent on this session.
     server_sequence: int = 0
-    #: Held while a sequenced call is in flight: strict ordering allows one at a time.
-    in_flight: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Set when a call's fate is unknown (the connection failed): resume before the next call.
+    needs_resume: bool = False
+    #: Bounds the calls in flight: 1 in strict mode, the window's width in window mode.
+    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+
+    def start(self, response: peer_pb2.HandshakeResponse) -> None:
+        """Follow the session a handshake (new or resumed) describes."""
+        self.session_id = response.session_id
+        if response.session_token:
+            self.session_token = response.session_token
+        self.next_sequence = response.next_sequence
+        self.needs_resume = False
+        window = response.replay_window if response.sequence_mode == _WINDOW_MODE else 0
+        if window != self.window or not response.resumed:
+            self.window = window
+            self.in_flight = asyncio.Semaphore(max(window, 1))
+            self.server_sequence = 0
+
+    def take_number(self) -> int:
+        """The sequence for a new call: in window mode each call takes its own number."""
+        sequence = self.next_sequence
+        if sequence > MAX_SEQUENCE:
+            raise SequenceExhausted("this session used its last sequence number")
+        if self.window:
+            self.next_sequence += 1
+        return sequence
+
+    def spent(
+        self, session_id: str, sequence: int, initial_metadata: grpc.aio.Metadata | None
+    ) -> None:
+        """The server admitted ``sequence``: strict mode moves on past it."""
+        if session_id != self.session_id:
+            return  # answered after a new handshake: that number belonged to the old session
+        if not self.window:
+            self.next_sequence = sequence + 1
+        self.server_sequence = _server_sequence(initial_metadata, self.server_sequence)
+
+
+_WINDOW_MODE = peer_pb2.SEQUENCE_MODE_WINDOW
+#: Codes after which a call's fate is unknown and it is resent with the same sequence.
+_RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Adds session metadata to every call but Handshake and keeps the cursor in step.
+    """Numbers every call but Handshake and recovers what can be recovered safely.
 
-    Calls are sent one at a time, in the order callers made them. A call the
-    server admitted (its response, or error, carries ``peer-sequence``) consumes
-    its number; a SequenceError moves the cursor to the number the server expects.
+    - Strict mode sends one call at a time, in the order callers made them; window
+      mode keeps up to the window's width in flight, each with its own number.
+    - A call that fails with UNAVAILABLE or a deadline is resent with the same
+      sequence and bytes, at most ``attempts`` times with exponential backoff. The
+      server answers a resend of a call it already ran with that call's outcome,
+      so nothing runs twice.
+    - A SequenceError on a first attempt proves the call did not run: the cursor
+      moves to the number the server expects and the call goes again, once.
+    - A call the server admitted (its response or error carries ``peer-sequence``)
+      has spent its number, whatever happened next.
     """
 
-    def __init__(self, cursor: _SessionCursor) -> None:
+    def __init__(
+        self, cursor: _SessionCursor, *, attempts: int, backoff: float, resync: bool
+    ) -> None:
         self._cursor = cursor
+        self._attempts = attempts
+        self._backoff = backoff
+        self._resync = resync
 
     async def intercept_unary_unary(
         self,
@@ -68,33 +141,70 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         if method == _HANDSHAKE_METHOD or cursor.session_id is None:
             return await continuation(client_call_details, request)
         async with cursor.in_flight:
-            sequence = cursor.next_sequence
-            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
-            metadata.add(SESSION_ID_KEY, cursor.session_id)
-            metadata.add(SEQUENCE_KEY, str(sequence))
-            call = await continuation(client_call_details._replace(metadata=metadata), request)
+            call, resynced = await self._send(continuation, client_call_details, request)
+            if resynced and self._resync:
+                call, _ = await self._send(continuation, client_call_details, request)
+            return call
+
+    async def _send(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]
+        ],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> tuple[grpc.aio.UnaryUnaryCall, bool]:
+        """Send with one sequence number, resending it while the outcome is unknown.
+
+        Returns the finished call, and whether it failed a first attempt with a
+        SequenceError that the cursor has followed (so the call never ran).
+        """
+        cursor = self._cursor
+        session_id = cursor.session_id
+        assert session_id is not None
+        sequence = cursor.take_number()
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add(SESSION_ID_KEY, session_id)
+        metadata.add(SEQUENCE_KEY, str(sequence))
+        numbered = details._replace(metadata=metadata)
+        for attempt in range(self._attempts):
+            call = await continuation(numbered, request)
             try:
                 await call
             except grpc.aio.AioRpcError as error:
-                self._after_failure(sequence, error)
-            else:
-                self._after_success(sequence, await call.initial_metadata())
-            return call
+                if _server_sequence(error.initial_metadata(), 0):
+                    cursor.spent(session_id, sequence, error.initial_metadata())
+                    return call, False
+                if error.code() in _RESEND_CODES and attempt + 1 < self._attempts:
+                    log.info("resending sequence %d after %s", sequence, error.code().name)
+                    await asyncio.sleep(self._backoff * 2**attempt)
+                    continue
+                if error.code() in _RESEND_CODES:
+                    cursor.needs_resume = True  # fate unknown: ask the server where we stand
+                    return call, False
+                return call, attempt == 0 and self._follow_sequence_error(session_id, error)
+            cursor.spent(session_id, sequence, await call.initial_metadata())
+            return call, False
+        raise AssertionError("unreachable: the last attempt returns")
 
-    def _after_success(self, sequence: int, initial_metadata: grpc.aio.Metadata | None) -> None:
-        cursor = self._cursor
-        cursor.next_sequence = sequence + 1
-        cursor.server_sequence = _server_sequence(initial_metadata, cursor.server_sequence)
+    def _follow_sequence_error(self, session_id: str, error: grpc.aio.AioRpcError) -> bool:
+        """After a SequenceError, number the next call as the server expects.
 
-    def _after_failure(self, sequence: int, error: grpc.aio.AioRpcError) -> None:
-        cursor = self._cursor
-        initial_metadata = error.initial_metadata()
-        if _server_sequence(initial_metadata, 0):  # admitted, then failed: the number is spent
-            self._after_success(sequence, initial_metadata)
-            return
+        Returns whether ``error`` was a SequenceError.
+        """
+        if error.code() != grpc.StatusCode.ABORTED:
+            return False
         decoded = error_from_rpc_error(error)
-        if isinstance(decoded, SequenceError):
+        if not isinstance(decoded, SequenceError):
+            return False
+        cursor = self._cursor
+        if cursor.session_id != session_id:
+            return False
+        if cursor.window:
+            cursor.next_sequence = max(cursor.next_sequence, decoded.expected_sequence)
+        else:
             cursor.next_sequence = decoded.expected_sequence
+        return True
 
 
 def _server_sequence(metadata: grpc.aio.Metadata | None, default: int) -> int:
@@ -113,6 +223,13 @@ class PeerClient:
     carrying the server's details (for example :class:`SequenceError` with
     ``expected_sequence``, ``received_sequence`` and ``kind``).
 
+    It recovers by itself where that cannot run a call twice: it resends a call
+    whose answer was lost with the same sequence (the server answers a resend
+    from its record of the original), renumbers a call the server refused as out
+    of order, resumes its session with its token after a lost connection, and
+    opens a new session only when the server refuses to resume the old one.
+    To survive a restart, save :attr:`ticket` and pass it to the next client.
+
     Args:
         target: the server's ``host:port``.
         peer_id: this peer's id.
@@ -122,6 +239,12 @@ class PeerClient:
         heartbeat: send heartbeats in the background at the interval the server asks.
         rehandshake: open a new session and retry once when the server says the
             session expired or is unknown (the call was not run, so retrying is safe).
+        ticket: resume this session on connect instead of opening a new one.
+        attempts: how many times a call is sent with one sequence while its
+            outcome is unknown (UNAVAILABLE, or a deadline before an answer).
+        backoff: seconds before the first resend; each further one waits twice as long.
+        resync: after a SequenceError that proves a call did not run, renumber it and
+            send it again once (False: raise the SequenceError).
     """
 
     def __init__(
@@ -134,7 +257,13 @@ class PeerClient:
         timeout: float = 10.0,
         heartbeat: bool = True,
         rehandshake: bool = True,
+        ticket: SessionTicket | None = None,
+        attempts: int = 4,
+        backoff: float = 0.05,
+        resync: bool = True,
     ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
         self.target = target
         self.peer_id = peer_id
         self._protocol_versions = tuple(protocol_versions)
@@ -143,6 +272,10 @@ class PeerClient:
         self._heartbeat_enabled = heartbeat
         self._rehandshake = rehandshake
         self._cursor = _SessionCursor()
+        self._saved_ticket = ticket
+        self._interceptor = _SequencingInterceptor(
+            self._cursor, attempts=attempts, backoff=backoff, resync=resync
+        )
         self._channel: grpc.aio.Channel | None = None
         self._stub: peer_pb2_grpc.PeerServiceStub | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -162,13 +295,23 @@ class PeerClient:
         return self._cursor.next_sequence
 
     @property
+    def ticket(self) -> SessionTicket | None:
+        """What to save to resume this session after a restart (a secret), or None."""
+        cursor = self._cursor
+        if cursor.session_id is None or not cursor.session_token:
+            return None
+        return SessionTicket(cursor.session_id, cursor.session_token)
+
+    @property
     def server_sequence(self) -> int:
         """The last sequence number the server sent on this session."""
         return self._cursor.server_sequence
 
     async def connect(self) -> peer_pb2.HandshakeResponse:
-        """Open the channel, handshake, and start heartbeating."""
-        response = await self.handshake()
+        """Open the channel, resume the saved session or handshake, and start heartbeating."""
+        async with self._handshake_lock:
+            ticket, self._saved_ticket = self._saved_ticket, None
+            response = await self._resume_or_handshake(ticket)
         if self._heartbeat_enabled and self._heartbeat_task is None:
             self._heartbeat_task = asyncio.create_task(
                 self._heartbeat_forever(), name="peer-grpc-heartbeat"
@@ -180,19 +323,40 @@ class PeerClient:
         async with self._handshake_lock:
             return await self._handshake_locked()
 
-    async def _handshake_locked(self) -> peer_pb2.HandshakeResponse:
-        async with self._cursor.in_flight:
+    async def resume(self) -> peer_pb2.HandshakeResponse:
+        """Learn from the server where this session stands, or open a new one if refused."""
+        async with self._handshake_lock:
+            return await self._resume_or_handshake(self.ticket)
+
+    async def _resume_or_handshake(
+        self, ticket: SessionTicket | None
+    ) -> peer_pb2.HandshakeResponse:
+        if ticket is not None:
+            try:
+                return await self._handshake_locked(ticket)
+            except (SessionNotFound, SessionExpired, SessionTerminated, SessionTokenInvalid) as e:
+                log.info("could not resume session (%s); opening a new one", e.reason)
+        return await self._handshake_locked()
+
+    async def _handshake_locked(
+        self, resume: SessionTicket | None = None
+    ) -> peer_pb2.HandshakeResponse:
+        cursor = self._cursor
+        async with cursor.in_flight:
             request = peer_pb2.HandshakeRequest(
                 peer_id=self.peer_id,
                 protocol_versions=self._protocol_versions,
                 capabilities=self._capabilities,
             )
+            if resume is not None:
+                request.resume.session_id = resume.session_id
+                request.resume.session_token = resume.session_token
             response: peer_pb2.HandshakeResponse = await self._invoke(
                 self._peer_stub().Handshake, request
             )
-            self._cursor.session_id = response.session_id
-            self._cursor.next_sequence = response.next_sequence
-            self._cursor.server_sequence = 0
+            if resume is not None:
+                cursor.session_token = resume.session_token
+            cursor.start(response)
             self._generation += 1
             self.handshake_response = response
             return response
@@ -284,9 +448,7 @@ class PeerClient:
         if self._closed:
             raise RuntimeError("the client is closed")
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.target, interceptors=[_SequencingInterceptor(self._cursor)]
-            )
+            self._channel = grpc.aio.insecure_channel(self.target, interceptors=[self._interceptor])
             self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 
@@ -297,12 +459,17 @@ class PeerClient:
             raise error_from_rpc_error(error) from error
 
     async def _call(self, rpc: Callable[..., Any], request: Message, *, retry: bool = True) -> Any:
-        if self._cursor.session_id is None:
+        cursor = self._cursor
+        if cursor.session_id is None:
             await self.handshake()
+        elif cursor.needs_resume:
+            async with self._handshake_lock:
+                if cursor.needs_resume:
+                    await self._resume_or_handshake(self.ticket)
         generation = self._generation
         try:
             return await self._invoke(rpc, request)
-        except (SessionExpired, SessionNotFound) as error:
+        except (SessionExpired, SessionNotFound, SequenceExhausted) as error:
             if not (retry and self._rehandshake):
                 raise
             log.info("session gone (%s); opening a new one", error.reason)
