@@ -22,9 +22,10 @@ from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from peer_grpc.retry import CallKey
 
-StoreFactory = Callable[[], SessionStore]
+StoreFactory = Callable[..., SessionStore]
 
 #: Every SessionStore implementation; store-level and end-to-end tests run once per entry.
+#: Each takes the store's keyword options (e.g. ``retry_cache_size``).
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": MemorySessionStore,
 }
