@@ -170,7 +170,7 @@ async def test_close_terminates_the_session(server: PeerServer):
 
 
 async def test_unreachable_server_is_a_remote_error_with_its_code():
-    client = PeerClient("127.0.0.1:1", "lonely", heartbeat=False, timeout=2)
+    client = PeerClient("127.0.0.1:1", "lonely", heartbeat=False, timeout=2, attempts=1)
     with pytest.raises(RemoteError) as caught:
         await client.connect()
     assert caught.value.code == "UNAVAILABLE"

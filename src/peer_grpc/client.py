@@ -101,6 +101,12 @@ class _SessionCursor:
 _WINDOW_MODE = peer_pb2.SEQUENCE_MODE_WINDOW
 #: Codes after which a call's fate is unknown and it is resent with the same sequence.
 _RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: Reconnect soon after a server comes back (gRPC's default first backoff is a second).
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 
 class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -122,8 +128,8 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         self, cursor: _SessionCursor, *, attempts: int, backoff: float, resync: bool
     ) -> None:
         self._cursor = cursor
-        self._attempts = attempts
-        self._backoff = backoff
+        self.attempts = attempts
+        self.backoff = backoff
         self._resync = resync
 
     async def intercept_unary_unary(
@@ -167,20 +173,27 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         metadata.add(SESSION_ID_KEY, session_id)
         metadata.add(SEQUENCE_KEY, str(sequence))
         numbered = details._replace(metadata=metadata)
-        for attempt in range(self._attempts):
-            call = await continuation(numbered, request)
+        for attempt in range(self.attempts):
+            # A resend waits for the channel to reconnect rather than failing at once.
+            call = await continuation(numbered._replace(wait_for_ready=attempt > 0), request)
             try:
                 await call
             except grpc.aio.AioRpcError as error:
-                if _server_sequence(error.initial_metadata(), 0):
-                    cursor.spent(session_id, sequence, error.initial_metadata())
-                    return call, False
-                if error.code() in _RESEND_CODES and attempt + 1 < self._attempts:
-                    log.info("resending sequence %d after %s", sequence, error.code().name)
-                    await asyncio.sleep(self._backoff * 2**attempt)
-                    continue
+                admitted = bool(_server_sequence(error.initial_metadata(), 0))
                 if error.code() in _RESEND_CODES:
-                    cursor.needs_resume = True  # fate unknown: ask the server where we stand
+                    # Lost on the way, there or back: the server answers a resend of a call
+                    # it already ran from its record, so resending is always safe.
+                    if attempt + 1 < self.attempts:
+                        log.info("resending sequence %d after %s", sequence, error.code().name)
+                        await asyncio.sleep(self.backoff * 2**attempt)
+                        continue
+                    if admitted:
+                        cursor.spent(session_id, sequence, error.initial_metadata())
+                    else:
+                        cursor.needs_resume = True  # fate unknown: ask where we stand
+                    return call, False
+                if admitted:  # it ran, then failed: the number is spent
+                    cursor.spent(session_id, sequence, error.initial_metadata())
                     return call, False
                 return call, attempt == 0 and self._follow_sequence_error(session_id, error)
             cursor.spent(session_id, sequence, await call.initial_metadata())
@@ -351,15 +364,32 @@ class PeerClient:
             if resume is not None:
                 request.resume.session_id = resume.session_id
                 request.resume.session_token = resume.session_token
-            response: peer_pb2.HandshakeResponse = await self._invoke(
-                self._peer_stub().Handshake, request
-            )
+            response = await self._send_handshake(request)
             if resume is not None:
                 cursor.session_token = resume.session_token
             cursor.start(response)
             self._generation += 1
             self.handshake_response = response
             return response
+
+    async def _send_handshake(
+        self, request: peer_pb2.HandshakeRequest
+    ) -> peer_pb2.HandshakeResponse:
+        """Send a handshake, again while the server is unreachable (safe: a repeated
+        handshake only replaces the session the first one opened)."""
+        handshake = self._peer_stub().Handshake
+        attempts = self._interceptor.attempts
+        for attempt in range(attempts):
+            try:
+                response: peer_pb2.HandshakeResponse = await handshake(
+                    request, timeout=self._timeout, wait_for_ready=attempt > 0
+                )
+                return response
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in _RESEND_CODES or attempt + 1 == attempts:
+                    raise error_from_rpc_error(error) from error
+                await asyncio.sleep(self._interceptor.backoff * 2**attempt)
+        raise AssertionError("unreachable: the last attempt raises")
 
     async def heartbeat(self) -> peer_pb2.HeartbeatResponse:
         """Keep the session alive; returns its new expiry."""
@@ -448,7 +478,9 @@ class PeerClient:
         if self._closed:
             raise RuntimeError("the client is closed")
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.target, interceptors=[self._interceptor])
+            self._channel = grpc.aio.insecure_channel(
+                self.target, options=_CHANNEL_OPTIONS, interceptors=[self._interceptor]
+            )
             self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 
