@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from peer_grpc import PeerClient, __version__
+from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.cli import main
 
 SERVING = re.compile(r"serving on (\S+)")
@@ -176,3 +177,35 @@ def test_version_flag_prints_the_package_version(capsys):
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"peer-grpc {__version__}"
+
+
+def test_serve_runs_window_mode_with_the_window_asked_for():
+    served = start_serve(
+        "--host", "127.0.0.1", "--port", "0", "--sequence-mode", "window", "--replay-window", "16"
+    )
+    try:
+
+        async def handshake() -> tuple[int, int]:
+            async with PeerClient(served.address, "windowed", heartbeat=False) as client:
+                response = client.handshake_response
+                assert response is not None
+                await asyncio.gather(*(client.ping() for _ in range(16)))
+                return response.sequence_mode, response.replay_window
+
+        assert asyncio.run(handshake()) == (peer_pb2.SEQUENCE_MODE_WINDOW, 16)
+    finally:
+        code, _ = served.stop()
+    assert code == 0
+
+
+@pytest.mark.parametrize("width", ["0", "5000"])
+def test_serve_refuses_a_window_out_of_range(width: str):
+    result = subprocess.run(
+        [sys.executable, "-m", "peer_grpc", "serve", "--replay-window", width],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "window width must be 1-4096" in result.stderr

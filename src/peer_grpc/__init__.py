@@ -2,7 +2,7 @@
 
 from peer_grpc._version import __version__
 from peer_grpc.call_context import current_session, current_session_or_none
-from peer_grpc.client import PeerClient
+from peer_grpc.client import PeerClient, SessionTicket
 from peer_grpc.clock import Clock, ManualClock, SystemClock
 from peer_grpc.errors import (
     FieldViolation,
@@ -15,13 +15,16 @@ from peer_grpc.errors import (
     RemoteError,
     SequenceError,
     SequenceErrorKind,
+    SequenceExhausted,
     SessionError,
     SessionExpired,
     SessionNotFound,
     SessionRequired,
     SessionTerminated,
+    SessionTokenInvalid,
 )
 from peer_grpc.manager import SessionManager
+from peer_grpc.sequence import SequenceMode
 from peer_grpc.server import PeerServer, ServerBindError, ServerConfig, serve
 from peer_grpc.session import Session, SessionStats
 from peer_grpc.state import SessionState
@@ -44,6 +47,8 @@ __all__ = [
     "RemoteError",
     "SequenceError",
     "SequenceErrorKind",
+    "SequenceExhausted",
+    "SequenceMode",
     "ServerBindError",
     "ServerConfig",
     "Session",
@@ -56,6 +61,8 @@ __all__ = [
     "SessionStats",
     "SessionStore",
     "SessionTerminated",
+    "SessionTicket",
+    "SessionTokenInvalid",
     "SystemClock",
     "TaskRegistry",
     "__version__",
