@@ -6,11 +6,11 @@ import contextlib
 
 import grpc
 import grpc.aio
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peer_grpc import PeerServer
+from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from peer_grpc.service import SERVICE_DESCRIPTOR
 from tests.conftest import open_session
@@ -39,9 +39,35 @@ def metadata(draw: st.DrawFn, session_id: str, expected: int) -> list[tuple[str,
     return entries
 
 
-@pytest.fixture
-async def session_id(server: PeerServer, stub) -> str:
-    return (await open_session(stub, "fuzzed")).session_id
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def request_bodies(draw: st.DrawFn, method: str) -> bytes:
+    """Random bytes, or a well-formed request with random (possibly hostile) contents."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=48))
+    if method == "DelegateTask":
+        request = peer_pb2.DelegateTaskRequest(
+            task_type=draw(st.sampled_from(["echo", "nope", ""]))
+        )
+        request.payload.update(draw(st.dictionaries(st.text(max_size=5), json_values, max_size=3)))
+        return request.SerializeToString()
+    if method == "Handshake":
+        return peer_pb2.HandshakeRequest(
+            peer_id=draw(st.text(max_size=20)),
+            protocol_versions=draw(st.lists(st.text(max_size=5), max_size=3)),
+        ).SerializeToString()
+    return b""
 
 
 @settings(
@@ -51,10 +77,12 @@ async def session_id(server: PeerServer, stub) -> str:
 )
 @given(data=st.data())
 async def test_no_input_gets_unknown_or_internal_and_rejections_change_nothing(
-    channel: grpc.aio.Channel, server: PeerServer, session_id: str, data: st.DataObject
+    channel: grpc.aio.Channel, server: PeerServer, stub, data: st.DataObject
 ):
+    # A fresh session per example, so that one example's Terminate does not end the rest.
+    session_id = (await open_session(stub, "fuzzed")).session_id
     method = data.draw(st.sampled_from(METHODS), label="method")
-    body = data.draw(st.binary(max_size=48), label="body")
+    body = data.draw(request_bodies(method), label="body")
     before = await server.manager.get_session(session_id)
     assert before is not None
     sent = data.draw(metadata(session_id, before.expected_sequence), label="metadata")

@@ -209,3 +209,21 @@ def test_serve_refuses_a_window_out_of_range(width: str):
     )
     assert result.returncode == 2
     assert "window width must be 1-4096" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("PEER_GRPC_LOG_LEVEL", "verbose"), ("PEER_GRPC_SEQUENCE_MODE", "loose")],
+)
+def test_serve_rejects_an_environment_value_outside_its_choices(variable: str, value: str):
+    result = subprocess.run(
+        [sys.executable, "-m", "peer_grpc", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, variable: value},
+    )
+    assert result.returncode != 0
+    assert f"{variable}={value!r}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import grpc
+import grpc.aio
 import pytest
 
 from peer_grpc import (
@@ -18,6 +21,7 @@ from peer_grpc import (
     ServerConfig,
     SessionState,
     SessionTerminated,
+    default_registry,
 )
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import session_metadata
@@ -193,3 +197,56 @@ async def test_background_heartbeats_keep_an_idle_session_alive():
         assert session is not None
         assert session.state is SessionState.ESTABLISHED
         assert session.expected_sequence >= 4
+
+
+class SlowHandshakes(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Holds every Handshake a moment, so calls queue up while the client opens a session."""
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        if details.method.endswith("/Handshake"):
+            await asyncio.sleep(0.2)
+        return await continuation(details)
+
+
+async def test_identical_calls_around_a_new_handshake_each_run_once(clock: ManualClock):
+    """Calls queued while the client opens a new session never share a number."""
+    runs: list[int] = []
+    tasks = default_registry()
+
+    @tasks.task("count-runs")
+    async def count_runs(payload: dict[str, object]) -> dict[str, object]:
+        runs.append(1)
+        await asyncio.sleep(0.05)
+        return {"n": len(runs)}
+
+    config = ServerConfig(host="127.0.0.1", port=0, idle_timeout=30)
+    server = PeerServer(config, tasks=tasks, clock=clock, outer_interceptors=[SlowHandshakes()])
+    async with server, PeerClient(server.address, "twins", heartbeat=False) as client:
+        await client.ping()
+        clock.advance(31)  # the next call finds its session expired and handshakes again
+        first = asyncio.create_task(client.delegate_task("count-runs", {"same": 1}))
+        await asyncio.sleep(0.1)  # the first call is now waiting for its new handshake
+        second = asyncio.create_task(client.delegate_task("count-runs", {"same": 1}))
+        a, b = await asyncio.gather(first, second)
+    assert a.task_id != b.task_id
+    assert len(runs) == 2
+
+
+async def test_concurrent_first_calls_open_one_session(server: PeerServer):
+    client = PeerClient(server.address, "eager", heartbeat=False)
+    try:
+        await asyncio.gather(*(client.ping() for _ in range(5)))
+    finally:
+        await client.close()
+    assert (await server.manager.get_session_stats()).created_total == 1
+
+
+async def test_terminate_stops_heartbeats_instead_of_reopening_a_session():
+    config = ServerConfig(host="127.0.0.1", port=0, idle_timeout=0.6, heartbeat_interval=0.1)
+    async with PeerServer(config) as server:
+        client = PeerClient(server.address, "quitter")
+        await client.connect()
+        await client.terminate()
+        await asyncio.sleep(0.4)  # several heartbeat intervals
+        assert (await server.manager.get_session_stats()).created_total == 1
+        await client.close()

@@ -6,6 +6,7 @@ exactly as it was, which the tests check against the server's own store.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -405,3 +406,44 @@ async def test_undecodable_request_bytes_are_invalid_argument_and_change_nothing
     assert details.code is grpc.StatusCode.INVALID_ARGUMENT
     assert details.bad_fields == ["request"]
     assert await snapshot(server, session_id) == before
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        pytest.param(float("nan"), "payload.x", id="nan"),
+        pytest.param(float("inf"), "payload.x", id="infinity"),
+        pytest.param({"deep": [1, float("-inf")]}, "payload.x.deep[1]", id="nested-in-list"),
+    ],
+)
+async def test_delegate_payload_with_a_non_finite_number_is_invalid_argument(
+    stub: Stub, server: PeerServer, value: Any, path: str
+):
+    session_id = (await open_session(stub)).session_id
+    before = await snapshot(server, session_id)
+    request = peer_pb2.DelegateTaskRequest(task_type="echo")
+    request.payload.update({"x": value})
+
+    error = await expect_error(stub.DelegateTask(request, metadata=session_metadata(session_id, 1)))
+
+    details = details_of(error)
+    assert details.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert details.bad_fields == [path]
+    assert await snapshot(server, session_id) == before
+
+
+async def test_concurrent_terminates_answer_with_the_sessions_reason(stub: Stub):
+    session_id = (await open_session(stub)).session_id
+    results = await asyncio.gather(
+        *(
+            stub.Terminate(
+                peer_pb2.TerminateRequest(reason=str(i)), metadata=session_metadata(session_id, 1)
+            )
+            for i in range(8)
+        ),
+        return_exceptions=True,
+    )
+    errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(errors) == 7  # one Terminate ran; the others reused its number with other bytes
+    for error in errors:
+        assert details_of(error).reason in {"SEQUENCE_ERROR", "SESSION_TERMINATED"}

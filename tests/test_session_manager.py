@@ -13,7 +13,6 @@ import pytest
 
 from peer_grpc import (
     InvalidSessionState,
-    InvalidTransition,
     ManualClock,
     MemorySessionStore,
     PeerError,
@@ -370,12 +369,24 @@ async def test_terminate_session_ends_it(manager: SessionManager, clock: ManualC
         await admit(manager, session.session_id, 2)
 
 
-async def test_terminating_twice_is_an_invalid_transition(manager: SessionManager) -> None:
+async def test_terminating_twice_says_the_session_ended_and_changes_nothing(
+    manager: SessionManager,
+) -> None:
     session = await established(manager)
     ended = await manager.terminate_session(session.session_id)
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(SessionTerminated):
         await manager.terminate_session(session.session_id)
     assert await stored(manager, session.session_id) == ended
+
+
+async def test_terminating_an_expired_session_says_it_expired(
+    manager: SessionManager, clock: ManualClock
+) -> None:
+    session = await established(manager)
+    clock.advance(IDLE)
+    await manager.cleanup_expired_sessions()
+    with pytest.raises(SessionExpired):
+        await manager.terminate_session(session.session_id)
 
 
 async def test_terminating_an_unknown_session_is_not_found(manager: SessionManager) -> None:

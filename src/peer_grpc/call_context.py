@@ -9,6 +9,7 @@ from peer_grpc.metadata import SessionCredentials
 from peer_grpc.session import Session
 
 __all__ = [
+    "NOT_PARSED",
     "bind_credentials",
     "bind_session",
     "current_credentials",
@@ -19,8 +20,10 @@ __all__ = [
 ]
 
 _session: ContextVar[Session | None] = ContextVar("peer_grpc_session", default=None)
+#: What the credentials are before the metadata interceptor has looked: not "none sent".
+NOT_PARSED = SessionCredentials("", 0)
 _credentials: ContextVar[SessionCredentials | None] = ContextVar(
-    "peer_grpc_credentials", default=None
+    "peer_grpc_credentials", default=NOT_PARSED
 )
 
 
@@ -52,7 +55,10 @@ def unbind_session(token: Token[Session | None]) -> None:
 
 
 def current_credentials() -> SessionCredentials | None:
-    """The session metadata the current call carried, once parsed; None if it carried none."""
+    """The session metadata the current call carried, once parsed; None if it carried none.
+
+    :data:`NOT_PARSED` when no metadata interceptor ran for this call.
+    """
     return _credentials.get()
 
 

@@ -49,6 +49,16 @@ def _flag(raw: str) -> bool:
     raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return convert
+
+
 def _positive(raw: str) -> float:
     value = float(raw)
     if value <= 0:
@@ -95,7 +105,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--sequence-mode",
         choices=["strict", "window"],
         type=str.lower,
-        default=_env("SEQUENCE_MODE", str.lower, defaults.sequence_mode.name.lower()),
+        default=_env(
+            "SEQUENCE_MODE", _one_of("strict", "window"), defaults.sequence_mode.name.lower()
+        ),
         help="strict: each call carries exactly the next sequence; window: each sequence "
         "once, in any order, within --replay-window of the highest (default: %(default)s)",
     )
@@ -123,7 +135,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve_cmd.add_argument(
         "--log-level",
-        default=_env("LOG_LEVEL", str, "INFO"),
+        default=_env("LOG_LEVEL", _one_of("debug", "info", "warning", "error"), "info").upper(),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
     )

@@ -49,6 +49,34 @@ class SessionTicket:
     session_token: str
 
 
+class _FlightLimit:
+    """Bounds the calls in flight; one object for the client's life, its limit adjustable.
+
+    Replacing a semaphore when the limit changes would let calls queued on the old
+    one through beside calls on the new one.
+    """
+
+    def __init__(self, limit: int = 1) -> None:
+        self.limit = limit
+        self._active = 0
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._active < self.limit)
+            self._active += 1
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        async with self._changed:
+            self._active -= 1
+            self._changed.notify_all()
+
+    async def set_limit(self, limit: int) -> None:
+        async with self._changed:
+            self.limit = limit
+            self._changed.notify_all()
+
+
 @dataclass
 class _SessionCursor:
     """The client's view of its session: which id, and which sequence comes next."""
@@ -63,39 +91,44 @@ class _SessionCursor:
     #: Set when a call's fate is unknown (the connection failed): resume before the next call.
     needs_resume: bool = False
     #: Bounds the calls in flight: 1 in strict mode, the window's width in window mode.
-    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    in_flight: _FlightLimit = field(default_factory=_FlightLimit)
 
-    def start(self, response: peer_pb2.HandshakeResponse) -> None:
+    async def start(self, response: peer_pb2.HandshakeResponse) -> None:
         """Follow the session a handshake (new or resumed) describes."""
+        window = response.replay_window if response.sequence_mode == _WINDOW_MODE else 0
+        same_window = response.resumed and response.session_id == self.session_id and window
+        if same_window:
+            # Calls still in flight hold numbers above the server's highest: never reuse them.
+            self.next_sequence = max(self.next_sequence, response.next_sequence)
+        else:
+            self.next_sequence = response.next_sequence
+            self.server_sequence = 0
         self.session_id = response.session_id
         if response.session_token:
             self.session_token = response.session_token
-        self.next_sequence = response.next_sequence
         self.needs_resume = False
-        window = response.replay_window if response.sequence_mode == _WINDOW_MODE else 0
-        if window != self.window or not response.resumed:
-            self.window = window
-            self.in_flight = asyncio.Semaphore(max(window, 1))
-            self.server_sequence = 0
+        self.window = window
+        await self.in_flight.set_limit(max(window, 1))
 
     def take_number(self) -> int:
-        """The sequence for a new call: in window mode each call takes its own number."""
+        """Reserve the sequence for a new call; no two calls ever carry the same one."""
         sequence = self.next_sequence
         if sequence > MAX_SEQUENCE:
             raise SequenceExhausted("this session used its last sequence number")
-        if self.window:
-            self.next_sequence += 1
+        self.next_sequence += 1
         return sequence
+
+    def unused(self, session_id: str, sequence: int) -> None:
+        """The server refused ``sequence`` before admitting it: strict mode gives it back."""
+        if session_id == self.session_id and not self.window and self.next_sequence == sequence + 1:
+            self.next_sequence = sequence
 
     def spent(
         self, session_id: str, sequence: int, initial_metadata: grpc.aio.Metadata | None
     ) -> None:
-        """The server admitted ``sequence``: strict mode moves on past it."""
-        if session_id != self.session_id:
-            return  # answered after a new handshake: that number belonged to the old session
-        if not self.window:
-            self.next_sequence = sequence + 1
-        self.server_sequence = _server_sequence(initial_metadata, self.server_sequence)
+        """The server admitted ``sequence``."""
+        if session_id == self.session_id:  # else it belonged to a session since replaced
+            self.server_sequence = _server_sequence(initial_metadata, self.server_sequence)
 
 
 _WINDOW_MODE = peer_pb2.SEQUENCE_MODE_WINDOW
@@ -173,9 +206,14 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         metadata.add(SESSION_ID_KEY, session_id)
         metadata.add(SEQUENCE_KEY, str(sequence))
         numbered = details._replace(metadata=metadata)
+        loop = asyncio.get_running_loop()
+        deadline = None if details.timeout is None else loop.time() + details.timeout
         for attempt in range(self.attempts):
-            # A resend waits for the channel to reconnect rather than failing at once.
-            call = await continuation(numbered._replace(wait_for_ready=attempt > 0), request)
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
+            # A resend waits for the channel to reconnect rather than failing at once, and
+            # all sends of one call share the call's deadline.
+            attempt_details = numbered._replace(timeout=remaining, wait_for_ready=attempt > 0)
+            call = await continuation(attempt_details, request)
             try:
                 await call
             except grpc.aio.AioRpcError as error:
@@ -183,7 +221,8 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
                 if error.code() in _RESEND_CODES:
                     # Lost on the way, there or back: the server answers a resend of a call
                     # it already ran from its record, so resending is always safe.
-                    if attempt + 1 < self.attempts:
+                    out_of_time = deadline is not None and loop.time() >= deadline
+                    if attempt + 1 < self.attempts and not out_of_time:
                         log.info("resending sequence %d after %s", sequence, error.code().name)
                         await asyncio.sleep(self.backoff * 2**attempt)
                         continue
@@ -195,7 +234,12 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
                 if admitted:  # it ran, then failed: the number is spent
                     cursor.spent(session_id, sequence, error.initial_metadata())
                     return call, False
-                return call, attempt == 0 and self._follow_sequence_error(session_id, error)
+                if attempt > 0:  # a resend refused: the first send may have run; keep it spent
+                    return call, False
+                if self._follow_sequence_error(session_id, error):
+                    return call, True
+                cursor.unused(session_id, sequence)
+                return call, False
             cursor.spent(session_id, sequence, await call.initial_metadata())
             return call, False
         raise AssertionError("unreachable: the last attempt returns")
@@ -367,7 +411,7 @@ class PeerClient:
             response = await self._send_handshake(request)
             if resume is not None:
                 cursor.session_token = resume.session_token
-            cursor.start(response)
+            await cursor.start(response)
             self._generation += 1
             self.handshake_response = response
             return response
@@ -427,7 +471,11 @@ class PeerClient:
         return response.task
 
     async def terminate(self, reason: str = "") -> peer_pb2.TerminateResponse:
-        """End the session on the server."""
+        """End the session on the server, and stop heartbeating.
+
+        A later call opens a new session.
+        """
+        await self._stop_heartbeat()
         response: peer_pb2.TerminateResponse = await self._call(
             self._peer_stub().Terminate, peer_pb2.TerminateRequest(reason=reason), retry=False
         )
@@ -442,11 +490,7 @@ class PeerClient:
         """
         if self._closed:
             return
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
-            self._heartbeat_task = None
+        await self._stop_heartbeat()
         if terminate and self._cursor.session_id is not None:
             try:
                 await self.terminate("client closed")
@@ -457,6 +501,13 @@ class PeerClient:
             self._channel = None
             self._stub = None
         self._closed = True
+
+    async def _stop_heartbeat(self) -> None:
+        task, self._heartbeat_task = self._heartbeat_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def __aenter__(self) -> PeerClient:
         try:
@@ -492,11 +543,11 @@ class PeerClient:
 
     async def _call(self, rpc: Callable[..., Any], request: Message, *, retry: bool = True) -> Any:
         cursor = self._cursor
-        if cursor.session_id is None:
-            await self.handshake()
-        elif cursor.needs_resume:
-            async with self._handshake_lock:
-                if cursor.needs_resume:
+        if cursor.session_id is None or cursor.needs_resume:
+            async with self._handshake_lock:  # checked again: a concurrent caller may have done it
+                if cursor.session_id is None:
+                    await self._handshake_locked()
+                elif cursor.needs_resume:
                     await self._resume_or_handshake(self.ticket)
         generation = self._generation
         try:

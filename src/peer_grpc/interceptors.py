@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import replace
 from typing import Any
 
 import grpc
 import grpc.aio
 
 from peer_grpc.call_context import (
+    NOT_PARSED,
     bind_credentials,
     bind_session,
     current_credentials,
@@ -219,6 +221,8 @@ class SessionInterceptor(_MethodWrappingInterceptor):
 
         async def admitted(request: ReceivedRequest, context: grpc.aio.ServicerContext) -> Any:
             credentials = current_credentials()
+            if credentials is NOT_PARSED:  # fail closed if the interceptors are misassembled
+                raise InternalError("SessionMetadataInterceptor must run before SessionInterceptor")
             if credentials is None:
                 return await behavior(request, context)
             sequence = credentials.sequence
@@ -248,7 +252,7 @@ class SessionInterceptor(_MethodWrappingInterceptor):
             finally:
                 unbind_session(token)
                 await manager.record_outcome(
-                    session.session_id, sequence, _numbered(outcome, server_sequence)
+                    session.session_id, sequence, replace(outcome, server_sequence=server_sequence)
                 )
 
         return admitted
@@ -259,16 +263,6 @@ _INTERRUPTED = CallOutcome(
     code=grpc.StatusCode.ABORTED.value[0],
     message="the original call with this sequence was interrupted; its effect is unknown",
 )
-
-
-def _numbered(outcome: CallOutcome, server_sequence: int) -> CallOutcome:
-    return CallOutcome(
-        code=outcome.code,
-        response=outcome.response,
-        message=outcome.message,
-        trailing_metadata=outcome.trailing_metadata,
-        server_sequence=server_sequence,
-    )
 
 
 def _outcome_of_status(status: grpc.Status) -> CallOutcome:

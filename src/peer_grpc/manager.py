@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from peer_grpc import window
 from peer_grpc.clock import Clock, SystemClock
-from peer_grpc.errors import PeerError, SessionTokenInvalid
+from peer_grpc.errors import InvalidTransition, PeerError, SessionNotFound, SessionTokenInvalid
 from peer_grpc.retry import CallKey, CallOutcome
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.session import Session, SessionStats, check_usable, short_id
@@ -136,8 +136,17 @@ class SessionManager:
         return True
 
     async def terminate_session(self, session_id: str) -> Session:
-        """End the session; its id is refused from then on."""
-        return await self.update_session_state(session_id, SessionState.TERMINATED)
+        """End the session; its id is refused from then on.
+
+        Raises:
+            SessionNotFound, SessionTerminated, SessionExpired: it has ended already
+                (say, a concurrent Terminate or a newer handshake got there first).
+        """
+        try:
+            return await self.update_session_state(session_id, SessionState.TERMINATED)
+        except InvalidTransition:
+            check_usable(await self.store.get(session_id), session_id, self.clock.now())
+            raise
 
     async def admit(self, session_id: str, sequence: int, key: CallKey) -> Admission:
         """Validate a received call's session and sequence and advance both, atomically.
@@ -167,8 +176,7 @@ class SessionManager:
         """
         session = await self.store.get(session_id)
         if session is None:
-            check_usable(None, session_id, self.clock.now())  # raises SessionNotFound
-            raise AssertionError("unreachable")
+            raise SessionNotFound(f"no session {short_id(session_id)} to resume")
         presented = hash_session_token(session_token) if session_token else b""
         owner_ok = hmac.compare_digest(session.peer_id.encode(), peer_id.encode())
         token_ok = bool(session.token_hash) and hmac.compare_digest(presented, session.token_hash)

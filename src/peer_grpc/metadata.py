@@ -101,7 +101,7 @@ def _parse_sequence(values: list[str | bytes], violations: list[FieldViolation])
     value = _single_text(SEQUENCE_KEY, values, violations)
     if value is None:
         return None
-    if value.startswith("-") and _DIGITS.fullmatch(value[1:]):
+    if value.startswith("-") and _DIGITS.fullmatch(value[1:]) and value[1:].strip("0"):
         violations.append(FieldViolation(SEQUENCE_KEY, f"must not be negative, got {value}"))
         return None
     if not _DIGITS.fullmatch(value):

@@ -171,7 +171,7 @@ class PeerServer:
                 *self._outer_interceptors,
                 *peer_interceptors(
                     self.manager,
-                    request_validators(self.tasks.names),
+                    request_validators(self.tasks),
                     allow_sessionless=config.allow_sessionless,
                 ),
             ],

@@ -155,7 +155,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             result = struct_pb2.Struct()
             try:
                 result.update(outcome.result or {})
-            except (TypeError, ValueError) as error:
+            except (TypeError, ValueError, OverflowError) as error:
                 task.state = peer_pb2.TASK_STATE_FAILED
                 task.error.code = "INVALID_RESULT"
                 task.error.message = f"handler result is not JSON: {error}"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.errors import FieldViolation, InvalidArgument
+from peer_grpc.tasks import TaskRegistry
 
 __all__ = ["PEER_ID_PATTERN", "RequestValidator", "request_validators"]
 
@@ -48,25 +51,44 @@ def validate_handshake(request: peer_pb2.HandshakeRequest) -> None:
         raise InvalidArgument(violations)
 
 
-def delegate_task_validator(task_types: Collection[str]) -> RequestValidator:
-    """A validator that accepts only the registered ``task_types``."""
+def delegate_task_validator(tasks: TaskRegistry) -> RequestValidator:
+    """A validator that accepts only task types registered in ``tasks`` (looked up per call)."""
 
     def validate(request: Message) -> None:
         assert isinstance(request, peer_pb2.DelegateTaskRequest)
         if not request.task_type:
             raise InvalidArgument.of("task_type", "is required")
-        if request.task_type not in task_types:
-            known = ", ".join(sorted(task_types)) or "none"
+        if request.task_type not in tasks:
+            known = ", ".join(tasks.names) or "none"
             raise InvalidArgument.of(
                 "task_type", f"unknown task type {request.task_type[:64]!r}; registered: {known}"
             )
+        for path in _non_finite_numbers(request.payload, "payload"):
+            # JSON has no NaN or Infinity, so such a payload cannot be handed to a handler.
+            raise InvalidArgument.of(path, "must be a finite number (JSON has no NaN or Infinity)")
 
     return validate
 
 
-def request_validators(task_types: Collection[str]) -> Mapping[str, RequestValidator]:
+def _non_finite_numbers(value: struct_pb2.Struct | struct_pb2.Value, path: str) -> Iterator[str]:
+    """The paths of NaN and infinite numbers anywhere inside a Struct or Value."""
+    if isinstance(value, struct_pb2.Struct):
+        for key, item in value.fields.items():
+            yield from _non_finite_numbers(item, f"{path}.{key}")
+        return
+    kind = value.WhichOneof("kind")
+    if kind == "number_value" and not math.isfinite(value.number_value):
+        yield path
+    elif kind == "struct_value":
+        yield from _non_finite_numbers(value.struct_value, path)
+    elif kind == "list_value":
+        for index, item in enumerate(value.list_value.values):
+            yield from _non_finite_numbers(item, f"{path}[{index}]")
+
+
+def request_validators(tasks: TaskRegistry) -> Mapping[str, RequestValidator]:
     """Field validators by PeerService method name."""
     return {
         "Handshake": validate_handshake,  # type: ignore[dict-item]
-        "DelegateTask": delegate_task_validator(task_types),
+        "DelegateTask": delegate_task_validator(tasks),
     }
