@@ -52,6 +52,18 @@ def start_serve(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
     raise AssertionError(f"serve exited {process.returncode} without serving:\n{''.join(log)}")
 
 
+def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m peer_grpc serve`` to completion (for settings it must refuse)."""
+    return subprocess.run(
+        [sys.executable, "-m", "peer_grpc", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
 @pytest.fixture
 def serve_process() -> Iterator[ServeProcess]:
     served = start_serve("--host", "127.0.0.1", "--port", "0")
@@ -115,13 +127,7 @@ def test_delegate_refuses_a_payload_that_is_not_a_json_object(
 
 def test_serve_refuses_a_port_that_is_taken(serve_process: ServeProcess):
     port = serve_process.address.rsplit(":", 1)[1]
-    second = subprocess.run(
-        [sys.executable, "-m", "peer_grpc", "serve", "--host", "127.0.0.1", "--port", port],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    second = run_serve("--host", "127.0.0.1", "--port", port)
     assert second.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
 
@@ -160,14 +166,7 @@ def test_serve_takes_its_settings_from_the_environment():
 
 
 def test_serve_rejects_a_malformed_environment_value():
-    result = subprocess.run(
-        [sys.executable, "-m", "peer_grpc", "serve"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, "PEER_GRPC_PORT": "eighty"},
-    )
+    result = run_serve(env={"PEER_GRPC_PORT": "eighty"})
     assert result.returncode != 0
     assert "PEER_GRPC_PORT='eighty'" in result.stderr
 
@@ -200,13 +199,7 @@ def test_serve_runs_window_mode_with_the_window_asked_for():
 
 @pytest.mark.parametrize("width", ["0", "5000"])
 def test_serve_refuses_a_window_out_of_range(width: str):
-    result = subprocess.run(
-        [sys.executable, "-m", "peer_grpc", "serve", "--replay-window", width],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_serve("--replay-window", width)
     assert result.returncode == 2
     assert "window width must be 1-4096" in result.stderr
 
@@ -216,14 +209,7 @@ def test_serve_refuses_a_window_out_of_range(width: str):
     [("PEER_GRPC_LOG_LEVEL", "verbose"), ("PEER_GRPC_SEQUENCE_MODE", "loose")],
 )
 def test_serve_rejects_an_environment_value_outside_its_choices(variable: str, value: str):
-    result = subprocess.run(
-        [sys.executable, "-m", "peer_grpc", "serve"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={**os.environ, variable: value},
-    )
+    result = run_serve(env={variable: value})
     assert result.returncode != 0
     assert f"{variable}={value!r}" in result.stderr
     assert "Traceback" not in result.stderr
