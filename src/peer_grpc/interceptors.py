@@ -34,7 +34,6 @@ from peer_grpc.call_context import (
 )
 from peer_grpc.errors import (
     InternalError,
-    InvalidArgument,
     PeerError,
     SequenceError,
     SequenceErrorKind,
@@ -155,13 +154,9 @@ class RequestValidationInterceptor(_MethodWrappingInterceptor):
         validate = self._validators.get(method)
 
         async def validated(request: ReceivedRequest, context: grpc.aio.ServicerContext) -> Any:
-            if request.message is None:
-                raise InvalidArgument.of(
-                    "request",
-                    f"bytes do not decode as {request.type_name}: {request.decode_error}",
-                )
+            message = request.decoded()
             if validate is not None:
-                validate(request.message)
+                validate(message)
             return await behavior(request, context)
 
         return validated

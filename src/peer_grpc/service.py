@@ -41,6 +41,18 @@ class ReceivedRequest:
     #: Why the bytes do not decode; empty when they do.
     decode_error: str = ""
 
+    def decoded(self) -> Message:
+        """The decoded message.
+
+        Raises:
+            InvalidArgument: the bytes do not decode as the method's request type.
+        """
+        if self.message is None:
+            raise InvalidArgument.of(
+                "request", f"bytes do not decode as {self.type_name}: {self.decode_error}"
+            )
+        return self.message
+
 
 def _receiving_deserializer(message_type: type[Message]) -> Callable[[bytes], ReceivedRequest]:
     type_name = message_type.DESCRIPTOR.full_name
@@ -59,9 +71,9 @@ def _unwrapping(method: Callable[[Message, Any], Awaitable[Message]]) -> Callabl
     """Hand the servicer method the decoded message out of its envelope."""
 
     async def call(request: ReceivedRequest, context: Any) -> Message:
-        if request.message is None:  # only without the interceptors, which reject it first
-            raise InvalidArgument.of("request", f"bytes do not decode as {request.type_name}")
-        return await method(request.message, context)
+        # The validation interceptor rejects undecodable requests first; this covers a
+        # handler served without it.
+        return await method(request.decoded(), context)
 
     return call
 
