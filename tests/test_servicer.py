@@ -25,6 +25,7 @@ from peer_grpc.call_context import bind_session, unbind_session
 from peer_grpc.rich_status import status_code_of
 from peer_grpc.service import SERVICE_DESCRIPTOR
 from peer_grpc.servicer import PeerServicer
+from peer_grpc.task_manager import TaskManager
 from peer_grpc.tasks import default_registry
 from tests.conftest import admit
 
@@ -108,7 +109,7 @@ def manager(clock: ManualClock) -> SessionManager:
 def bridge(manager: SessionManager, tasks: TaskRegistry, loop: LoopThread) -> SyncBridge:
     servicer = PeerServicer(
         manager,
-        tasks,
+        TaskManager(tasks, clock=manager.clock),
         server_peer_id="server-1",
         heartbeat_interval=10,
         supported_versions=("2.0", "1.0"),

@@ -94,7 +94,11 @@ def test_illegal_transition_is_refused(source: SessionState, target: SessionStat
     assert error.source == source.name
     assert error.target == target.name
     assert error.reason == "INVALID_TRANSITION"
-    assert error.error_metadata() == {"from_state": source.name, "to_state": target.name}
+    assert error.error_metadata() == {
+        "from_state": source.name,
+        "to_state": target.name,
+        "subject": "session",
+    }
     assert f"{source.name} -> {target.name}" in error.message
 
 

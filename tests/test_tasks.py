@@ -187,7 +187,7 @@ async def test_default_registry_echoes() -> None:
     registry = default_registry()
 
     assert "echo" in registry
-    assert registry.names == ("echo",)
+    assert registry.names == ("echo", "sleep")
     payload = {"a": [1, 2], "b": {"c": None}}
     assert await registry.run("echo", payload) == TaskOutcome(result=payload)
 

@@ -8,8 +8,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.session import Session, SessionStats
+from peer_grpc.task import Task
 
-__all__ = ["duration", "sequence_mode", "session_info", "session_stats", "timestamp"]
+__all__ = [
+    "duration",
+    "seconds",
+    "sequence_mode",
+    "session_info",
+    "session_stats",
+    "task_message",
+    "timestamp",
+]
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -17,6 +26,11 @@ def timestamp(seconds: float) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(round(seconds * 1e9))
     return stamp
+
+
+def seconds(span: Duration) -> float:
+    """The seconds a Duration spans."""
+    return span.ToNanoseconds() / 1e9
 
 
 def duration(seconds: float) -> Duration:
@@ -62,3 +76,22 @@ def session_stats(stats: SessionStats) -> peer_pb2.SessionStats:
         terminated_total=stats.terminated_total,
         sequence_errors_total=stats.sequence_errors_total,
     )
+
+
+def task_message(task: Task) -> peer_pb2.Task:
+    """The contract's view of a task."""
+    message = peer_pb2.Task(
+        task_id=task.task_id,
+        task_type=task.task_type,
+        state=int(task.state),  # type: ignore[arg-type]
+        created_at=timestamp(task.created_at),
+        updated_at=timestamp(task.updated_at),
+        owner_peer_id=task.owner_peer_id,
+        timeout=duration(task.timeout),
+    )
+    if task.result is not None:
+        message.result.update(task.result)
+    if task.error_code:
+        message.error.code = task.error_code
+        message.error.message = task.error_message
+    return message

@@ -29,6 +29,11 @@ __all__ = [
     "SessionRequired",
     "SessionTerminated",
     "SessionTokenInvalid",
+    "ShuttingDown",
+    "TaskError",
+    "TaskLimitReached",
+    "TaskNotCancelable",
+    "TaskNotFound",
 ]
 
 #: The ``google.rpc.ErrorInfo.domain`` of every error this service reports.
@@ -43,6 +48,9 @@ class PeerError(Exception):
     """
 
     reason: str = "PEER_ERROR"
+    #: Seconds the caller should wait before trying again (``google.rpc.RetryInfo``);
+    #: None when trying again would not help.
+    retry_after: float | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -190,17 +198,19 @@ class InvalidSessionState(PeerError):
 
 
 class InvalidTransition(PeerError):
-    """A state change that the state machine does not allow; never applied."""
+    """A state change that a session's or a task's state machine forbids; never applied."""
 
     reason = "INVALID_TRANSITION"
 
-    def __init__(self, source: str, target: str) -> None:
-        super().__init__(f"illegal session state transition {source} -> {target}")
+    def __init__(self, source: str, target: str, *, subject: str = "session") -> None:
+        super().__init__(f"illegal {subject} state transition {source} -> {target}")
         self.source = source
         self.target = target
+        #: Whose state machine refused: ``"session"`` or ``"task"``.
+        self.subject = subject
 
     def error_metadata(self) -> Mapping[str, str]:
-        return {"from_state": self.source, "to_state": self.target}
+        return {"from_state": self.source, "to_state": self.target, "subject": self.subject}
 
 
 class NoCommonProtocolVersion(PeerError):
@@ -221,6 +231,58 @@ class NoCommonProtocolVersion(PeerError):
             "offered_versions": ",".join(self.offered),
             "supported_versions": ",".join(self.supported),
         }
+
+
+class TaskError(PeerError):
+    """A task request that cannot be served."""
+
+
+class TaskNotFound(TaskError):
+    """No task of the caller's has this id (it never existed, was swept, or is another peer's)."""
+
+    reason = "TASK_NOT_FOUND"
+
+
+class TaskNotCancelable(TaskError):
+    """The task already reached a final state, so there is nothing to cancel."""
+
+    reason = "TASK_NOT_CANCELABLE"
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {"state": self.state}
+
+
+class TaskLimitReached(TaskError):
+    """Too many tasks are running (on the server, or for the session); none was created."""
+
+    reason = "TASK_LIMIT_REACHED"
+
+    def __init__(self, scope: str, limit: int, retry_after: float) -> None:
+        where = "on this server" if scope == "server" else "for this session"
+        super().__init__(
+            f"{limit} tasks are already running {where}; try again in {retry_after:g}s"
+        )
+        #: Which limit was reached: ``"server"`` or ``"session"``.
+        self.scope = scope
+        self.limit = limit
+        self.retry_after = retry_after
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {"scope": self.scope, "limit": str(self.limit)}
+
+
+class ShuttingDown(PeerError):
+    """The server is stopping and takes no new work; another replica (or a restart) will."""
+
+    reason = "SHUTTING_DOWN"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InternalError(PeerError):

@@ -16,9 +16,10 @@ A call rejected by any of them never reaches a servicer and changes no session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -40,7 +41,12 @@ from peer_grpc.errors import (
     SessionRequired,
 )
 from peer_grpc.manager import SessionManager
-from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY, parse_session_metadata
+from peer_grpc.metadata import (
+    SEQUENCE_KEY,
+    SESSION_ID_KEY,
+    SessionCredentials,
+    parse_session_metadata,
+)
 from peer_grpc.retry import CallKey, CallOutcome
 from peer_grpc.rich_status import to_grpc_status
 from peer_grpc.service import SERVICE_NAME, ReceivedRequest
@@ -58,6 +64,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 Serializer = Callable[[Any], bytes]
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 _METHOD_PREFIX = f"/{SERVICE_NAME}/"
@@ -68,7 +75,8 @@ OPTIONALLY_SESSIONLESS_METHODS = frozenset({"Ping", "Status"})
 
 
 class _MethodWrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps PeerService's unary handlers, once per method, with :meth:`wrap`."""
+    """Wraps PeerService's handlers, once per method: unary ones with :meth:`wrap`,
+    server-streaming ones with :meth:`wrap_stream`."""
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -80,31 +88,40 @@ class _MethodWrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mi
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         full_method: str = handler_call_details.method
-        if (
-            handler is None
-            or handler.unary_unary is None
-            or not full_method.startswith(_METHOD_PREFIX)
-        ):
+        if handler is None or not full_method.startswith(_METHOD_PREFIX):
             return handler
         cached = self._wrapped.get(full_method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        serialize = _passing_bytes_through(handler.response_serializer)
-        behavior = self.wrap(full_method[len(_METHOD_PREFIX) :], handler.unary_unary, serialize)
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=serialize,
-        )
+        method = full_method[len(_METHOD_PREFIX) :]
+        if handler.unary_unary is not None:
+            serialize = _passing_bytes_through(handler.response_serializer)
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self.wrap(method, handler.unary_unary, serialize),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=serialize,
+            )
+        elif handler.unary_stream is not None:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self.wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        else:  # fail closed: a shape no interceptor here knows would go unguarded
+            raise TypeError(f"{full_method}: only unary and server-streaming methods are served")
         self._wrapped[full_method] = (handler, wrapped)
         return wrapped
 
     def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
-        """Return ``behavior`` wrapped for PeerService method ``method``.
+        """Return the unary ``behavior`` wrapped for PeerService method ``method``.
 
         ``serialize`` turns the method's responses into bytes; a wrapper may also
         return bytes, which go out as they are.
         """
+        raise NotImplementedError
+
+    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        """Return the server-streaming ``behavior`` wrapped for PeerService method ``method``."""
         raise NotImplementedError
 
 
@@ -134,13 +151,30 @@ class ErrorStatusInterceptor(_MethodWrappingInterceptor):
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
-            except PeerError as error:
-                await context.abort_with_status(to_grpc_status(error))
-            except Exception:
-                log.exception("unhandled error in %s", method)
-                await context.abort_with_status(to_grpc_status(InternalError("internal error")))
+            except Exception as error:
+                await _abort_for(error, method, context)
 
         return guarded
+
+    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await _abort_for(error, method, context)
+
+        return guarded
+
+
+async def _abort_for(error: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
+    """Abort the call with the status ``error`` deserves."""
+    if not isinstance(error, PeerError):
+        log.exception("unhandled error in %s", method, exc_info=error)
+        error = InternalError("internal error")
+    await context.abort_with_status(to_grpc_status(error))
 
 
 class RequestValidationInterceptor(_MethodWrappingInterceptor):
@@ -154,12 +188,28 @@ class RequestValidationInterceptor(_MethodWrappingInterceptor):
         validate = self._validators.get(method)
 
         async def validated(request: ReceivedRequest, context: grpc.aio.ServicerContext) -> Any:
-            message = request.decoded()
-            if validate is not None:
-                validate(message)
+            self._check(validate, request)
             return await behavior(request, context)
 
         return validated
+
+    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        validate = self._validators.get(method)
+
+        async def validated(
+            request: ReceivedRequest, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            self._check(validate, request)
+            async for response in behavior(request, context):
+                yield response
+
+        return validated
+
+    @staticmethod
+    def _check(validate: RequestValidator | None, request: ReceivedRequest) -> None:
+        message = request.decoded()
+        if validate is not None:
+            validate(message)
 
 
 class SessionMetadataInterceptor(_MethodWrappingInterceptor):
@@ -179,19 +229,36 @@ class SessionMetadataInterceptor(_MethodWrappingInterceptor):
         sessionless_ok = method in self._allow_sessionless
 
         async def parsed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            credentials = parse_session_metadata(context.invocation_metadata())
-            if credentials is None and not sessionless_ok:
-                raise SessionRequired(
-                    f"{method} needs the {SESSION_ID_KEY} and {SEQUENCE_KEY} metadata "
-                    "from a Handshake"
-                )
-            token = bind_credentials(credentials)
+            token = bind_credentials(_credentials_of(method, context, sessionless_ok))
             try:
                 return await behavior(request, context)
             finally:
                 unbind_credentials(token)
 
         return parsed
+
+    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        async def parsed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            token = bind_credentials(_credentials_of(method, context, sessionless_ok=False))
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            finally:
+                unbind_credentials(token)
+
+        return parsed
+
+
+def _credentials_of(
+    method: str, context: grpc.aio.ServicerContext, sessionless_ok: bool
+) -> SessionCredentials | None:
+    """The call's session metadata; SessionRequired if it has none and must."""
+    credentials = parse_session_metadata(context.invocation_metadata())
+    if credentials is None and not sessionless_ok:
+        raise SessionRequired(
+            f"{method} needs the {SESSION_ID_KEY} and {SEQUENCE_KEY} metadata from a Handshake"
+        )
+    return credentials
 
 
 class SessionInterceptor(_MethodWrappingInterceptor):
@@ -202,7 +269,9 @@ class SessionInterceptor(_MethodWrappingInterceptor):
     number for the response goes out as ``peer-sequence`` initial metadata. The
     call's outcome is recorded, so that a resend of it (same sequence, method and
     bytes) is answered with the same outcome instead of running again. Calls
-    without credentials got here only if their method may go sessionless.
+    without credentials got here only if their method may go sessionless. A
+    streaming call is admitted the same way before its first message; its
+    messages are not kept, so a resend of it is refused as a REPLAY.
     """
 
     def __init__(self, manager: SessionManager) -> None:
@@ -215,42 +284,93 @@ class SessionInterceptor(_MethodWrappingInterceptor):
         manager = self._manager
 
         async def admitted(request: ReceivedRequest, context: grpc.aio.ServicerContext) -> Any:
-            credentials = current_credentials()
-            if credentials is NOT_PARSED:  # fail closed if the interceptors are misassembled
-                raise InternalError("SessionMetadataInterceptor must run before SessionInterceptor")
+            credentials = _parsed_credentials()
             if credentials is None:
                 return await behavior(request, context)
             sequence = credentials.sequence
             admission = await manager.admit(
                 credentials.session_id, sequence, CallKey(method, request.digest)
             )
-            session = admission.session
             if admission.replay is not None:
-                return await _answer_resend(session, sequence, admission.replay, context)
-            server_sequence = session.sequence_num
-            await context.send_initial_metadata(((SEQUENCE_KEY, str(server_sequence)),))
-            token = bind_session(session)
-            outcome = _INTERRUPTED
-            try:
-                response = serialize(await behavior(request, context))
-                outcome = CallOutcome(code=0, response=response)
-                return response
-            except grpc.aio.AbortError:
-                outcome = _outcome_of_abort(context)
-                raise
-            except PeerError as error:
-                outcome = _outcome_of_status(to_grpc_status(error))
-                raise
-            except Exception:
-                outcome = _outcome_of_status(to_grpc_status(InternalError("internal error")))
-                raise
-            finally:
-                unbind_session(token)
-                await manager.record_outcome(
-                    session.session_id, sequence, replace(outcome, server_sequence=server_sequence)
-                )
+                return await _answer_resend(admission.session, sequence, admission.replay, context)
+            async with _serving(manager, admission.session, sequence, context) as served:
+                served.response = serialize(await behavior(request, context))
+            return served.response
 
         return admitted
+
+    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        manager = self._manager
+
+        async def admitted(
+            request: ReceivedRequest, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            credentials = _parsed_credentials()
+            if credentials is None:  # the metadata interceptor lets no stream through without
+                raise InternalError(f"{method} reached admission without a session")
+            sequence = credentials.sequence
+            admission = await manager.admit(
+                credentials.session_id, sequence, CallKey(method, request.digest)
+            )
+            session = admission.session
+            if admission.replay is not None:
+                # A stream's messages are not kept, so a resend cannot be answered from
+                # the record: the caller opens a new stream under a new sequence.
+                raise SequenceError(
+                    session.session_id,
+                    session.expected_sequence,
+                    sequence,
+                    SequenceErrorKind.REPLAY,
+                    replay_window=session.window,
+                )
+            async with _serving(manager, session, sequence, context):
+                async for response in behavior(request, context):
+                    yield response
+
+        return admitted
+
+
+def _parsed_credentials() -> SessionCredentials | None:
+    credentials = current_credentials()
+    if credentials is NOT_PARSED:  # fail closed if the interceptors are misassembled
+        raise InternalError("SessionMetadataInterceptor must run before SessionInterceptor")
+    return credentials
+
+
+@dataclass(slots=True)
+class _Served:
+    #: The serialized response of a unary call (streams leave it empty).
+    response: bytes = b""
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    manager: SessionManager, session: Session, sequence: int, context: grpc.aio.ServicerContext
+) -> AsyncIterator[_Served]:
+    """Serve an admitted call: announce the server's sequence, bind the session for the
+    servicer, and record how the call ended so a resend gets the same answer."""
+    server_sequence = session.sequence_num
+    await context.send_initial_metadata(((SEQUENCE_KEY, str(server_sequence)),))
+    token = bind_session(session)
+    served = _Served()
+    outcome = _INTERRUPTED
+    try:
+        yield served
+        outcome = CallOutcome(code=0, response=served.response)
+    except grpc.aio.AbortError:
+        outcome = _outcome_of_abort(context)
+        raise
+    except PeerError as error:
+        outcome = _outcome_of_status(to_grpc_status(error))
+        raise
+    except Exception:
+        outcome = _outcome_of_status(to_grpc_status(InternalError("internal error")))
+        raise
+    finally:
+        unbind_session(token)
+        await manager.record_outcome(
+            session.session_id, sequence, replace(outcome, server_sequence=server_sequence)
+        )
 
 
 #: The outcome of a call that never finished (cancelled, or its task torn down).

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from peer_grpc import window
 from peer_grpc.clock import Clock, SystemClock
@@ -21,6 +21,7 @@ from peer_grpc.stores.memory import MemorySessionStore
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
+    "SessionEndListener",
     "SessionManager",
     "hash_session_token",
     "new_session_id",
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 DEFAULT_IDLE_TIMEOUT = 60.0
 #: Units of store work per sweep batch; the sweep yields to the event loop between batches.
 SWEEP_BATCH = 1000
+
+
+#: Called with each session that was terminated or replaced (see
+#: :meth:`SessionManager.on_session_end`).
+SessionEndListener = Callable[[Session], Awaitable[object]]
 
 
 def new_session_id() -> str:
@@ -78,6 +84,23 @@ class SessionManager:
         self.idle_timeout = idle_timeout
         self.sequence_mode = sequence_mode
         self.replay_window = replay_window if sequence_mode is SequenceMode.WINDOW else 0
+        self._end_listeners: list[SessionEndListener] = []
+
+    def on_session_end(self, listener: SessionEndListener) -> None:
+        """Call ``listener`` with each session this manager terminates or replaces.
+
+        Sessions that expire are not announced: a store may let them lapse without
+        a word (Redis key expiry). Whoever must know checks
+        :meth:`is_session_valid` from time to time.
+        """
+        self._end_listeners.append(listener)
+
+    async def _announce_end(self, session: Session) -> None:
+        for listener in self._end_listeners:
+            try:
+                await listener(session)
+            except Exception:
+                log.exception("a session end listener failed")
 
     async def create_session(
         self,
@@ -108,6 +131,7 @@ class SessionManager:
         replaced = await self.store.create(session)
         if replaced is not None and not replaced.state.is_final:
             log.info("peer %s handshook again; its previous session was terminated", peer_id)
+            await self._announce_end(replaced)
         return session
 
     async def get_session(self, session_id: str) -> Session | None:
@@ -143,10 +167,12 @@ class SessionManager:
                 (say, a concurrent Terminate or a newer handshake got there first).
         """
         try:
-            return await self.update_session_state(session_id, SessionState.TERMINATED)
+            ended = await self.update_session_state(session_id, SessionState.TERMINATED)
         except InvalidTransition:
             check_usable(await self.store.get(session_id), session_id, self.clock.now())
             raise
+        await self._announce_end(ended)
+        return ended
 
     async def admit(self, session_id: str, sequence: int, key: CallKey) -> Admission:
         """Validate a received call's session and sequence and advance both, atomically.

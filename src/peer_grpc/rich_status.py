@@ -32,6 +32,10 @@ from peer_grpc.errors import (
     SessionRequired,
     SessionTerminated,
     SessionTokenInvalid,
+    ShuttingDown,
+    TaskLimitReached,
+    TaskNotCancelable,
+    TaskNotFound,
 )
 
 __all__ = ["error_from_rpc_error", "status_code_of", "to_grpc_status"]
@@ -49,6 +53,10 @@ STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
     InvalidSessionState: grpc.StatusCode.FAILED_PRECONDITION,
     InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
     NoCommonProtocolVersion: grpc.StatusCode.FAILED_PRECONDITION,
+    TaskNotFound: grpc.StatusCode.NOT_FOUND,
+    TaskNotCancelable: grpc.StatusCode.FAILED_PRECONDITION,
+    TaskLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     InternalError: grpc.StatusCode.INTERNAL,
 }
 
@@ -81,6 +89,10 @@ def to_grpc_status(error: PeerError) -> grpc.Status:
             reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.error_metadata())
         )
         _pack(status, info)
+    if error.retry_after is not None:
+        retry_info = error_details_pb2.RetryInfo()
+        retry_info.retry_delay.FromNanoseconds(round(error.retry_after * 1e9))
+        _pack(status, retry_info)
     if isinstance(error, SequenceError):
         _pack(
             status,
@@ -144,8 +156,16 @@ _DECODERS: Mapping[str, _Decoder] = {
         message, meta.get("state", "")
     ),
     InvalidTransition.reason: lambda _message, meta, _: InvalidTransition(
-        meta.get("from_state", ""), meta.get("to_state", "")
+        meta.get("from_state", ""), meta.get("to_state", ""), subject=meta.get("subject", "session")
     ),
+    TaskNotFound.reason: _with_message(TaskNotFound),
+    TaskNotCancelable.reason: lambda message, meta, _: TaskNotCancelable(
+        message, meta.get("state", "")
+    ),
+    TaskLimitReached.reason: lambda _message, meta, _: TaskLimitReached(
+        meta.get("scope", ""), int(meta.get("limit", "0") or 0), 0.0
+    ),
+    ShuttingDown.reason: _with_message(ShuttingDown),
     NoCommonProtocolVersion.reason: lambda _message, meta, _: NoCommonProtocolVersion(
         meta.get("offered_versions", "").split(","), meta.get("supported_versions", "").split(",")
     ),
@@ -174,6 +194,7 @@ def error_from_rpc_error(error: grpc.RpcError) -> PeerError:
 def _decode_details(status: status_pb2.Status) -> PeerError | None:
     info: error_details_pb2.ErrorInfo | None = None
     typed: peer_pb2.SequenceError | None = None
+    retry_after: float | None = None
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()
@@ -189,7 +210,19 @@ def _decode_details(status: status_pb2.Status) -> PeerError | None:
         elif detail.Is(peer_pb2.SequenceError.DESCRIPTOR):
             typed = peer_pb2.SequenceError()
             detail.Unpack(typed)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry_info = error_details_pb2.RetryInfo()
+            detail.Unpack(retry_info)
+            retry_after = retry_info.retry_delay.ToNanoseconds() / 1e9
     if info is None or info.domain != ERROR_DOMAIN:
         return None
     decoder = _DECODERS.get(info.reason)
-    return decoder(status.message, info.metadata, typed) if decoder else None
+    if decoder is None:
+        return None
+    error = decoder(status.message, info.metadata, typed)
+    if retry_after is not None:
+        error.retry_after = retry_after
+    # The server's words, not a re-rendering of them from the details.
+    error.message = status.message
+    error.args = (status.message,)
+    return error

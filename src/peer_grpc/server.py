@@ -23,8 +23,17 @@ from peer_grpc.retry import DEFAULT_RETRY_CACHE
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.service import SERVICE_NAME, peer_service_handler
 from peer_grpc.servicer import PeerServicer
-from peer_grpc.stores.base import SessionStore
+from peer_grpc.stores.base import SessionStore, TaskStore
 from peer_grpc.stores.memory import MemorySessionStore
+from peer_grpc.stores.memory_tasks import DEFAULT_TASK_RETENTION, MemoryTaskStore
+from peer_grpc.task_manager import (
+    DEFAULT_MAX_RUNNING_TASKS,
+    DEFAULT_MAX_TASK_TIMEOUT,
+    DEFAULT_MAX_TASKS_PER_SESSION,
+    DEFAULT_TASK_TIMEOUT,
+    TaskLimits,
+    TaskManager,
+)
 from peer_grpc.tasks import TaskRegistry, default_registry
 from peer_grpc.validation import request_validators
 from peer_grpc.window import DEFAULT_WINDOW, ring_size
@@ -70,6 +79,16 @@ class ServerConfig:
     replay_window: int = DEFAULT_WINDOW
     #: How many accepted calls per session are remembered to answer resends.
     retry_cache_size: int = DEFAULT_RETRY_CACHE
+    #: Seconds a task may run when its DelegateTask names no timeout.
+    task_timeout: float = DEFAULT_TASK_TIMEOUT
+    #: The longest timeout a DelegateTask may ask for.
+    max_task_timeout: float = DEFAULT_MAX_TASK_TIMEOUT
+    #: Tasks running at once in this server (also its worker threads for plain handlers).
+    max_running_tasks: int = DEFAULT_MAX_RUNNING_TASKS
+    #: Tasks running at once for one session.
+    max_tasks_per_session: int = DEFAULT_MAX_TASKS_PER_SESSION
+    #: Seconds a finished task is kept for GetTask and ListTasks before it is swept.
+    task_retention: float = DEFAULT_TASK_RETENTION
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -86,6 +105,19 @@ class ServerConfig:
         ring_size(self.replay_window)  # raises for a width out of range
         if not 0 <= self.retry_cache_size <= 1024:
             raise ValueError("retry_cache_size must be 0-1024")
+        if self.task_retention < 0:
+            raise ValueError("task_retention must not be negative")
+        self.task_limits  # noqa: B018 - raises for limits out of range
+
+    @property
+    def task_limits(self) -> TaskLimits:
+        """The limits the task manager enforces."""
+        return TaskLimits(
+            default_timeout=self.task_timeout,
+            max_timeout=self.max_task_timeout,
+            max_running=self.max_running_tasks,
+            max_running_per_session=self.max_tasks_per_session,
+        )
 
     @property
     def effective_heartbeat_interval(self) -> float:
@@ -112,6 +144,7 @@ class PeerServer:
         config: how to run.
         store: the session store; in memory when omitted.
         tasks: task handlers for DelegateTask; the built-in ones when omitted.
+        task_store: where tasks live; in memory when omitted.
         clock: the time source; the system clock when omitted.
         outer_interceptors: interceptors that run before the PeerService's own
             (for tracing, or for tests that delay or drop calls).
@@ -123,6 +156,7 @@ class PeerServer:
         *,
         store: SessionStore | None = None,
         tasks: TaskRegistry | None = None,
+        task_store: TaskStore | None = None,
         clock: Clock | None = None,
         outer_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
@@ -137,7 +171,15 @@ class PeerServer:
             replay_window=config.replay_window,
         )
         self._outer_interceptors = tuple(outer_interceptors)
-        self.tasks = tasks if tasks is not None else default_registry()
+        if task_store is None:
+            task_store = MemoryTaskStore(retention=config.task_retention)
+        self.tasks = TaskManager(
+            tasks if tasks is not None else default_registry(),
+            task_store,
+            clock=self.manager.clock,
+            limits=config.task_limits,
+        )
+        self.manager.on_session_end(lambda session: self.tasks.cancel_session(session.session_id))
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -207,17 +249,21 @@ class PeerServer:
         return int(port)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop taking calls, let in-flight calls finish within ``grace`` seconds, and stop."""
+        """Stop taking calls and tasks, let in-flight calls and running tasks finish
+        within ``grace`` seconds, cancel the tasks still running, and stop."""
         if self._server is None:
             return
         server, self._server = self._server, None
+        grace = self.config.shutdown_grace if grace is None else grace
         await self.health.enter_graceful_shutdown()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        await server.stop(self.config.shutdown_grace if grace is None else grace)
+        # Together: calls that wait for tasks end as the tasks end (or are canceled).
+        await asyncio.gather(self.tasks.shutdown(grace), server.stop(grace))
+        await self.tasks.store.close()
         await self.manager.store.close()
         log.info("peer-grpc stopped")
 
@@ -230,12 +276,22 @@ class PeerServer:
         while True:
             await asyncio.sleep(self.config.sweep_interval)
             try:
-                expired = await self.manager.cleanup_expired_sessions()
+                await self.sweep()
             except Exception:
-                log.exception("session sweep failed; retrying at the next interval")
-                continue
-            if expired:
-                log.info("swept %d expired sessions", expired)
+                log.exception("sweep failed; retrying at the next interval")
+
+    async def sweep(self) -> None:
+        """Expire idle sessions, cancel the tasks of sessions gone, forget old tasks.
+
+        The server does this every ``sweep_interval`` seconds by itself.
+        """
+        expired = await self.manager.cleanup_expired_sessions()
+        if expired:
+            log.info("swept %d expired sessions", expired)
+        await self.tasks.cancel_orphans(self.manager.is_session_valid)
+        purged = await self.tasks.sweep()
+        if purged:
+            log.info("forgot %d finished tasks past their retention", purged)
 
     async def __aenter__(self) -> PeerServer:
         await self.start()

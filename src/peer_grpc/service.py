@@ -9,7 +9,7 @@ digest of its bytes, which tells a resend from a different message.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,18 @@ def _unwrapping(method: Callable[[Message, Any], Awaitable[Message]]) -> Callabl
     return call
 
 
+def _unwrapping_stream(
+    method: Callable[[Message, Any], AsyncIterator[Message]],
+) -> Callable[..., AsyncIterator[Message]]:
+    """Hand a server-streaming servicer method the decoded message out of its envelope."""
+
+    async def stream(request: ReceivedRequest, context: Any) -> AsyncIterator[Message]:
+        async for response in method(request.decoded(), context):
+            yield response
+
+    return stream
+
+
 def peer_service_handler(servicer: object) -> grpc.GenericRpcHandler:
     """The generic handler that serves ``servicer``'s PeerService methods.
 
@@ -88,8 +100,16 @@ def peer_service_handler(servicer: object) -> grpc.GenericRpcHandler:
     for method in SERVICE_DESCRIPTOR.methods:
         request_type = message_factory.GetMessageClass(method.input_type)
         response_type = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _unwrapping(getattr(servicer, method.name)),
+        implementation = getattr(servicer, method.name)
+        if method.client_streaming:
+            raise TypeError(f"{method.full_name}: client streaming is not served")
+        make_handler, behavior = (
+            (grpc.unary_stream_rpc_method_handler, _unwrapping_stream(implementation))
+            if method.server_streaming
+            else (grpc.unary_unary_rpc_method_handler, _unwrapping(implementation))
+        )
+        handlers[method.name] = make_handler(
+            behavior,
             request_deserializer=_receiving_deserializer(request_type),
             response_serializer=response_type.SerializeToString,
         )

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc.aio
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc._version import __version__
 from peer_grpc.call_context import current_session, current_session_or_none
-from peer_grpc.convert import duration, sequence_mode, session_info, session_stats, timestamp
+from peer_grpc.convert import (
+    duration,
+    seconds,
+    sequence_mode,
+    session_info,
+    session_stats,
+    task_message,
+    timestamp,
+)
 from peer_grpc.errors import NoCommonProtocolVersion
 from peer_grpc.manager import SessionManager, new_session_token
 from peer_grpc.session import Session
 from peer_grpc.state import SessionState
-from peer_grpc.tasks import TaskRegistry
+from peer_grpc.task_manager import TaskManager
+from peer_grpc.task_state import TaskState
 
 __all__ = ["SUPPORTED_PROTOCOL_VERSIONS", "PeerServicer"]
 
@@ -34,7 +42,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
 
     Args:
         manager: the session manager.
-        tasks: the task handlers DelegateTask may run.
+        tasks: the task manager behind DelegateTask and the other task methods.
         server_peer_id: this server's own peer id.
         heartbeat_interval: how often peers are told to send heartbeats.
         supported_versions: protocol versions spoken, most preferred first.
@@ -43,7 +51,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     def __init__(
         self,
         manager: SessionManager,
-        tasks: TaskRegistry,
+        tasks: TaskManager,
         *,
         server_peer_id: str,
         heartbeat_interval: float,
@@ -140,34 +148,55 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self, request: peer_pb2.DelegateTaskRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.DelegateTaskResponse:
         session = current_session()
-        clock = self._manager.clock
-        created_at = clock.now()
-        outcome = await self._tasks.run(
-            request.task_type, json_format.MessageToDict(request.payload)
-        )
-        task = peer_pb2.Task(
-            task_id=uuid.uuid4().hex,
+        task = await self._tasks.delegate(
+            peer_id=session.peer_id,
+            session_id=session.session_id,
             task_type=request.task_type,
-            created_at=timestamp(created_at),
-            owner_peer_id=session.peer_id,
+            payload=json_format.MessageToDict(request.payload),
+            timeout=seconds(request.timeout) if request.HasField("timeout") else None,
+            wait=not request.return_immediately,
         )
-        if outcome.ok:
-            result = struct_pb2.Struct()
-            try:
-                result.update(outcome.result or {})
-            except (TypeError, ValueError, OverflowError) as error:
-                task.state = peer_pb2.TASK_STATE_FAILED
-                task.error.code = "INVALID_RESULT"
-                task.error.message = f"handler result is not JSON: {error}"
-            else:
-                task.state = peer_pb2.TASK_STATE_COMPLETED
-                task.result.CopyFrom(result)
-        else:
-            task.state = peer_pb2.TASK_STATE_FAILED
-            task.error.code = outcome.error_code
-            task.error.message = outcome.error_message
-        task.updated_at.CopyFrom(timestamp(clock.now()))
-        return peer_pb2.DelegateTaskResponse(task=task)
+        return peer_pb2.DelegateTaskResponse(task=task_message(task))
+
+    async def GetTask(
+        self, request: peer_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> peer_pb2.GetTaskResponse:
+        task = await self._tasks.get(current_session().peer_id, request.task_id)
+        return peer_pb2.GetTaskResponse(task=task_message(task))
+
+    async def CancelTask(
+        self, request: peer_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
+    ) -> peer_pb2.CancelTaskResponse:
+        task = await self._tasks.cancel(current_session().peer_id, request.task_id)
+        return peer_pb2.CancelTaskResponse(task=task_message(task))
+
+    async def ListTasks(
+        self, request: peer_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
+    ) -> peer_pb2.ListTasksResponse:
+        page = await self._tasks.list_tasks(
+            current_session().peer_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            state=TaskState(request.state) if request.state else None,
+        )
+        return peer_pb2.ListTasksResponse(
+            tasks=[task_message(task) for task in page.tasks],
+            next_page_token=page.next_page_token,
+        )
+
+    async def WatchTask(
+        self, request: peer_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[peer_pb2.WatchTaskResponse]:
+        session = current_session()
+        # The first message is the response the call was admitted with; each later one
+        # is a new message on the session, numbered like every other.
+        sequence = session.sequence_num
+        first = True
+        async for task in self._tasks.watch(session.peer_id, request.task_id):
+            if not first:
+                sequence = await self._manager.increment_sequence(session.session_id)
+            first = False
+            yield peer_pb2.WatchTaskResponse(task=task_message(task), sequence_num=sequence)
 
     async def Terminate(
         self, request: peer_pb2.TerminateRequest, context: grpc.aio.ServicerContext

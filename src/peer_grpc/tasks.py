@@ -1,15 +1,35 @@
-"""Task handlers that applications register, and running them. No gRPC here."""
+"""Task handlers that applications register, and running one handler. No gRPC here.
+
+The lifecycle around a handler (states, limits, timeouts, cancellation) lives in
+:mod:`peer_grpc.task_manager`; this module only knows how to call a handler and
+what its answer means.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
 import inspect
+import json
 import logging
+import math
+import threading
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
-__all__ = ["TaskHandler", "TaskOutcome", "TaskRegistry", "default_registry"]
+__all__ = [
+    "MAX_SLEEP_SECONDS",
+    "TaskContext",
+    "TaskHandler",
+    "TaskOutcome",
+    "TaskRegistry",
+    "TaskRejected",
+    "current_task",
+    "default_registry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +38,78 @@ TaskHandler: TypeAlias = Callable[
     [dict[str, Any]], Mapping[str, Any] | Awaitable[Mapping[str, Any]]
 ]
 _H = TypeVar("_H", bound=TaskHandler)
+
+#: The longest the built-in ``sleep`` handler sleeps.
+MAX_SLEEP_SECONDS = 300.0
+
+
+class TaskRejected(Exception):
+    """Raise from a handler to refuse a task without doing its work (it ends REJECTED).
+
+    The message is sent to the caller, so say what was wrong with the input.
+    """
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What a running handler may know about its task; see :func:`current_task`.
+
+    Async handlers are canceled the asyncio way. A plain handler runs in a thread
+    that cannot be interrupted, so it should look at :meth:`cancelled` (or wait with
+    :meth:`wait_cancelled` instead of sleeping) and return early once it is set:
+    its result is thrown away by then, and it holds a worker until it returns.
+    """
+
+    task_id: str
+    task_type: str
+    #: The peer that delegated the task.
+    peer_id: str
+    #: Seconds the task may run.
+    timeout: float
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: The worker thread's future while a plain handler runs (see :meth:`worker_done`).
+    _worker: concurrent.futures.Future[Any] | None = field(default=None, repr=False)
+
+    def cancelled(self) -> bool:
+        """Whether the task was canceled or ran out of time: stop working."""
+        return self._cancel.is_set()
+
+    def wait_cancelled(self, seconds: float) -> bool:
+        """Block up to ``seconds`` (in a thread handler); True as soon as the task is canceled."""
+        return self._cancel.wait(seconds)
+
+    def cancel(self) -> None:
+        """Ask the handler to stop (the task manager calls this)."""
+        self._cancel.set()
+
+    async def worker_done(self) -> None:
+        """Wait until a plain handler's thread has returned (at once for async handlers).
+
+        Cancelling a plain handler ends its task at once, but its thread runs on
+        until the handler notices; the task manager holds the task's slot until then.
+        """
+        worker = self._worker
+        if worker is not None and not worker.done():
+            # Its outcome was handled (or thrown away) already; only its end matters here.
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(worker)
+
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "peer_grpc_task", default=None
+)
+
+
+def current_task() -> TaskContext:
+    """The task the calling handler runs for.
+
+    Raises:
+        RuntimeError: called outside a task handler.
+    """
+    context = _current.get()
+    if context is None:
+        raise RuntimeError("current_task() is only available inside a task handler")
+    return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +124,11 @@ class TaskOutcome:
     def ok(self) -> bool:
         """Whether the handler completed with a result."""
         return not self.error_code
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the handler refused the task (see :class:`TaskRejected`)."""
+        return self.error_code == "REJECTED"
 
 
 class TaskRegistry:
@@ -76,28 +173,87 @@ class TaskRegistry:
         """The registered task types, sorted."""
         return tuple(sorted(self._handlers))
 
-    async def run(self, name: str, payload: dict[str, Any]) -> TaskOutcome:
-        """Run the handler of ``name``; a handler's exception becomes a failed outcome.
+    async def run(
+        self,
+        name: str,
+        payload: dict[str, Any],
+        context: TaskContext | None = None,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> TaskOutcome:
+        """Run the handler of ``name``; whatever it raises becomes a failed outcome.
 
-        The exception's traceback is logged here and never returned to the caller.
+        ``context`` is what :func:`current_task` returns inside the handler. Plain
+        handlers run on ``executor`` (asyncio's default one when omitted). A
+        handler's traceback is logged here and never returned to the caller.
+        Cancelling this coroutine cancels an async handler, and asks a plain one
+        to stop through its context.
         """
         handler = self._handlers[name]
+        token = _current.set(context)
         try:
-            if inspect.iscoroutinefunction(handler):
-                result = await handler(payload)
-            else:
-                result = await asyncio.to_thread(handler, payload)
-                if inspect.isawaitable(result):
-                    result = await result
+            result = await _call(handler, payload, context, executor)
+        except TaskRejected as refusal:
+            return TaskOutcome(error_code="REJECTED", error_message=str(refusal) or name)
         except Exception as error:
             log.exception("task handler %r failed", name)
             return TaskOutcome(error_code="HANDLER_ERROR", error_message=_describe(error))
-        if not isinstance(result, Mapping):
-            return TaskOutcome(
-                error_code="INVALID_RESULT",
-                error_message=f"handler returned {type(result).__name__}, expected a JSON object",
-            )
-        return TaskOutcome(result=result)
+        finally:
+            _current.reset(token)
+        return _as_json_result(result)
+
+
+async def _call(
+    handler: TaskHandler,
+    payload: dict[str, Any],
+    context: TaskContext | None,
+    executor: concurrent.futures.Executor | None,
+) -> Any:
+    if inspect.iscoroutinefunction(handler):
+        return await handler(payload)
+    # The copied context carries current_task() into the worker thread.
+    in_context = contextvars.copy_context().run
+    if executor is None:
+        work = asyncio.get_running_loop().run_in_executor(None, in_context, handler, payload)
+    else:
+        worker = executor.submit(in_context, handler, payload)
+        if context is not None:
+            context._worker = worker
+        work = asyncio.wrap_future(worker)
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        if context is not None:
+            context.cancel()  # a thread cannot be interrupted: ask it to stop
+        raise
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _as_json_result(result: object) -> TaskOutcome:
+    """The outcome for a handler's return value, which must be a JSON object."""
+    if not isinstance(result, Mapping):
+        return TaskOutcome(
+            error_code="INVALID_RESULT",
+            error_message=f"handler returned {type(result).__name__}, expected a JSON object",
+        )
+    try:
+        # A round trip through JSON leaves plain dicts, lists, strings, numbers and
+        # booleans that any store and the contract's Struct can hold.
+        plain = json.loads(json.dumps(result, allow_nan=False, default=_plain_mapping))
+    except (TypeError, ValueError) as error:
+        return TaskOutcome(
+            error_code="INVALID_RESULT", error_message=f"handler result is not JSON: {error}"
+        )
+    return TaskOutcome(result=plain)
+
+
+def _plain_mapping(value: object) -> dict[Any, Any]:
+    """Let json take any Mapping as an object; anything else it cannot take stays an error."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _describe(error: Exception) -> str:
@@ -110,8 +266,27 @@ async def _echo(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+async def _sleep(payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``payload["seconds"]`` (0 to :data:`MAX_SLEEP_SECONDS`), then say so."""
+    seconds = payload.get("seconds", 1)
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or not 0 <= seconds <= MAX_SLEEP_SECONDS
+    ):
+        raise TaskRejected(f"seconds must be a number from 0 to {MAX_SLEEP_SECONDS:g}")
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
 def default_registry() -> TaskRegistry:
-    """A registry with the built-in handlers: ``echo`` returns its payload."""
+    """A registry with the built-in handlers.
+
+    ``echo`` returns its payload; ``sleep`` waits ``{"seconds": N}`` (at most
+    :data:`MAX_SLEEP_SECONDS`, default 1) and returns ``{"slept": N}``.
+    """
     registry = TaskRegistry()
     registry.register("echo", _echo)
+    registry.register("sleep", _sleep)
     return registry

@@ -6,12 +6,13 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.message import Message
 
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.errors import FieldViolation, InvalidArgument
-from peer_grpc.tasks import TaskRegistry
+from peer_grpc.task_manager import TaskManager, decode_page_token
+from peer_grpc.task_state import TaskState
 
 __all__ = ["PEER_ID_PATTERN", "RequestValidator", "request_validators"]
 
@@ -19,6 +20,10 @@ __all__ = ["PEER_ID_PATTERN", "RequestValidator", "request_validators"]
 PEER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_LIST = 32
 _MAX_ITEM = 64
+#: What a task id may be: the server hands out 32 hex digits; any id-like text is looked up.
+_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_NANOS_PER_SECOND = 1_000_000_000
+_TASK_STATES = frozenset(int(state) for state in TaskState)
 
 RequestValidator = Callable[[Message], None]
 
@@ -51,23 +56,62 @@ def validate_handshake(request: peer_pb2.HandshakeRequest) -> None:
         raise InvalidArgument(violations)
 
 
-def delegate_task_validator(tasks: TaskRegistry) -> RequestValidator:
-    """A validator that accepts only task types registered in ``tasks`` (looked up per call)."""
+def delegate_task_validator(tasks: TaskManager) -> RequestValidator:
+    """A validator of DelegateTask: a registered task type, a JSON payload, a timeout in range."""
 
     def validate(request: Message) -> None:
         assert isinstance(request, peer_pb2.DelegateTaskRequest)
+        registry = tasks.registry
         if not request.task_type:
             raise InvalidArgument.of("task_type", "is required")
-        if request.task_type not in tasks:
-            known = ", ".join(tasks.names) or "none"
+        if request.task_type not in registry:
+            known = ", ".join(registry.names) or "none"
             raise InvalidArgument.of(
                 "task_type", f"unknown task type {request.task_type[:64]!r}; registered: {known}"
             )
         for path in _non_finite_numbers(request.payload, "payload"):
             # JSON has no NaN or Infinity, so such a payload cannot be handed to a handler.
             raise InvalidArgument.of(path, "must be a finite number (JSON has no NaN or Infinity)")
+        if request.HasField("timeout"):
+            _check_duration("timeout", request.timeout)
+            tasks.resolve_timeout(request.timeout.ToNanoseconds() / _NANOS_PER_SECOND)
 
     return validate
+
+
+def _check_duration(field: str, span: duration_pb2.Duration) -> None:
+    """Raise InvalidArgument unless ``span`` is a well-formed Duration."""
+    nanos_ok = -_NANOS_PER_SECOND < span.nanos < _NANOS_PER_SECOND
+    same_sign = span.seconds * span.nanos >= 0
+    if not (nanos_ok and same_sign):
+        raise InvalidArgument.of(field, "is not a valid Duration (nanos out of range or sign)")
+
+
+def validate_task_id(request: Message) -> None:
+    """Raise InvalidArgument unless the request names a task id that could exist."""
+    task_id: str = getattr(request, "task_id")  # noqa: B009 - every task request has one
+    if not task_id:
+        raise InvalidArgument.of("task_id", "is required")
+    if not _TASK_ID.fullmatch(task_id):
+        raise InvalidArgument.of(
+            "task_id", "must be 1-128 characters of ASCII letters, digits, _ and -"
+        )
+
+
+def validate_list_tasks(request: Message) -> None:
+    """Raise InvalidArgument unless page size, token and state filter make sense."""
+    assert isinstance(request, peer_pb2.ListTasksRequest)
+    violations: list[FieldViolation] = []
+    if request.page_size < 0:
+        violations.append(FieldViolation("page_size", "must not be negative"))
+    try:
+        decode_page_token(request.page_token)
+    except InvalidArgument as error:
+        violations.extend(error.violations)
+    if request.state and request.state not in _TASK_STATES:
+        violations.append(FieldViolation("state", f"unknown task state {request.state}"))
+    if violations:
+        raise InvalidArgument(violations)
 
 
 def _non_finite_numbers(value: struct_pb2.Struct | struct_pb2.Value, path: str) -> Iterator[str]:
@@ -86,9 +130,13 @@ def _non_finite_numbers(value: struct_pb2.Struct | struct_pb2.Value, path: str) 
             yield from _non_finite_numbers(item, f"{path}[{index}]")
 
 
-def request_validators(tasks: TaskRegistry) -> Mapping[str, RequestValidator]:
+def request_validators(tasks: TaskManager) -> Mapping[str, RequestValidator]:
     """Field validators by PeerService method name."""
     return {
         "Handshake": validate_handshake,  # type: ignore[dict-item]
         "DelegateTask": delegate_task_validator(tasks),
+        "GetTask": validate_task_id,
+        "CancelTask": validate_task_id,
+        "WatchTask": validate_task_id,
+        "ListTasks": validate_list_tasks,
     }

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from peer_grpc.retry import CallKey, CallOutcome
 from peer_grpc.session import Session, SessionStats
 from peer_grpc.state import SessionState
+from peer_grpc.task import Task, TaskChange
+from peer_grpc.task_state import TaskState
 
-__all__ = ["Admission", "SessionStore", "SweepResult", "WindowSnapshot"]
+__all__ = ["Admission", "SessionStore", "SweepResult", "TaskStore", "WindowSnapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,63 @@ class SessionStore(Protocol):
 
     async def stats(self) -> SessionStats:
         """Counts by state and lifetime totals."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's resources."""
+        ...
+
+
+class TaskStore(Protocol):
+    """Where delegated tasks live, beside the sessions. Every method is one atomic step.
+
+    Tasks that reached a final state are kept for a retention time (so their owner
+    can still read the outcome), then forgotten by :meth:`sweep`.
+    """
+
+    async def create(self, task: Task) -> Task:
+        """Insert a new task; returns it with its :attr:`Task.ordinal` assigned."""
+        ...
+
+    async def get(self, task_id: str) -> Task | None:
+        """The task with this id, or None (never existed, or swept)."""
+        ...
+
+    async def change(self, task_id: str, change: TaskChange, now: float) -> Task:
+        """Apply ``change`` if the task state machine allows it; returns the task after it.
+
+        Raises:
+            TaskNotFound: no such task.
+            InvalidTransition: the task is in a state ``change.state`` cannot follow
+                (say, it ended already); nothing changed.
+        """
+        ...
+
+    async def changes_after(self, task_id: str, version: int) -> Sequence[Task]:
+        """Every snapshot of the task newer than ``version``, oldest first.
+
+        Waits until there is at least one. Together with :meth:`get` this lets a
+        watcher see every change in order, however fast they come.
+
+        Raises:
+            TaskNotFound: no such task (or it was swept while waited on).
+        """
+        ...
+
+    async def list_owned(
+        self, owner_peer_id: str, *, after: int, limit: int, state: TaskState | None = None
+    ) -> Sequence[Task]:
+        """Up to ``limit`` of the peer's tasks with an ordinal above ``after``, oldest first.
+
+        With ``state``, only tasks in that state.
+        """
+        ...
+
+    async def sweep(self, now: float, limit: int) -> SweepResult:
+        """Forget final tasks past their retention (reported as ``purged``).
+
+        Does at most about ``limit`` units of work, so callers can yield between batches.
+        """
         ...
 
     async def close(self) -> None:

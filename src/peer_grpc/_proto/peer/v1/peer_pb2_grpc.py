@@ -60,6 +60,26 @@ class PeerServiceStub:
                 request_serializer=peer_dot_v1_dot_peer__pb2.DelegateTaskRequest.SerializeToString,
                 response_deserializer=peer_dot_v1_dot_peer__pb2.DelegateTaskResponse.FromString,
                 _registered_method=True)
+        self.GetTask = channel.unary_unary(
+                '/peer.v1.PeerService/GetTask',
+                request_serializer=peer_dot_v1_dot_peer__pb2.GetTaskRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_peer__pb2.GetTaskResponse.FromString,
+                _registered_method=True)
+        self.CancelTask = channel.unary_unary(
+                '/peer.v1.PeerService/CancelTask',
+                request_serializer=peer_dot_v1_dot_peer__pb2.CancelTaskRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_peer__pb2.CancelTaskResponse.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/peer.v1.PeerService/ListTasks',
+                request_serializer=peer_dot_v1_dot_peer__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_peer__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
+        self.WatchTask = channel.unary_stream(
+                '/peer.v1.PeerService/WatchTask',
+                request_serializer=peer_dot_v1_dot_peer__pb2.WatchTaskRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_peer__pb2.WatchTaskResponse.FromString,
+                _registered_method=True)
         self.Terminate = channel.unary_unary(
                 '/peer.v1.PeerService/Terminate',
                 request_serializer=peer_dot_v1_dot_peer__pb2.TerminateRequest.SerializeToString,
@@ -102,7 +122,41 @@ class PeerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DelegateTask(self, request, context):
-        """DelegateTask runs a task on this peer through a registered task handler.
+        """DelegateTask hands a task to this peer, which runs it through the handler
+        registered for its task_type. It waits for the task to end unless the
+        request asks to return at once. Over the server's task limits it fails with
+        RESOURCE_EXHAUSTED and a google.rpc.RetryInfo, and no task is created.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTask(self, request, context):
+        """GetTask returns one of the caller's tasks. Another peer's task is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTask(self, request, context):
+        """CancelTask cancels one of the caller's tasks that has not ended, and returns
+        it CANCELED. A task that already ended is FAILED_PRECONDITION
+        (reason TASK_NOT_CANCELABLE); another peer's task is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """ListTasks pages through the caller's own tasks, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTask(self, request, context):
+        """WatchTask streams one of the caller's tasks: its current state first, then
+        every change in order, and ends after the task reaches a final state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +196,26 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.DelegateTask,
                     request_deserializer=peer_dot_v1_dot_peer__pb2.DelegateTaskRequest.FromString,
                     response_serializer=peer_dot_v1_dot_peer__pb2.DelegateTaskResponse.SerializeToString,
+            ),
+            'GetTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTask,
+                    request_deserializer=peer_dot_v1_dot_peer__pb2.GetTaskRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_peer__pb2.GetTaskResponse.SerializeToString,
+            ),
+            'CancelTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTask,
+                    request_deserializer=peer_dot_v1_dot_peer__pb2.CancelTaskRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_peer__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=peer_dot_v1_dot_peer__pb2.ListTasksRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_peer__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'WatchTask': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTask,
+                    request_deserializer=peer_dot_v1_dot_peer__pb2.WatchTaskRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_peer__pb2.WatchTaskResponse.SerializeToString,
             ),
             'Terminate': grpc.unary_unary_rpc_method_handler(
                     servicer.Terminate,
@@ -285,6 +359,114 @@ class PeerService:
             '/peer.v1.PeerService/DelegateTask',
             peer_dot_v1_dot_peer__pb2.DelegateTaskRequest.SerializeToString,
             peer_dot_v1_dot_peer__pb2.DelegateTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peer.v1.PeerService/GetTask',
+            peer_dot_v1_dot_peer__pb2.GetTaskRequest.SerializeToString,
+            peer_dot_v1_dot_peer__pb2.GetTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peer.v1.PeerService/CancelTask',
+            peer_dot_v1_dot_peer__pb2.CancelTaskRequest.SerializeToString,
+            peer_dot_v1_dot_peer__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peer.v1.PeerService/ListTasks',
+            peer_dot_v1_dot_peer__pb2.ListTasksRequest.SerializeToString,
+            peer_dot_v1_dot_peer__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/peer.v1.PeerService/WatchTask',
+            peer_dot_v1_dot_peer__pb2.WatchTaskRequest.SerializeToString,
+            peer_dot_v1_dot_peer__pb2.WatchTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
