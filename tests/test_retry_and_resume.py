@@ -64,7 +64,7 @@ class LoseFirstResponse(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
         sequence = _sequence_of(details)
-        if handler is None or not sequence:
+        if handler is None or handler.unary_unary is None or not sequence:
             return handler
         inner = handler.unary_unary
         lost = self.lost

@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.errors import (
     PeerError,
+    RemoteError,
     SequenceError,
     SequenceExhausted,
     SessionExpired,
@@ -61,20 +61,64 @@ class _FlightLimit:
         self._active = 0
         self._changed = asyncio.Condition()
 
-    async def __aenter__(self) -> None:
+    async def acquire(self) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: self._active < self.limit)
             self._active += 1
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def release(self) -> None:
         async with self._changed:
             self._active -= 1
             self._changed.notify_all()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.release()
 
     async def set_limit(self, limit: int) -> None:
         async with self._changed:
             self.limit = limit
             self._changed.notify_all()
+
+    def slot(self) -> _FlightSlot:
+        """A place in flight for one call, which the call may give up before it ends."""
+        return _FlightSlot(self)
+
+
+class _FlightSlot:
+    """One call's place in flight: held from before it is numbered until it is admitted.
+
+    Once the server has admitted a call (its initial metadata carries
+    ``peer-sequence``) the number is spent for certain, so the next call may go,
+    even while this one still runs: a long DelegateTask or a WatchTask stream
+    does not hold up heartbeats. A resend of an admitted call is answered from
+    the server's record, whatever was sent in between.
+    """
+
+    def __init__(self, limit: _FlightLimit) -> None:
+        self._limit = limit
+        self._held = False
+
+    async def __aenter__(self) -> _FlightSlot:
+        await self._limit.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.release()
+
+    @property
+    def held(self) -> bool:
+        """Whether the call still holds its place (the server has not admitted it)."""
+        return self._held
+
+    async def release(self) -> None:
+        """Give the place up; later calls do nothing."""
+        if self._held:
+            self._held = False
+            await self._limit.release()
 
 
 @dataclass
@@ -132,8 +176,19 @@ class _SessionCursor:
 
 
 _WINDOW_MODE = peer_pb2.SEQUENCE_MODE_WINDOW
+
+
+_FINAL_TASK_STATES = frozenset(
+    {
+        peer_pb2.TASK_STATE_COMPLETED,
+        peer_pb2.TASK_STATE_FAILED,
+        peer_pb2.TASK_STATE_CANCELED,
+        peer_pb2.TASK_STATE_REJECTED,
+    }
+)
 #: Codes after which a call's fate is unknown and it is resent with the same sequence.
 _RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_RESEND_CODE_NAMES = frozenset(code.name for code in _RESEND_CODES)
 #: Reconnect soon after a server comes back (gRPC's default first backoff is a second).
 _CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -146,7 +201,8 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
     """Numbers every call but Handshake and recovers what can be recovered safely.
 
     - Strict mode sends one call at a time, in the order callers made them; window
-      mode keeps up to the window's width in flight, each with its own number.
+      mode keeps up to the window's width in flight, each with its own number. A
+      call leaves the flight once the server has admitted it (see _FlightSlot).
     - A call that fails with UNAVAILABLE or a deadline is resent with the same
       sequence and bytes, at most ``attempts`` times with exponential backoff. The
       server answers a resend of a call it already ran with that call's outcome,
@@ -155,15 +211,17 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
       moves to the number the server expects and the call goes again, once.
     - A call the server admitted (its response or error carries ``peer-sequence``)
       has spent its number, whatever happened next.
+    - Streams go through :class:`_StreamSequencingInterceptor`, which shares the
+      cursor.
     """
 
     def __init__(
         self, cursor: _SessionCursor, *, attempts: int, backoff: float, resync: bool
     ) -> None:
-        self._cursor = cursor
+        self._cursor = self.cursor = cursor
         self.attempts = attempts
         self.backoff = backoff
-        self._resync = resync
+        self.resync = resync
 
     async def intercept_unary_unary(
         self,
@@ -179,10 +237,10 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         cursor = self._cursor
         if method == _HANDSHAKE_METHOD or cursor.session_id is None:
             return await continuation(client_call_details, request)
-        async with cursor.in_flight:
-            call, resynced = await self._send(continuation, client_call_details, request)
-            if resynced and self._resync:
-                call, _ = await self._send(continuation, client_call_details, request)
+        async with cursor.in_flight.slot() as slot:
+            call, resynced = await self._send(continuation, client_call_details, request, slot)
+            if resynced and self.resync:
+                call, _ = await self._send(continuation, client_call_details, request, slot)
             return call
 
     async def _send(
@@ -192,6 +250,7 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         ],
         details: grpc.aio.ClientCallDetails,
         request: Any,
+        slot: _FlightSlot,
     ) -> tuple[grpc.aio.UnaryUnaryCall, bool]:
         """Send with one sequence number, resending it while the outcome is unknown.
 
@@ -199,13 +258,7 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         SequenceError that the cursor has followed (so the call never ran).
         """
         cursor = self._cursor
-        session_id = cursor.session_id
-        assert session_id is not None
-        sequence = cursor.take_number()
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata.add(SESSION_ID_KEY, session_id)
-        metadata.add(SEQUENCE_KEY, str(sequence))
-        numbered = details._replace(metadata=metadata)
+        session_id, sequence, numbered = self._numbered(details)
         loop = asyncio.get_running_loop()
         deadline = None if details.timeout is None else loop.time() + details.timeout
         for attempt in range(self.attempts):
@@ -214,6 +267,10 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
             # all sends of one call share the call's deadline.
             attempt_details = numbered._replace(timeout=remaining, wait_for_ready=attempt > 0)
             call = await continuation(attempt_details, request)
+            initial_metadata = await call.initial_metadata()
+            if _server_sequence(initial_metadata, 0):
+                cursor.spent(session_id, sequence, initial_metadata)
+                await slot.release()
             try:
                 await call
             except grpc.aio.AioRpcError as error:
@@ -228,8 +285,8 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
                         continue
                     if admitted:
                         cursor.spent(session_id, sequence, error.initial_metadata())
-                    else:
-                        cursor.needs_resume = True  # fate unknown: ask where we stand
+                    elif slot.held:  # fate unknown: ask where we stand
+                        cursor.needs_resume = True
                     return call, False
                 if admitted:  # it ran, then failed: the number is spent
                     cursor.spent(session_id, sequence, error.initial_metadata())
@@ -240,9 +297,22 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
                     return call, True
                 cursor.unused(session_id, sequence)
                 return call, False
-            cursor.spent(session_id, sequence, await call.initial_metadata())
+            cursor.spent(session_id, sequence, initial_metadata)
             return call, False
         raise AssertionError("unreachable: the last attempt returns")
+
+    def _numbered(
+        self, details: grpc.aio.ClientCallDetails
+    ) -> tuple[str, int, grpc.aio.ClientCallDetails]:
+        """Take the next sequence number for a call: its session, number and metadata."""
+        cursor = self._cursor
+        session_id = cursor.session_id
+        assert session_id is not None
+        sequence = cursor.take_number()
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add(SESSION_ID_KEY, session_id)
+        metadata.add(SEQUENCE_KEY, str(sequence))
+        return session_id, sequence, details._replace(metadata=metadata)
 
     def _follow_sequence_error(self, session_id: str, error: grpc.aio.AioRpcError) -> bool:
         """After a SequenceError, number the next call as the server expects.
@@ -262,6 +332,69 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         else:
             cursor.next_sequence = decoded.expected_sequence
         return True
+
+
+class _StreamSequencingInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Numbers server-streaming calls (WatchTask) like :class:`_SequencingInterceptor`
+    numbers unary ones, and on the same cursor.
+
+    A stream is never resent: the server keeps no copy of its messages, so the
+    caller opens a new one instead. A SequenceError before admission is followed,
+    and the stream opened once more, as for unary calls.
+    """
+
+    def __init__(self, unary: _SequencingInterceptor) -> None:
+        self._unary = unary
+        self._cursor = unary.cursor
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryStreamCall]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> grpc.aio.UnaryStreamCall:
+        cursor = self._cursor
+        if cursor.session_id is None:
+            return await continuation(client_call_details, request)
+        async with cursor.in_flight.slot():
+            call, resynced = await self._open_stream(continuation, client_call_details, request)
+            if resynced and self._unary.resync:
+                call, _ = await self._open_stream(continuation, client_call_details, request)
+            return call
+
+    async def _open_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryStreamCall]
+        ],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> tuple[grpc.aio.UnaryStreamCall, bool]:
+        """Open a stream under the next number and wait until the server admits or refuses it.
+
+        Returns the call, and whether the server refused it with a SequenceError
+        that the cursor has followed (so it may be opened again).
+        """
+        cursor = self._cursor
+        session_id, sequence, numbered = self._unary._numbered(details)
+        call = await continuation(numbered, request)
+        initial_metadata = await call.initial_metadata()
+        if _server_sequence(initial_metadata, 0):
+            cursor.spent(session_id, sequence, initial_metadata)
+            return call, False
+        code = await call.code()
+        if code in _RESEND_CODES:
+            cursor.needs_resume = True  # it may have been admitted: ask where we stand
+            return call, False
+        error = grpc.aio.AioRpcError(
+            code, initial_metadata, await call.trailing_metadata(), await call.details()
+        )
+        if self._unary._follow_sequence_error(session_id, error):
+            return call, True
+        cursor.unused(session_id, sequence)
+        return call, False
 
 
 def _server_sequence(metadata: grpc.aio.Metadata | None, default: int) -> int:
@@ -457,18 +590,118 @@ class PeerClient:
         return response
 
     async def delegate_task(
-        self, task_type: str, payload: Mapping[str, Any] | None = None
+        self,
+        task_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109 - the task's timeout, sent to the server
     ) -> peer_pb2.Task:
-        """Run a task of ``task_type`` on the server; returns the finished task."""
-        request = peer_pb2.DelegateTaskRequest(task_type=task_type)
+        """Hand a task of ``task_type`` to the server, to run for at most ``timeout`` seconds
+        (None: the server's default).
+
+        With ``wait`` (the default) returns the task once it has ended. The server
+        answers a DelegateTask shortly before its deadline with the task as it
+        stands; a task still running then is watched with :meth:`watch_task`. So no
+        call waits longer than the client's timeout, and heartbeats go on
+        meanwhile. Without ``wait`` returns at once with the task SUBMITTED or
+        WORKING.
+
+        Raises:
+            TaskLimitReached: too many tasks run; ``retry_after`` says when to try again.
+            InvalidArgument: an unknown task type, or a timeout out of range.
+        """
+        request = peer_pb2.DelegateTaskRequest(task_type=task_type, return_immediately=not wait)
         if payload:
-            struct = struct_pb2.Struct()
-            struct.update(payload)
-            request.payload.CopyFrom(struct)
+            request.payload.update(payload)
+        if timeout is not None:
+            request.timeout.FromNanoseconds(round(timeout * 1e9))
         response: peer_pb2.DelegateTaskResponse = await self._call(
             self._peer_stub().DelegateTask, request
         )
+        if not wait or response.task.state in _FINAL_TASK_STATES:
+            return response.task
+        return await self.wait_for_task(response.task.task_id)
+
+    async def wait_for_task(self, task_id: str) -> peer_pb2.Task:
+        """Watch one of this peer's tasks until it ends, and return it.
+
+        A broken stream is opened again (a watch only reads), as often as a call
+        is resent.
+        """
+        attempts = self._interceptor.attempts
+        for attempt in range(attempts):
+            try:
+                async for update in self.watch_task(task_id):
+                    if update.task.state in _FINAL_TASK_STATES:
+                        return update.task
+            except RemoteError as error:
+                if error.code not in _RESEND_CODE_NAMES or attempt + 1 == attempts:
+                    raise
+                log.info("watch of task %s broke (%s); watching again", task_id, error.code)
+            await asyncio.sleep(self._interceptor.backoff * 2**attempt)
+        raise RemoteError("UNAVAILABLE", f"the watch of task {task_id} ended before the task")
+
+    async def get_task(self, task_id: str) -> peer_pb2.Task:
+        """One of this peer's tasks as it stands.
+
+        Raises:
+            TaskNotFound: no such task of this peer's.
+        """
+        response: peer_pb2.GetTaskResponse = await self._call(
+            self._peer_stub().GetTask, peer_pb2.GetTaskRequest(task_id=task_id)
+        )
         return response.task
+
+    async def cancel_task(self, task_id: str) -> peer_pb2.Task:
+        """Cancel one of this peer's tasks; returns it CANCELED.
+
+        Raises:
+            TaskNotFound: no such task of this peer's.
+            TaskNotCancelable: it has ended already.
+        """
+        response: peer_pb2.CancelTaskResponse = await self._call(
+            self._peer_stub().CancelTask, peer_pb2.CancelTaskRequest(task_id=task_id)
+        )
+        return response.task
+
+    async def list_tasks(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        state: int = peer_pb2.TASK_STATE_UNSPECIFIED,
+    ) -> peer_pb2.ListTasksResponse:
+        """One page of this peer's tasks, oldest first (see ``ListTasksRequest``)."""
+        request = peer_pb2.ListTasksRequest(
+            page_size=page_size,
+            page_token=page_token,
+            state=state,  # type: ignore[arg-type]
+        )
+        response: peer_pb2.ListTasksResponse = await self._call(
+            self._peer_stub().ListTasks, request
+        )
+        return response
+
+    async def watch_task(self, task_id: str) -> AsyncIterator[peer_pb2.WatchTaskResponse]:
+        """One of this peer's tasks as it stands, then after every change until it ends.
+
+        The stream has no deadline; heartbeats go on beside it. If the stream
+        breaks, watch again: every message is the whole task, and a new watch
+        starts from where it stands.
+
+        Raises:
+            TaskNotFound: no such task of this peer's.
+        """
+        await self._ensure_session()
+        call = self._peer_stub().WatchTask(peer_pb2.WatchTaskRequest(task_id=task_id))
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc_error(error) from error
+        finally:
+            call.cancel()
 
     async def terminate(self, reason: str = "") -> peer_pb2.TerminateResponse:
         """End the session on the server, and stop heartbeating.
@@ -530,7 +763,9 @@ class PeerClient:
             raise RuntimeError("the client is closed")
         if self._stub is None:
             self._channel = grpc.aio.insecure_channel(
-                self.target, options=_CHANNEL_OPTIONS, interceptors=[self._interceptor]
+                self.target,
+                options=_CHANNEL_OPTIONS,
+                interceptors=[self._interceptor, _StreamSequencingInterceptor(self._interceptor)],
             )
             self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
@@ -541,7 +776,8 @@ class PeerClient:
         except grpc.aio.AioRpcError as error:
             raise error_from_rpc_error(error) from error
 
-    async def _call(self, rpc: Callable[..., Any], request: Message, *, retry: bool = True) -> Any:
+    async def _ensure_session(self) -> None:
+        """Open a session if there is none; resume it if a call's fate was left unknown."""
         cursor = self._cursor
         if cursor.session_id is None or cursor.needs_resume:
             async with self._handshake_lock:  # checked again: a concurrent caller may have done it
@@ -549,6 +785,9 @@ class PeerClient:
                     await self._handshake_locked()
                 elif cursor.needs_resume:
                     await self._resume_or_handshake(self.ticket)
+
+    async def _call(self, rpc: Callable[..., Any], request: Message, *, retry: bool = True) -> Any:
+        await self._ensure_session()
         generation = self._generation
         try:
             return await self._invoke(rpc, request)

@@ -155,6 +155,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             payload=json_format.MessageToDict(request.payload),
             timeout=seconds(request.timeout) if request.HasField("timeout") else None,
             wait=not request.return_immediately,
+            max_wait=_waiting_budget(context.time_remaining()),
         )
         return peer_pb2.DelegateTaskResponse(task=task_message(task))
 
@@ -210,3 +211,12 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             if version in offered:
                 return version
         raise NoCommonProtocolVersion(offered, self._supported_versions)
+
+
+def _waiting_budget(time_remaining: float | None) -> float | None:
+    """How long a call may wait for its task: until shortly before the caller's deadline,
+    so that a long task is answered as it stands (WORKING) rather than by DEADLINE_EXCEEDED.
+    """
+    if time_remaining is None:
+        return None
+    return max(time_remaining - min(1.0, time_remaining / 10), 0.0)

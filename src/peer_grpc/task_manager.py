@@ -163,12 +163,13 @@ class TaskManager:
         payload: Mapping[str, Any],
         timeout: float | None = None,  # noqa: ASYNC109 - the task's own timeout, not this call's
         wait: bool = True,
+        max_wait: float | None = None,
     ) -> Task:
         """Create a task and start its handler.
 
-        Returns the task once it reaches a final state, or at once (SUBMITTED or
-        WORKING) when ``wait`` is false. The task runs on if the waiting caller
-        goes away.
+        Returns the task once it reaches a final state, or after ``max_wait``
+        seconds as it stands then, or at once (SUBMITTED or WORKING) when ``wait``
+        is false. The task runs on if the waiting caller goes away.
 
         Raises:
             InvalidArgument: an unknown task type, or a timeout out of range.
@@ -202,7 +203,10 @@ class TaskManager:
         )
         if not wait:
             return task
-        finished = await asyncio.shield(record.finished)
+        try:
+            finished = await asyncio.wait_for(asyncio.shield(record.finished), max_wait)
+        except TimeoutError:
+            return await self.get(peer_id, task.task_id)
         if finished is None:
             raise _unrecorded(record.failure)
         return finished
