@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import grpc.aio
@@ -17,17 +19,25 @@ from peer_grpc import (
     Session,
     SessionManager,
     SessionStore,
+    TaskRegistry,
+    default_registry,
 )
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from peer_grpc.retry import CallKey
+from peer_grpc.stores import MemoryTaskStore, TaskStore
 
 StoreFactory = Callable[..., SessionStore]
+TaskStoreFactory = Callable[..., TaskStore]
 
 #: Every SessionStore implementation; store-level and end-to-end tests run once per entry.
 #: Each takes the store's keyword options (e.g. ``retry_cache_size``).
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": MemorySessionStore,
+}
+#: Every TaskStore implementation, likewise; each takes ``retention``.
+TASK_STORE_FACTORIES: dict[str, TaskStoreFactory] = {
+    "memory": MemoryTaskStore,
 }
 
 
@@ -53,6 +63,22 @@ async def store(store_factory: StoreFactory) -> AsyncIterator[SessionStore]:
         await store.close()
 
 
+@pytest.fixture(params=sorted(TASK_STORE_FACTORIES))
+def task_store_factory(request: pytest.FixtureRequest) -> TaskStoreFactory:
+    """Builds a fresh task store of each implementation in turn."""
+    return TASK_STORE_FACTORIES[request.param]
+
+
+@pytest.fixture
+async def task_store(task_store_factory: TaskStoreFactory) -> AsyncIterator[TaskStore]:
+    """A fresh task store of each implementation in turn."""
+    store = task_store_factory()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 def server_config() -> ServerConfig:
     """The configuration of the ``server`` fixture; override in a module to change it."""
@@ -60,11 +86,20 @@ def server_config() -> ServerConfig:
 
 
 @pytest.fixture
+def task_registry() -> TaskRegistry:
+    """The task handlers of the ``server`` fixture; override in a module to change them."""
+    return default_registry()
+
+
+@pytest.fixture
 async def server(
-    server_config: ServerConfig, store_factory: StoreFactory, clock: ManualClock
+    server_config: ServerConfig,
+    store_factory: StoreFactory,
+    clock: ManualClock,
+    task_registry: TaskRegistry,
 ) -> AsyncIterator[PeerServer]:
     """A real server on an ephemeral loopback port, stopped even when the test fails."""
-    server = PeerServer(server_config, store=store_factory(), clock=clock)
+    server = PeerServer(server_config, store=store_factory(), clock=clock, tasks=task_registry)
     await server.start()
     try:
         yield server
@@ -105,3 +140,17 @@ async def admit(manager: SessionManager, session_id: str, sequence: int) -> Sess
     admission = await manager.admit(session_id, sequence, CallKey("Ping", os.urandom(16)))
     assert admission.replay is None
     return admission.session
+
+
+async def eventually(condition: Callable[[], Awaitable[bool] | bool], seconds: float = 5.0) -> None:
+    """Wait until ``condition`` holds; fail after ``seconds``.
+
+    For state that changes on its own (a task running in the background), where
+    there is no event to wait on.
+    """
+    async with asyncio.timeout(seconds):
+        while True:
+            result = condition()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await asyncio.sleep(0.01)

@@ -98,9 +98,9 @@ def test_status_prints_the_server_and_its_own_session(serve_process: ServeProces
     assert status["session"]["state"] == "SESSION_STATE_ESTABLISHED"
 
 
-def test_delegate_prints_the_finished_task(serve_process: ServeProcess, capsys):
+def test_delegate_wait_prints_the_finished_task(serve_process: ServeProcess, capsys):
     code, out, _ = run_cli(
-        capsys, "delegate", serve_process.address, "echo", "--payload", '{"n": 3}'
+        capsys, "delegate", serve_process.address, "echo", "--payload", '{"n": 3}', "--wait"
     )
     assert code == 0
     task = json.loads(out)
@@ -109,7 +109,7 @@ def test_delegate_prints_the_finished_task(serve_process: ServeProcess, capsys):
 
 
 def test_delegate_of_an_unknown_type_fails_with_the_reason(serve_process: ServeProcess, capsys):
-    code, out, err = run_cli(capsys, "delegate", serve_process.address, "nope")
+    code, out, err = run_cli(capsys, "delegate", serve_process.address, "nope", "--wait")
     assert code == 1
     assert out == ""
     assert "INVALID_ARGUMENT" in err

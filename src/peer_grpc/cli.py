@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib
 import json
 import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc._version import __version__
-from peer_grpc.client import PeerClient
+from peer_grpc.client import PeerClient, SessionTicket
 from peer_grpc.errors import PeerError
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.server import ServerBindError, ServerConfig, serve
+from peer_grpc.task_state import TaskState
+from peer_grpc.tasks import TaskRegistry
 from peer_grpc.window import MAX_WINDOW
 
 __all__ = ["main"]
@@ -134,6 +141,43 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--peer-id", default=_env("PEER_ID", str, defaults.server_peer_id), help="this server's id"
     )
     serve_cmd.add_argument(
+        "--tasks",
+        metavar="MODULE:ATTRIBUTE",
+        default=_env("TASKS", str, None),
+        help="the TaskRegistry of task handlers to serve, e.g. mypackage.tasks:registry "
+        "(default: the built-in echo and sleep)",
+    )
+    serve_cmd.add_argument(
+        "--task-timeout",
+        type=_positive,
+        default=_env("TASK_TIMEOUT", _positive, defaults.task_timeout),
+        help="seconds a task may run when its request names no timeout (default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--max-task-timeout",
+        type=_positive,
+        default=_env("MAX_TASK_TIMEOUT", _positive, defaults.max_task_timeout),
+        help="the longest timeout a task may ask for (default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--max-tasks",
+        type=int,
+        default=_env("MAX_TASKS", int, defaults.max_running_tasks),
+        help="tasks running at once on this server; also its worker threads (default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--max-tasks-per-session",
+        type=int,
+        default=_env("MAX_TASKS_PER_SESSION", int, defaults.max_tasks_per_session),
+        help="tasks running at once for one session (default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--task-retention",
+        type=float,
+        default=_env("TASK_RETENTION", float, defaults.task_retention),
+        help="seconds a finished task stays readable before it is swept (default: %(default)s)",
+    )
+    serve_cmd.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", _one_of("debug", "info", "warning", "error"), "info").upper(),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -146,15 +190,53 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     common.add_argument("address", help="the server's host:port")
     common.add_argument(
         "--peer-id",
-        default=f"cli-{socket.gethostname()}-{os.getpid()}"[:128],
-        help="the peer id to handshake as (default: cli-HOST-PID)",
+        help="the peer id to handshake as (default: the one in --session-file, else cli-HOST-PID)",
     )
     common.add_argument("--timeout", type=_positive, default=10.0, help="seconds per call")
-    commands.add_parser("ping", parents=[common], help="ping a server over a new session")
+    common.add_argument(
+        "--session-file",
+        metavar="FILE",
+        default=_env("SESSION_FILE", str, None),
+        help="keep the session across commands: resume the one saved in FILE (or open one "
+        "and save it there), and leave it open on exit. FILE holds a secret; it is "
+        "written readable by you alone (default: a new session, terminated on exit)",
+    )
+    commands.add_parser("ping", parents=[common], help="ping a server")
     commands.add_parser("status", parents=[common], help="print a server's status")
-    delegate = commands.add_parser("delegate", parents=[common], help="run a task on a server")
+    delegate = commands.add_parser(
+        "delegate",
+        parents=[common],
+        help="hand a task to a server",
+        description="Hand a task to a server. Without --wait or --watch it prints the task "
+        "as soon as it is created; that needs --session-file, since a task is canceled "
+        "when its session ends. Exits 3 when a waited-for task did not complete.",
+    )
     delegate.add_argument("task_type", metavar="TYPE", help="a registered task type, e.g. echo")
     delegate.add_argument("--payload", default="{}", help="the task's input as a JSON object")
+    delegate.add_argument(
+        "--task-timeout", type=_positive, help="seconds the task may run (default: the server's)"
+    )
+    until = delegate.add_mutually_exclusive_group()
+    until.add_argument("--wait", action="store_true", help="print the task once it has ended")
+    until.add_argument(
+        "--watch", action="store_true", help="print every change of the task, one JSON per line"
+    )
+    task = commands.add_parser("task", help="look at or cancel your tasks on a server")
+    task_commands = task.add_subparsers(dest="task_command", required=True, metavar="COMMAND")
+    for name, text in (("get", "print a task"), ("cancel", "cancel a task that is running")):
+        command = task_commands.add_parser(name, parents=[common], help=text)
+        command.add_argument("task_id", metavar="TASK_ID")
+    listing = task_commands.add_parser(
+        "list", parents=[common], help="print a page of your tasks, oldest first"
+    )
+    listing.add_argument(
+        "--state",
+        type=str.upper,
+        choices=[state.name for state in TaskState],
+        help="only tasks in this state",
+    )
+    listing.add_argument("--page-size", type=int, default=0, help="tasks per page (default: 50)")
+    listing.add_argument("--page-token", default="", help="the nextPageToken of the last page")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +256,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        tasks = load_registry(args.tasks) if args.tasks else None
         config = ServerConfig(
             host=args.host,
             port=args.port,
@@ -185,46 +268,192 @@ def _run_serve(args: argparse.Namespace) -> int:
             sequence_mode=SequenceMode[args.sequence_mode.upper()],
             replay_window=args.replay_window,
             retry_cache_size=args.retry_cache,
+            task_timeout=args.task_timeout,
+            max_task_timeout=args.max_task_timeout,
+            max_running_tasks=args.max_tasks,
+            max_tasks_per_session=args.max_tasks_per_session,
+            task_retention=args.task_retention,
         )
     except ValueError as error:
         print(f"peer-grpc: error: {error}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, tasks=tasks))
     except ServerBindError as error:
         print(f"peer-grpc: error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _client_call(args: argparse.Namespace) -> Message:
-    payload: dict[str, Any] | None = None
-    if args.command == "delegate":
+def load_registry(spec: str) -> TaskRegistry:
+    """The TaskRegistry named ``module:attribute``, imported the way uvicorn imports apps.
+
+    The working directory is on the import path, so a project's own module is found.
+
+    Raises:
+        ValueError: the name is malformed, does not import, or is not a TaskRegistry.
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"--tasks {spec!r}: expected MODULE:ATTRIBUTE, e.g. myapp.tasks:registry")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"--tasks {spec!r}: cannot import {module_name!r}: {error}") from None
+    found: object = module
+    for part in attribute.split("."):
         try:
-            payload = json.loads(args.payload)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--payload is not JSON: {error}") from None
-        if not isinstance(payload, dict):
-            raise ValueError("--payload must be a JSON object")
-    async with PeerClient(args.address, args.peer_id, timeout=args.timeout, heartbeat=False) as c:
-        if args.command == "ping":
-            return await c.ping()
-        if args.command == "status":
-            return await c.status()
-        return await c.delegate_task(args.task_type, payload)
+            found = getattr(found, part)
+        except AttributeError:
+            raise ValueError(f"--tasks {spec!r}: {module_name} has no {attribute!r}") from None
+    if not isinstance(found, TaskRegistry):
+        raise ValueError(
+            f"--tasks {spec!r}: {attribute} is a {type(found).__name__}, not a TaskRegistry"
+        )
+    return found
+
+
+#: Exit status of ``delegate --wait/--watch`` when the task ended other than COMPLETED.
+EXIT_TASK_NOT_COMPLETED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionFile:
+    """Where the CLI keeps a session between commands (``--session-file``): a secret."""
+
+    path: Path
+
+    def load(self) -> tuple[str, SessionTicket] | None:
+        """The saved peer id and ticket, or None when there is no file yet."""
+        try:
+            saved = json.loads(self.path.read_text())
+            return saved["peer_id"], SessionTicket(saved["session_id"], saved["session_token"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"--session-file {self.path}: not a saved session ({error})") from None
+
+    def save(self, peer_id: str, ticket: SessionTicket) -> None:
+        """Write the session, readable by its owner alone, replacing the file in one step."""
+        text = json.dumps(
+            {
+                "peer_id": peer_id,
+                "session_id": ticket.session_id,
+                "session_token": ticket.session_token,
+            }
+        )
+        partial = self.path.with_name(self.path.name + ".partial")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.replace(partial, self.path)
+
+
+@contextlib.asynccontextmanager
+async def _connected(args: argparse.Namespace) -> AsyncIterator[PeerClient]:
+    """A client on a new session (terminated on exit) or on the one in ``--session-file``."""
+    session_file = _SessionFile(Path(args.session_file)) if args.session_file else None
+    saved = session_file.load() if session_file else None
+    peer_id = args.peer_id or (saved[0] if saved else _default_peer_id())
+    ticket = saved[1] if saved and saved[0] == peer_id else None
+    client = PeerClient(args.address, peer_id, timeout=args.timeout, ticket=ticket)
+    try:
+        await client.connect()
+        if session_file is not None and client.ticket is not None:
+            session_file.save(peer_id, client.ticket)
+        yield client
+    finally:
+        await client.close(terminate=session_file is None)
+
+
+def _default_peer_id() -> str:
+    return f"cli-{socket.gethostname()}-{os.getpid()}"[:128]
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--payload is not JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise ValueError("--payload must be a JSON object")
+    return payload
+
+
+def _print(message: Message, *, lines: bool = False) -> None:
+    """Print a message as JSON: indented, or on one line for a stream of them."""
+    as_dict = json_format.MessageToDict(message)
+    if lines:
+        print(json.dumps(as_dict, sort_keys=True), flush=True)
+    else:
+        print(json.dumps(as_dict, indent=2, sort_keys=True))
+
+
+async def _delegate(args: argparse.Namespace) -> int:
+    payload = _json_object(args.payload)
+    if not (args.wait or args.watch or args.session_file):
+        raise ValueError(
+            "without --wait or --watch the task would be canceled as this command's session "
+            "ends; add --session-file FILE to keep the session, or wait for the task"
+        )
+    async with _connected(args) as client:
+        task = await client.delegate_task(
+            args.task_type, payload, wait=args.wait, timeout=args.task_timeout
+        )
+        if args.watch:
+            async for update in client.watch_task(task.task_id):
+                _print(update, lines=True)
+                task = update.task
+        else:
+            _print(task)
+    waited = args.wait or args.watch
+    return EXIT_TASK_NOT_COMPLETED if waited and task.state != _COMPLETED else 0
+
+
+_COMPLETED = peer_pb2.TASK_STATE_COMPLETED
+
+
+async def _task(args: argparse.Namespace) -> int:
+    async with _connected(args) as client:
+        if args.task_command == "get":
+            _print(await client.get_task(args.task_id))
+        elif args.task_command == "cancel":
+            _print(await client.cancel_task(args.task_id))
+        else:
+            state = peer_pb2.TaskState.Value(f"TASK_STATE_{args.state}") if args.state else 0
+            _print(
+                await client.list_tasks(
+                    page_size=args.page_size, page_token=args.page_token, state=state
+                )
+            )
+    return 0
+
+
+async def _ping_or_status(args: argparse.Namespace) -> int:
+    async with _connected(args) as client:
+        _print(await (client.ping() if args.command == "ping" else client.status()))
+    return 0
+
+
+_CLIENT_COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "ping": _ping_or_status,
+    "status": _ping_or_status,
+    "delegate": _delegate,
+    "task": _task,
+}
 
 
 def _run_client(args: argparse.Namespace) -> int:
     try:
-        response = asyncio.run(_client_call(args))
+        return asyncio.run(_CLIENT_COMMANDS[args.command](args))
     except ValueError as error:
         print(f"peer-grpc: error: {error}", file=sys.stderr)
         return 2
     except PeerError as error:
         print(f"peer-grpc: error: {error.reason}: {error.message}", file=sys.stderr)
         return 1
-    print(json.dumps(json_format.MessageToDict(response), indent=2, sort_keys=True))
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

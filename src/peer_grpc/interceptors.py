@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextvars import Token
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -63,6 +64,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_Value = TypeVar("_Value")
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 Serializer = Callable[[Any], bytes]
@@ -239,12 +241,10 @@ class SessionMetadataInterceptor(_MethodWrappingInterceptor):
 
     def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
         async def parsed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            token = bind_credentials(_credentials_of(method, context, sessionless_ok=False))
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            finally:
-                unbind_credentials(token)
+            credentials = _credentials_of(method, context, sessionless_ok=False)
+            stream = behavior(request, context)
+            async for response in _bound(bind_credentials, unbind_credentials, credentials, stream):
+                yield response
 
         return parsed
 
@@ -294,7 +294,11 @@ class SessionInterceptor(_MethodWrappingInterceptor):
             if admission.replay is not None:
                 return await _answer_resend(admission.session, sequence, admission.replay, context)
             async with _serving(manager, admission.session, sequence, context) as served:
-                served.response = serialize(await behavior(request, context))
+                token = bind_session(admission.session)
+                try:
+                    served.response = serialize(await behavior(request, context))
+                finally:
+                    unbind_session(token)
             return served.response
 
         return admitted
@@ -324,10 +328,38 @@ class SessionInterceptor(_MethodWrappingInterceptor):
                     replay_window=session.window,
                 )
             async with _serving(manager, session, sequence, context):
-                async for response in behavior(request, context):
+                stream = behavior(request, context)
+                bound = _bound(bind_session, unbind_session, session, stream)  # type: ignore[arg-type]
+                async for response in bound:
                     yield response
 
         return admitted
+
+
+async def _bound(
+    bind: Callable[[_Value], Token[_Value]],
+    unbind: Callable[[Token[_Value]], None],
+    value: _Value,
+    stream: AsyncIterator[Any],
+) -> AsyncIterator[Any]:
+    """Iterate ``stream`` with ``value`` bound to its context variable at every step.
+
+    grpc may advance a response stream from different contexts, so a variable set
+    once before the first message could not be reset after the last; binding it
+    around each step keeps every set and reset in one context.
+    """
+    try:
+        while True:
+            token = bind(value)
+            try:
+                response = await anext(stream)
+            except StopAsyncIteration:
+                return
+            finally:
+                unbind(token)
+            yield response
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
 
 
 def _parsed_credentials() -> SessionCredentials | None:
@@ -347,11 +379,10 @@ class _Served:
 async def _serving(
     manager: SessionManager, session: Session, sequence: int, context: grpc.aio.ServicerContext
 ) -> AsyncIterator[_Served]:
-    """Serve an admitted call: announce the server's sequence, bind the session for the
-    servicer, and record how the call ended so a resend gets the same answer."""
+    """Serve an admitted call: announce the server's sequence, and record how the call
+    ended so that a resend gets the same answer."""
     server_sequence = session.sequence_num
     await context.send_initial_metadata(((SEQUENCE_KEY, str(server_sequence)),))
-    token = bind_session(session)
     served = _Served()
     outcome = _INTERRUPTED
     try:
@@ -367,7 +398,6 @@ async def _serving(
         outcome = _outcome_of_status(to_grpc_status(InternalError("internal error")))
         raise
     finally:
-        unbind_session(token)
         await manager.record_outcome(
             session.session_id, sequence, replace(outcome, server_sequence=server_sequence)
         )

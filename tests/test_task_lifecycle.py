@@ -1,0 +1,236 @@
+"""The task state machine and the task store: which changes are legal, and what a store keeps.
+
+The spec (peer.proto): SUBMITTED -> WORKING -> COMPLETED, FAILED, CANCELED or REJECTED,
+and SUBMITTED -> FAILED, CANCELED or REJECTED. The four final states never change again.
+Every other change, including staying put, is refused with InvalidTransition and changes
+nothing. The store tests run against every TaskStore implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from peer_grpc import InvalidTransition, ManualClock
+from peer_grpc._proto.peer.v1 import peer_pb2
+from peer_grpc.errors import TaskNotFound
+from peer_grpc.stores import TaskStore
+from peer_grpc.task import Task, TaskChange
+from peer_grpc.task_state import TASK_TRANSITIONS, TaskState, check_task_transition
+from tests.conftest import TaskStoreFactory
+
+T = TaskState
+
+#: The legal moves, written out from the protocol spec (not derived from the code's table).
+LEGAL: frozenset[tuple[TaskState, TaskState]] = frozenset(
+    {
+        (T.SUBMITTED, T.WORKING),
+        (T.SUBMITTED, T.FAILED),
+        (T.SUBMITTED, T.CANCELED),
+        (T.SUBMITTED, T.REJECTED),
+        (T.WORKING, T.COMPLETED),
+        (T.WORKING, T.FAILED),
+        (T.WORKING, T.CANCELED),
+        (T.WORKING, T.REJECTED),
+    }
+)
+FINAL = (T.COMPLETED, T.FAILED, T.CANCELED, T.REJECTED)
+
+
+def _pairs(legal: bool) -> list[pytest.ParameterSet]:
+    return [
+        pytest.param(source, target, id=f"{source.name.lower()}-to-{target.name.lower()}")
+        for source in TaskState
+        for target in TaskState
+        if ((source, target) in LEGAL) is legal
+    ]
+
+
+LEGAL_PAIRS = _pairs(legal=True)
+ILLEGAL_PAIRS = _pairs(legal=False)
+
+
+def test_the_pairs_cover_every_combination_of_states() -> None:
+    assert len(LEGAL_PAIRS) == 8
+    assert len(LEGAL_PAIRS) + len(ILLEGAL_PAIRS) == len(TaskState) ** 2
+
+
+def test_transition_table_is_the_spec() -> None:
+    assert set(TASK_TRANSITIONS) == set(TaskState)
+    assert {(s, t) for s, targets in TASK_TRANSITIONS.items() for t in targets} == LEGAL
+
+
+@pytest.mark.parametrize("state", list(TaskState), ids=lambda state: state.name.lower())
+def test_state_values_match_the_proto_enum(state: TaskState) -> None:
+    assert peer_pb2.TaskState.Value(f"TASK_STATE_{state.name}") == state.value
+
+
+@pytest.mark.parametrize("state", list(TaskState), ids=lambda state: state.name.lower())
+def test_only_completed_failed_canceled_and_rejected_are_final(state: TaskState) -> None:
+    assert state.is_final is (state in FINAL)
+
+
+@pytest.mark.parametrize(("source", "target"), LEGAL_PAIRS)
+def test_legal_transition_is_allowed(source: TaskState, target: TaskState) -> None:
+    assert check_task_transition(source, target) is target
+
+
+@pytest.mark.parametrize(("source", "target"), ILLEGAL_PAIRS)
+def test_illegal_transition_is_refused(source: TaskState, target: TaskState) -> None:
+    with pytest.raises(InvalidTransition) as caught:
+        check_task_transition(source, target)
+    assert caught.value.error_metadata() == {
+        "from_state": source.name,
+        "to_state": target.name,
+        "subject": "task",
+    }
+    assert "illegal task state transition" in caught.value.message
+
+
+# --- the store applies the machine -----------------------------------------------------------
+
+#: How to bring a new task to each state, one legal change at a time.
+PATHS: dict[TaskState, tuple[TaskState, ...]] = {
+    T.SUBMITTED: (),
+    T.WORKING: (T.WORKING,),
+    T.COMPLETED: (T.WORKING, T.COMPLETED),
+    T.FAILED: (T.WORKING, T.FAILED),
+    T.CANCELED: (T.CANCELED,),
+    T.REJECTED: (T.WORKING, T.REJECTED),
+}
+
+
+def new_task(task_id: str = "t1", owner: str = "peer-a", now: float = 100.0) -> Task:
+    return Task(
+        task_id=task_id,
+        task_type="echo",
+        owner_peer_id=owner,
+        session_id="s1",
+        state=T.SUBMITTED,
+        created_at=now,
+        updated_at=now,
+        timeout=30.0,
+    )
+
+
+async def task_in(store: TaskStore, state: TaskState, task_id: str = "t1") -> Task:
+    task = await store.create(new_task(task_id))
+    for step in PATHS[state]:
+        task = await store.change(task_id, TaskChange(step), 100.0)
+    return task
+
+
+@pytest.mark.parametrize(("source", "target"), LEGAL_PAIRS)
+async def test_store_applies_a_legal_change(
+    task_store: TaskStore, source: TaskState, target: TaskState
+) -> None:
+    before = await task_in(task_store, source)
+    change = (
+        TaskChange(target, result={"ok": True})
+        if target is T.COMPLETED
+        else TaskChange(target, error_code="X", error_message="why")
+    )
+
+    after = await task_store.change("t1", change, 200.0)
+
+    assert after.state is target
+    assert after.updated_at == 200.0
+    assert after.version == before.version + 1
+    assert await task_store.get("t1") == after
+
+
+@pytest.mark.parametrize(("source", "target"), ILLEGAL_PAIRS)
+async def test_store_refuses_an_illegal_change_and_keeps_the_task(
+    task_store: TaskStore, source: TaskState, target: TaskState
+) -> None:
+    before = await task_in(task_store, source)
+
+    with pytest.raises(InvalidTransition):
+        await task_store.change("t1", TaskChange(target), 200.0)
+
+    assert await task_store.get("t1") == before
+
+
+async def test_store_changing_an_unknown_task_is_not_found(task_store: TaskStore) -> None:
+    with pytest.raises(TaskNotFound):
+        await task_store.change("nope", TaskChange(T.WORKING), 1.0)
+    assert await task_store.get("nope") is None
+
+
+async def test_store_assigns_ordinals_in_creation_order(task_store: TaskStore) -> None:
+    first = await task_store.create(new_task("a"))
+    second = await task_store.create(new_task("b"))
+    assert 0 < first.ordinal < second.ordinal
+
+
+async def test_store_hands_every_change_to_a_watcher_in_order(task_store: TaskStore) -> None:
+    created = await task_store.create(new_task())
+    waiting = asyncio.ensure_future(task_store.changes_after("t1", created.version))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+
+    # Two changes before the watcher runs again: it must still see both.
+    await task_store.change("t1", TaskChange(T.WORKING), 101.0)
+    await task_store.change("t1", TaskChange(T.COMPLETED, result={}), 102.0)
+
+    seen = await asyncio.wait_for(waiting, 5)
+    assert [task.state for task in seen] == [T.WORKING, T.COMPLETED]
+    assert await task_store.changes_after("t1", seen[0].version) == [seen[1]]
+
+
+async def test_store_lists_a_peers_tasks_oldest_first_in_pages(task_store: TaskStore) -> None:
+    for index in range(5):
+        await task_store.create(new_task(f"a{index}", owner="peer-a"))
+        await task_store.create(new_task(f"b{index}", owner="peer-b"))
+    await task_store.change("a3", TaskChange(T.CANCELED), 101.0)
+
+    first = await task_store.list_owned("peer-a", after=0, limit=2)
+    rest = await task_store.list_owned("peer-a", after=first[-1].ordinal, limit=10)
+    canceled = await task_store.list_owned("peer-a", after=0, limit=10, state=T.CANCELED)
+
+    assert [task.task_id for task in first] == ["a0", "a1"]
+    assert [task.task_id for task in rest] == ["a2", "a3", "a4"]
+    assert [task.task_id for task in canceled] == ["a3"]
+    assert await task_store.list_owned("nobody", after=0, limit=10) == []
+
+
+@pytest.mark.parametrize("retention", [0.0, 60.0])
+async def test_store_sweep_forgets_only_tasks_ended_longer_ago_than_retention(
+    task_store_factory: TaskStoreFactory, retention: float
+) -> None:
+    clock = ManualClock(1000.0)
+    store = task_store_factory(retention=retention)
+    try:
+        await store.create(new_task("running"))
+        await store.create(new_task("ended"))
+        await store.change("ended", TaskChange(T.CANCELED), clock.now())
+
+        if retention:
+            assert (await store.sweep(clock.now() + retention - 1, 100)).purged == 0
+        result = await store.sweep(clock.now() + retention, 100)
+
+        assert result.purged == 1
+        assert await store.get("ended") is None
+        assert await store.get("running") is not None
+        assert [t.task_id for t in await store.list_owned("peer-a", after=0, limit=9)] == [
+            "running"
+        ]
+    finally:
+        await store.close()
+
+
+async def test_store_sweep_works_in_bounded_batches(task_store_factory: TaskStoreFactory) -> None:
+    store = task_store_factory(retention=0.0)
+    try:
+        for index in range(5):
+            await store.create(new_task(f"t{index}"))
+            await store.change(f"t{index}", TaskChange(T.CANCELED), 100.0)
+
+        first = await store.sweep(100.0, 2)
+        second = await store.sweep(100.0, 10)
+
+        assert (first.purged, first.more) == (2, True)
+        assert (second.purged, second.more) == (3, False)
+    finally:
+        await store.close()
