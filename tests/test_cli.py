@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,9 @@ class ServeProcess:
         return self.process.returncode, "".join(self.log) + rest
 
 
-def start_serve(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
+def start_serve(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> ServeProcess:
     """Run ``python -m peer_grpc serve`` and wait until it says where it listens."""
     process = subprocess.Popen(
         [sys.executable, "-m", "peer_grpc", "serve", *args],
@@ -41,6 +44,7 @@ def start_serve(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     assert process.stderr is not None
     log: list[str] = []
@@ -52,7 +56,9 @@ def start_serve(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
     raise AssertionError(f"serve exited {process.returncode} without serving:\n{''.join(log)}")
 
 
-def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_serve(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m peer_grpc serve`` to completion (for settings it must refuse)."""
     return subprocess.run(
         [sys.executable, "-m", "peer_grpc", "serve", *args],
@@ -61,6 +67,7 @@ def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         timeout=30,
         check=False,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -213,3 +220,131 @@ def test_serve_rejects_an_environment_value_outside_its_choices(variable: str, v
     assert result.returncode != 0
     assert f"{variable}={value!r}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+def test_delegate_watch_prints_every_change_as_a_json_line(serve_process: ServeProcess, capsys):
+    code, out, _ = run_cli(
+        capsys,
+        "delegate",
+        serve_process.address,
+        "sleep",
+        "--payload",
+        '{"seconds": 0.2}',
+        "--watch",
+    )
+    assert code == 0
+    updates = [json.loads(line) for line in out.splitlines()]
+    assert updates[-1]["task"]["state"] == "TASK_STATE_COMPLETED"
+    assert updates[-1]["task"]["result"] == {"slept": 0.2}
+    numbers = [int(update["sequenceNum"]) for update in updates]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
+def test_delegate_wait_exits_3_when_the_task_does_not_complete(serve_process: ServeProcess, capsys):
+    code, out, _ = run_cli(
+        capsys, "delegate", serve_process.address, "sleep", "--payload", '{"seconds": -1}', "--wait"
+    )
+    assert code == 3
+    assert json.loads(out)["state"] == "TASK_STATE_REJECTED"
+
+
+def test_delegate_without_waiting_needs_a_session_file(serve_process: ServeProcess, capsys):
+    code, out, err = run_cli(capsys, "delegate", serve_process.address, "sleep")
+    assert code == 2
+    assert out == ""
+    assert "--session-file" in err
+
+
+def test_a_session_file_carries_tasks_across_commands(
+    serve_process: ServeProcess, capsys, tmp_path: Path
+):
+    session_file = tmp_path / "session.json"
+    keep = ("--session-file", str(session_file))
+    address = serve_process.address
+
+    code, out, _ = run_cli(
+        capsys, "delegate", address, "sleep", "--payload", '{"seconds": 60}', *keep
+    )
+    assert code == 0
+    task_id = json.loads(out)["taskId"]
+    assert session_file.stat().st_mode & 0o777 == 0o600  # it holds the session token
+    saved = json.loads(session_file.read_text())
+    assert set(saved) == {"peer_id", "session_id", "session_token"}
+
+    code, out, _ = run_cli(capsys, "task", "list", address, "--state", "working", *keep)
+    assert code == 0
+    assert [task["taskId"] for task in json.loads(out)["tasks"]] == [task_id]
+
+    code, out, _ = run_cli(capsys, "task", "cancel", address, task_id, *keep)
+    assert code == 0
+    assert json.loads(out)["state"] == "TASK_STATE_CANCELED"
+
+    code, out, _ = run_cli(capsys, "task", "get", address, task_id, *keep)
+    assert code == 0
+    assert json.loads(out)["error"]["code"] == "CANCELED"
+    assert json.loads(session_file.read_text())["session_id"] == saved["session_id"]
+
+    code, _, err = run_cli(capsys, "task", "cancel", address, task_id, *keep)
+    assert code == 1
+    assert "TASK_NOT_CANCELABLE" in err
+
+
+def test_another_peer_does_not_see_the_task(serve_process: ServeProcess, capsys, tmp_path: Path):
+    keep = ("--session-file", str(tmp_path / "session.json"))
+    _, out, _ = run_cli(capsys, "delegate", serve_process.address, "echo", "--wait", *keep)
+    task_id = json.loads(out)["taskId"]
+
+    code, _, err = run_cli(
+        capsys, "task", "get", serve_process.address, task_id, "--peer-id", "somebody-else"
+    )
+    assert code == 1
+    assert "TASK_NOT_FOUND" in err
+
+
+def test_serve_loads_the_task_handlers_named_by_tasks(tmp_path: Path, capsys):
+    (tmp_path / "my_tasks.py").write_text(
+        "from peer_grpc import TaskRegistry\n"
+        "registry = TaskRegistry()\n"
+        "@registry.task('shout')\n"
+        "def shout(payload):\n"
+        "    return {'text': payload['text'].upper()}\n"
+    )
+    served = start_serve("--port", "0", "--tasks", "my_tasks:registry", cwd=tmp_path)
+    try:
+        code, out, _ = run_cli(
+            capsys, "delegate", served.address, "shout", "--payload", '{"text": "hi"}', "--wait"
+        )
+        assert code == 0
+        assert json.loads(out)["result"] == {"text": "HI"}
+        code, _, err = run_cli(capsys, "delegate", served.address, "echo", "--wait")
+        assert code == 1
+        assert "registered: shout" in err
+    finally:
+        code, _ = served.stop()
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("my_tasks", "expected MODULE:ATTRIBUTE"),
+        ("no_such_module:registry", "cannot import 'no_such_module'"),
+        ("my_tasks:missing", "has no 'missing'"),
+        ("my_tasks:not_a_registry", "is a dict, not a TaskRegistry"),
+    ],
+)
+def test_serve_refuses_tasks_that_do_not_name_a_registry(tmp_path: Path, spec: str, message: str):
+    (tmp_path / "my_tasks.py").write_text("not_a_registry = {}\n")
+    result = run_serve("--tasks", spec, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_task_limits_out_of_range():
+    result = run_serve("--max-tasks", "0")
+    assert result.returncode == 2
+    assert "task limits must be at least 1" in result.stderr

@@ -61,64 +61,20 @@ class _FlightLimit:
         self._active = 0
         self._changed = asyncio.Condition()
 
-    async def acquire(self) -> None:
+    async def __aenter__(self) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: self._active < self.limit)
             self._active += 1
 
-    async def release(self) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         async with self._changed:
             self._active -= 1
             self._changed.notify_all()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.release()
 
     async def set_limit(self, limit: int) -> None:
         async with self._changed:
             self.limit = limit
             self._changed.notify_all()
-
-    def slot(self) -> _FlightSlot:
-        """A place in flight for one call, which the call may give up before it ends."""
-        return _FlightSlot(self)
-
-
-class _FlightSlot:
-    """One call's place in flight: held from before it is numbered until it is admitted.
-
-    Once the server has admitted a call (its initial metadata carries
-    ``peer-sequence``) the number is spent for certain, so the next call may go,
-    even while this one still runs: a long DelegateTask or a WatchTask stream
-    does not hold up heartbeats. A resend of an admitted call is answered from
-    the server's record, whatever was sent in between.
-    """
-
-    def __init__(self, limit: _FlightLimit) -> None:
-        self._limit = limit
-        self._held = False
-
-    async def __aenter__(self) -> _FlightSlot:
-        await self._limit.acquire()
-        self._held = True
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.release()
-
-    @property
-    def held(self) -> bool:
-        """Whether the call still holds its place (the server has not admitted it)."""
-        return self._held
-
-    async def release(self) -> None:
-        """Give the place up; later calls do nothing."""
-        if self._held:
-            self._held = False
-            await self._limit.release()
 
 
 @dataclass
@@ -201,8 +157,7 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
     """Numbers every call but Handshake and recovers what can be recovered safely.
 
     - Strict mode sends one call at a time, in the order callers made them; window
-      mode keeps up to the window's width in flight, each with its own number. A
-      call leaves the flight once the server has admitted it (see _FlightSlot).
+      mode keeps up to the window's width in flight, each with its own number.
     - A call that fails with UNAVAILABLE or a deadline is resent with the same
       sequence and bytes, at most ``attempts`` times with exponential backoff. The
       server answers a resend of a call it already ran with that call's outcome,
@@ -237,10 +192,10 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         cursor = self._cursor
         if method == _HANDSHAKE_METHOD or cursor.session_id is None:
             return await continuation(client_call_details, request)
-        async with cursor.in_flight.slot() as slot:
-            call, resynced = await self._send(continuation, client_call_details, request, slot)
+        async with cursor.in_flight:
+            call, resynced = await self._send(continuation, client_call_details, request)
             if resynced and self.resync:
-                call, _ = await self._send(continuation, client_call_details, request, slot)
+                call, _ = await self._send(continuation, client_call_details, request)
             return call
 
     async def _send(
@@ -250,7 +205,6 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         ],
         details: grpc.aio.ClientCallDetails,
         request: Any,
-        slot: _FlightSlot,
     ) -> tuple[grpc.aio.UnaryUnaryCall, bool]:
         """Send with one sequence number, resending it while the outcome is unknown.
 
@@ -267,10 +221,6 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
             # all sends of one call share the call's deadline.
             attempt_details = numbered._replace(timeout=remaining, wait_for_ready=attempt > 0)
             call = await continuation(attempt_details, request)
-            initial_metadata = await call.initial_metadata()
-            if _server_sequence(initial_metadata, 0):
-                cursor.spent(session_id, sequence, initial_metadata)
-                await slot.release()
             try:
                 await call
             except grpc.aio.AioRpcError as error:
@@ -285,8 +235,8 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
                         continue
                     if admitted:
                         cursor.spent(session_id, sequence, error.initial_metadata())
-                    elif slot.held:  # fate unknown: ask where we stand
-                        cursor.needs_resume = True
+                    else:
+                        cursor.needs_resume = True  # fate unknown: ask where we stand
                     return call, False
                 if admitted:  # it ran, then failed: the number is spent
                     cursor.spent(session_id, sequence, error.initial_metadata())
@@ -297,7 +247,7 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
                     return call, True
                 cursor.unused(session_id, sequence)
                 return call, False
-            cursor.spent(session_id, sequence, initial_metadata)
+            cursor.spent(session_id, sequence, await call.initial_metadata())
             return call, False
         raise AssertionError("unreachable: the last attempt returns")
 
@@ -358,7 +308,10 @@ class _StreamSequencingInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # ty
         cursor = self._cursor
         if cursor.session_id is None:
             return await continuation(client_call_details, request)
-        async with cursor.in_flight.slot():
+        # The stream leaves the flight once the server has admitted it (its initial
+        # metadata carries peer-sequence): its number is spent, so the next call may go
+        # while the stream runs on.
+        async with cursor.in_flight:
             call, resynced = await self._open_stream(continuation, client_call_details, request)
             if resynced and self._unary.resync:
                 call, _ = await self._open_stream(continuation, client_call_details, request)
