@@ -8,8 +8,11 @@ NODE_STAMP := node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_OUT := src/peer_grpc/_proto
 PROTO_SRC := protos/peer/v1/peer.proto
+# The contract as last released: `make proto-breaking` fails on any change that
+# breaks a client generated from it. Move it forward when a release is cut.
+PROTO_BASELINE ?= ffbacc593aaf51184c7d49dd3150b49266f8a253
 
-.PHONY: all serve test lint proto proto-check bench venv node clean
+.PHONY: all serve test lint proto proto-check proto-breaking bench venv node clean
 
 all: lint test
 
@@ -58,6 +61,11 @@ proto: $(VENV_STAMP)
 proto-check: proto
 	git diff --exit-code -- $(PROTO_OUT)
 	@test -z "$$(git status --porcelain -- $(PROTO_OUT))" || { git status --porcelain -- $(PROTO_OUT); echo "untracked generated files: run make proto and commit"; exit 1; }
+
+## proto-breaking: fail when protos/ breaks compatibility with the contract at PROTO_BASELINE
+proto-breaking: $(NODE_STAMP)
+	@git cat-file -e '$(PROTO_BASELINE)^{commit}' 2>/dev/null || { echo "proto-breaking: commit $(PROTO_BASELINE) is not in this clone's history (a shallow clone?)"; exit 1; }
+	$(BUF) breaking --against '.git#ref=$(PROTO_BASELINE)'
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ from peer_grpc.service import SERVICE_DESCRIPTOR
 from tests.conftest import open_session
 
 METHODS = [method.name for method in SERVICE_DESCRIPTOR.methods]
+STREAMING = {method.name for method in SERVICE_DESCRIPTOR.methods if method.server_streaming}
 FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 # Metadata values a gRPC client can send for non-binary keys: printable ASCII.
 ascii_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
@@ -58,10 +59,24 @@ def request_bodies(draw: st.DrawFn, method: str) -> bytes:
         return draw(st.binary(max_size=48))
     if method == "DelegateTask":
         request = peer_pb2.DelegateTaskRequest(
-            task_type=draw(st.sampled_from(["echo", "nope", ""]))
+            task_type=draw(st.sampled_from(["echo", "nope", ""])),
+            return_immediately=draw(st.booleans()),
         )
         request.payload.update(draw(st.dictionaries(st.text(max_size=5), json_values, max_size=3)))
+        if draw(st.booleans()):
+            request.timeout.seconds = draw(st.integers(-(2**40), 2**40))
+            request.timeout.nanos = draw(st.integers(-(2**31), 2**31 - 1))
         return request.SerializeToString()
+    if method in ("GetTask", "CancelTask", "WatchTask"):
+        task_ids = st.one_of(st.text(max_size=140), st.just("a" * 32))
+        request_type = getattr(peer_pb2, f"{method}Request")
+        return request_type(task_id=draw(task_ids)).SerializeToString()  # type: ignore[no-any-return]
+    if method == "ListTasks":
+        return peer_pb2.ListTasksRequest(
+            page_size=draw(st.integers(-(2**31), 2**31 - 1)),
+            page_token=draw(st.one_of(st.text(max_size=70), st.just("YWZ0ZXI6MQ"))),
+            state=draw(st.integers(-3, 9)),  # type: ignore[arg-type]
+        ).SerializeToString()
     if method == "Handshake":
         return peer_pb2.HandshakeRequest(
             peer_id=draw(st.text(max_size=20)),
@@ -87,10 +102,20 @@ async def test_no_input_gets_unknown_or_internal_and_rejections_change_nothing(
     assert before is not None
     sent = data.draw(metadata(session_id, before.expected_sequence), label="metadata")
 
-    call = channel.unary_unary(f"/peer.v1.PeerService/{method}")(body, metadata=sent)
-    with contextlib.suppress(grpc.aio.AioRpcError):
-        await call
-    code = await call.code()
-    assert code not in FORBIDDEN, await call.details()
+    path = f"/peer.v1.PeerService/{method}"
+    if method in STREAMING:
+        stream = channel.unary_stream(path)(body, metadata=sent)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            async for _ in stream:
+                pass
+        code = await stream.code()
+        details = await stream.details()
+    else:
+        call = channel.unary_unary(path)(body, metadata=sent)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await call
+        code = await call.code()
+        details = await call.details()
+    assert code not in FORBIDDEN, details
     if code is not grpc.StatusCode.OK:
         assert await server.manager.get_session(session_id) == before

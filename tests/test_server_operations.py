@@ -110,6 +110,43 @@ async def test_buf_curl_lists_methods_and_runs_a_handshake_through_reflection(
     assert json.loads(pinged.stdout)["session"]["expectedSequence"] == "2"
 
 
+@pytest.mark.skipif(not BUF.exists() and not shutil.which("buf"), reason="run `make node` first")
+async def test_buf_curl_delegates_a_task_with_a_json_payload_and_watches_it(server: PeerServer):
+    """The README's walk-through: plain JSON in, a server stream of JSON out."""
+    url = f"http://{server.address}/peer.v1.PeerService"
+    body = json.dumps({"peer_id": "curl", "protocol_versions": ["1.0"]})
+    shook = await asyncio.to_thread(_buf_curl, "-d", body, f"{url}/Handshake")
+    session = ("-H", f"peer-session-id: {json.loads(shook.stdout)['sessionId']}")
+
+    delegate = json.dumps(
+        {"task_type": "sleep", "payload": {"seconds": 0.2}, "return_immediately": True}
+    )
+    delegated = await asyncio.to_thread(
+        _buf_curl, *session, "-H", "peer-sequence: 1", "-d", delegate, f"{url}/DelegateTask"
+    )
+    assert delegated.returncode == 0, delegated.stderr
+    task_id = json.loads(delegated.stdout)["task"]["taskId"]
+    watched = await asyncio.to_thread(
+        _buf_curl,
+        *session,
+        "-H",
+        "peer-sequence: 2",
+        "-d",
+        json.dumps({"task_id": task_id}),
+        f"{url}/WatchTask",
+    )
+
+    assert watched.returncode == 0, watched.stderr
+    decoder = json.JSONDecoder()
+    text, updates = watched.stdout.strip(), []
+    while text:
+        update, end = decoder.raw_decode(text)
+        updates.append(update)
+        text = text[end:].strip()
+    assert updates[-1]["task"]["state"] == "TASK_STATE_COMPLETED"
+    assert updates[-1]["task"]["result"] == {"slept": 0.2}
+
+
 async def test_a_taken_port_fails_to_bind_instead_of_sharing_it(server: PeerServer):
     second = PeerServer(ServerConfig(host="127.0.0.1", port=server.port))
     with pytest.raises(ServerBindError, match=str(server.port)):

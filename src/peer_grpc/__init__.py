@@ -22,14 +22,22 @@ from peer_grpc.errors import (
     SessionRequired,
     SessionTerminated,
     SessionTokenInvalid,
+    ShuttingDown,
+    TaskError,
+    TaskLimitReached,
+    TaskNotCancelable,
+    TaskNotFound,
 )
 from peer_grpc.manager import SessionManager
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.server import PeerServer, ServerBindError, ServerConfig, serve
 from peer_grpc.session import Session, SessionStats
 from peer_grpc.state import SessionState
-from peer_grpc.stores import MemorySessionStore, SessionStore
-from peer_grpc.tasks import TaskRegistry, default_registry
+from peer_grpc.stores import MemorySessionStore, MemoryTaskStore, SessionStore, TaskStore
+from peer_grpc.task import Task
+from peer_grpc.task_manager import TaskLimits, TaskManager
+from peer_grpc.task_state import TaskState
+from peer_grpc.tasks import TaskContext, TaskRegistry, TaskRejected, current_task, default_registry
 
 __all__ = [
     "Clock",
@@ -40,6 +48,7 @@ __all__ = [
     "InvalidTransition",
     "ManualClock",
     "MemorySessionStore",
+    "MemoryTaskStore",
     "NoCommonProtocolVersion",
     "PeerClient",
     "PeerError",
@@ -63,11 +72,24 @@ __all__ = [
     "SessionTerminated",
     "SessionTicket",
     "SessionTokenInvalid",
+    "ShuttingDown",
     "SystemClock",
+    "Task",
+    "TaskContext",
+    "TaskError",
+    "TaskLimitReached",
+    "TaskLimits",
+    "TaskManager",
+    "TaskNotCancelable",
+    "TaskNotFound",
     "TaskRegistry",
+    "TaskRejected",
+    "TaskState",
+    "TaskStore",
     "__version__",
     "current_session",
     "current_session_or_none",
+    "current_task",
     "default_registry",
     "serve",
 ]
