@@ -6,6 +6,8 @@ import asyncio
 import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -85,10 +87,36 @@ def server_config() -> ServerConfig:
     return ServerConfig(host="127.0.0.1", port=0, idle_timeout=30.0, shutdown_grace=0.5)
 
 
+@dataclass
+class Gate:
+    """A task handler that holds its task until the test releases it, counting its runs."""
+
+    runs: int = 0
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.runs += 1
+        self.started.set()
+        await self.release.wait()
+        return {"runs": self.runs}
+
+
 @pytest.fixture
-def task_registry() -> TaskRegistry:
-    """The task handlers of the ``server`` fixture; override in a module to change them."""
-    return default_registry()
+def gate() -> Gate:
+    """The handler of the ``held`` task type."""
+    return Gate()
+
+
+@pytest.fixture
+def task_registry(gate: Gate) -> TaskRegistry:
+    """The task handlers of the ``server`` fixture: the built-in ones and ``held``.
+
+    Override in a module to change them.
+    """
+    registry = default_registry()
+    registry.register("held", gate)
+    return registry
 
 
 @pytest.fixture

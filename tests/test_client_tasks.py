@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
 
-from peer_grpc import PeerClient, PeerServer, ServerConfig, TaskRegistry, default_registry
+from peer_grpc import PeerClient, PeerServer, ServerConfig, TaskRegistry
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.errors import TaskLimitReached, TaskNotCancelable, TaskNotFound
-from tests.conftest import eventually
+from tests.conftest import Gate, eventually
 
 FINAL = {
     peer_pb2.TASK_STATE_COMPLETED,
@@ -22,29 +21,6 @@ FINAL = {
     peer_pb2.TASK_STATE_CANCELED,
     peer_pb2.TASK_STATE_REJECTED,
 }
-
-
-@dataclass
-class Gate:
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
-        self.started.set()
-        await self.release.wait()
-        return {"released": True}
-
-
-@pytest.fixture
-def gate() -> Gate:
-    return Gate()
-
-
-@pytest.fixture
-def task_registry(gate: Gate) -> TaskRegistry:
-    registry = default_registry()
-    registry.register("held", gate)
-    return registry
 
 
 @pytest.fixture

@@ -20,49 +20,41 @@ from peer_grpc.task import Task
 from peer_grpc.task_manager import MAX_PAGE_SIZE, TaskLimits, TaskManager
 from peer_grpc.task_state import TaskState
 from peer_grpc.tasks import TaskRejected, current_task
-from tests.conftest import TaskStoreFactory, eventually
+from tests.conftest import Gate, TaskStoreFactory, eventually
 
 T = TaskState
 PEER = "peer-a"
 SESSION = "session-1"
 
 
-class Gate:
-    """Handlers that wait until the test lets them go, and say when they started."""
+class Worker:
+    """A plain (thread) handler that works until it is told to stop, as a good one should."""
 
     def __init__(self) -> None:
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
-        self.thread_started = threading.Event()
-        self.thread_stopped = threading.Event()
+        self.started = threading.Event()
+        self.stopped = threading.Event()
         self.saw_cancel = threading.Event()
 
-    async def held(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         self.started.set()
-        await self.release.wait()
-        return {"released": True}
-
-    def blocking(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """A plain handler that works until it is told to stop, as a good one should."""
-        self.thread_started.set()
         try:
             if current_task().wait_cancelled(10):
                 self.saw_cancel.set()
             return {"finished": True}
         finally:
-            self.thread_stopped.set()
+            self.stopped.set()
 
 
 @pytest.fixture
-def gate() -> Gate:
-    return Gate()
+def worker() -> Worker:
+    return Worker()
 
 
 @pytest.fixture
-def registry(gate: Gate) -> TaskRegistry:
+def registry(gate: Gate, worker: Worker) -> TaskRegistry:
     registry = default_registry()
-    registry.register("held", gate.held)
-    registry.register("blocking", gate.blocking)
+    registry.register("held", gate)
+    registry.register("blocking", worker)
 
     @registry.task("explode")
     async def explode(payload: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +137,7 @@ async def test_delegation_without_waiting_returns_at_once_and_the_task_runs_on(
     assert (await tasks.get(PEER, task.task_id)).state is T.WORKING
     gate.release.set()
     done = await until(tasks, task.task_id, T.COMPLETED)
-    assert done.result == {"released": True}
+    assert done.result == {"runs": 1}
 
 
 async def test_waiting_at_most_max_wait_returns_the_task_as_it_stands(
@@ -216,13 +208,13 @@ async def test_an_async_handler_past_its_timeout_fails_with_deadline_exceeded(
 
 
 async def test_a_thread_handler_past_its_timeout_is_asked_to_stop(
-    tasks: TaskManager, gate: Gate
+    tasks: TaskManager, worker: Worker
 ) -> None:
     task = await delegate(tasks, "blocking", timeout=0.05)
 
     assert task.state is T.FAILED
     assert task.error_code == "DEADLINE_EXCEEDED"
-    assert await asyncio.to_thread(gate.saw_cancel.wait, 5)
+    assert await asyncio.to_thread(worker.saw_cancel.wait, 5)
     await settled(tasks)
 
 
@@ -240,16 +232,16 @@ async def test_cancel_stops_an_async_handler(tasks: TaskManager, gate: Gate) -> 
 
 
 async def test_cancel_asks_a_thread_handler_to_stop_and_holds_its_slot_until_it_does(
-    tasks: TaskManager, gate: Gate
+    tasks: TaskManager, worker: Worker
 ) -> None:
     task = await delegate(tasks, "blocking", wait=False)
-    assert await asyncio.to_thread(gate.thread_started.wait, 5)
+    assert await asyncio.to_thread(worker.started.wait, 5)
 
     canceled = await tasks.cancel(PEER, task.task_id)
 
     assert canceled.state is T.CANCELED
-    assert await asyncio.to_thread(gate.thread_stopped.wait, 5)
-    assert gate.saw_cancel.is_set()
+    assert await asyncio.to_thread(worker.stopped.wait, 5)
+    assert worker.saw_cancel.is_set()
     await settled(tasks)
     assert (await tasks.get(PEER, task.task_id)).state is T.CANCELED  # its result was dropped
 

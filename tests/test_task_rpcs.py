@@ -7,8 +7,6 @@ RetryInfo, and leave no task behind.
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -17,41 +15,14 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from peer_grpc import ManualClock, PeerServer, ServerConfig, TaskRegistry, default_registry
+from peer_grpc import ManualClock, PeerServer, ServerConfig
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.metadata import SEQUENCE_KEY
-from tests.conftest import eventually, open_session, session_metadata
+from tests.conftest import Gate, eventually, open_session, session_metadata
 from tests.rpc_details import details_of
 
 Stub = peer_pb2_grpc.PeerServiceStub
 StatusCode = grpc.StatusCode
-
-
-@dataclass
-class Gate:
-    """A handler that holds its task until released, counting its runs."""
-
-    runs: int = 0
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
-        self.runs += 1
-        self.started.set()
-        await self.release.wait()
-        return {"runs": self.runs}
-
-
-@pytest.fixture
-def gate() -> Gate:
-    return Gate()
-
-
-@pytest.fixture
-def task_registry(gate: Gate) -> TaskRegistry:
-    registry = default_registry()
-    registry.register("held", gate)
-    return registry
 
 
 @pytest.fixture

@@ -86,6 +86,20 @@ async def test_async_handler_runs_on_the_event_loop() -> None:
     assert seen == [threading.get_ident()]
 
 
+async def test_an_object_with_an_async_call_runs_on_the_event_loop() -> None:
+    seen: list[int] = []
+
+    class Handler:
+        async def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+            seen.append(threading.get_ident())
+            return {"ok": True}
+
+    registry = TaskRegistry()
+    registry.register("callable", Handler())
+    assert await registry.run("callable", {}) == TaskOutcome(result={"ok": True})
+    assert seen == [threading.get_ident()]
+
+
 async def test_plain_handler_runs_in_a_worker_thread() -> None:
     """A blocking (non-async) handler must never run on the event loop's thread."""
     registry = TaskRegistry()

@@ -320,13 +320,7 @@ class SessionInterceptor(_MethodWrappingInterceptor):
             if admission.replay is not None:
                 # A stream's messages are not kept, so a resend cannot be answered from
                 # the record: the caller opens a new stream under a new sequence.
-                raise SequenceError(
-                    session.session_id,
-                    session.expected_sequence,
-                    sequence,
-                    SequenceErrorKind.REPLAY,
-                    replay_window=session.window,
-                )
+                raise _replay(session, sequence)
             async with _serving(manager, session, sequence, context):
                 stream = behavior(request, context)
                 bound = _bound(bind_session, unbind_session, session, stream)  # type: ignore[arg-type]
@@ -360,6 +354,17 @@ async def _bound(
             yield response
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
+
+
+def _replay(session: Session, sequence: int) -> SequenceError:
+    """The error for a call that reuses ``sequence`` and cannot be answered from the record."""
+    return SequenceError(
+        session.session_id,
+        session.expected_sequence,
+        sequence,
+        SequenceErrorKind.REPLAY,
+        replay_window=session.window,
+    )
 
 
 def _parsed_credentials() -> SessionCredentials | None:
@@ -447,13 +452,7 @@ async def _answer_resend(
         if not (isinstance(replay, asyncio.Future) and replay.cancelled()):
             raise  # this resend itself was cancelled
         # The outcome was forgotten before it came (more calls than the cache holds).
-        raise SequenceError(
-            session.session_id,
-            session.expected_sequence,
-            sequence,
-            SequenceErrorKind.REPLAY,
-            replay_window=session.window,
-        ) from None
+        raise _replay(session, sequence) from None
     if outcome.server_sequence:
         await context.send_initial_metadata(((SEQUENCE_KEY, str(outcome.server_sequence)),))
     if outcome.code == 0:

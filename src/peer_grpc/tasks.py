@@ -209,8 +209,8 @@ async def _call(
     context: TaskContext | None,
     executor: concurrent.futures.Executor | None,
 ) -> Any:
-    if inspect.iscoroutinefunction(handler):
-        return await handler(payload)
+    if _is_async(handler):
+        return await handler(payload)  # type: ignore[misc]
     # The copied context carries current_task() into the worker thread.
     in_context = contextvars.copy_context().run
     if executor is None:
@@ -229,6 +229,14 @@ async def _call(
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def _is_async(handler: TaskHandler) -> bool:
+    """Whether calling ``handler`` makes a coroutine: an async function, or an object
+    with an async ``__call__`` (which would otherwise be called, uselessly, in a thread)."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - the method itself, not callability
+    )
 
 
 def _as_json_result(result: object) -> TaskOutcome:
