@@ -24,8 +24,14 @@ class _Record:
     """Every snapshot of one task (at most four: the longest path through the machine)."""
 
     history: list[Task]
-    #: Set and replaced at every change, to wake the watchers of the task.
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set (and dropped) at the next change, to wake the task's watchers; made only
+    #: when somebody waits, since most tasks are never watched.
+    changed: asyncio.Event | None = None
+
+    def wake_watchers(self) -> None:
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
 
     @property
     def latest(self) -> Task:
@@ -84,8 +90,7 @@ class MemoryTaskStore:
         record = self._require(task_id)
         task = record.latest.changed(change, now)
         record.history.append(task)
-        record.changed.set()
-        record.changed = asyncio.Event()
+        record.wake_watchers()
         if task.state.is_final:
             self._ended.append((now + self._retention, task_id))
         return task
@@ -96,6 +101,8 @@ class MemoryTaskStore:
             newer = [task for task in record.history if task.version > version]
             if newer:
                 return newer
+            if record.changed is None:
+                record.changed = asyncio.Event()
             await record.changed.wait()
 
     async def list_owned(
@@ -130,7 +137,7 @@ class MemoryTaskStore:
             owned.forget(task.ordinal)
             if not owned.task_ids:
                 del self._owned[task.owner_peer_id]
-            record.changed.set()  # a watcher still waiting learns the task is gone
+            record.wake_watchers()  # a watcher still waiting learns the task is gone
             purged += 1
         return SweepResult(purged=purged, more=bool(ended and ended[0][0] <= now))
 
