@@ -348,3 +348,42 @@ def test_serve_refuses_task_limits_out_of_range():
     result = run_serve("--max-tasks", "0")
     assert result.returncode == 2
     assert "task limits must be at least 1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(None, "cannot write it", id="directory-missing"),
+        pytest.param(
+            '{"peer_id": 5, "session_id": "s", "session_token": "t"}',
+            "not a saved",
+            id="not-strings",
+        ),
+        pytest.param("[1, 2]", "not a saved session", id="not-an-object"),
+        pytest.param("{oops", "cannot read it", id="not-json"),
+    ],
+)
+def test_a_bad_session_file_is_a_clear_error(
+    serve_process: ServeProcess, capsys, tmp_path: Path, content: str | None, message: str
+):
+    session_file = tmp_path / "missing-dir" / "s.json"
+    if content is not None:
+        session_file = tmp_path / "s.json"
+        session_file.write_text(content)
+
+    code, out, err = run_cli(
+        capsys, "ping", serve_process.address, "--session-file", str(session_file)
+    )
+
+    assert code == 2
+    assert out == ""
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_serve_refuses_a_tasks_module_that_fails_to_import(tmp_path: Path):
+    (tmp_path / "broken_tasks.py").write_text("def broken(:\n")
+    result = run_serve("--tasks", "broken_tasks:registry", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot import 'broken_tasks': SyntaxError" in result.stderr
+    assert "Traceback" not in result.stderr

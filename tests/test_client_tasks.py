@@ -12,7 +12,7 @@ import pytest
 
 from peer_grpc import PeerClient, PeerServer, ServerConfig, TaskRegistry
 from peer_grpc._proto.peer.v1 import peer_pb2
-from peer_grpc.errors import TaskLimitReached, TaskNotCancelable, TaskNotFound
+from peer_grpc.errors import RemoteError, TaskLimitReached, TaskNotCancelable, TaskNotFound
 from tests.conftest import Gate, eventually
 
 FINAL = {
@@ -150,5 +150,33 @@ async def test_waiting_watches_again_when_the_stream_breaks(
             gate.release.set()
             task = await asyncio.wait_for(waiting, 5)
         assert task.state == peer_pb2.TASK_STATE_COMPLETED
+    finally:
+        await server.stop(grace=0)
+
+
+class StallWatches(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Holds every WatchTask before it reaches admission, as an overloaded server might."""
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        if details.method.endswith("/WatchTask"):
+            await asyncio.sleep(5)
+        return await continuation(details)
+
+
+async def test_a_watch_the_server_does_not_take_gives_up_and_frees_the_flight(
+    server_config: ServerConfig, task_registry: TaskRegistry
+):
+    server = PeerServer(server_config, tasks=task_registry, outer_interceptors=[StallWatches()])
+    await server.start()
+    try:
+        async with PeerClient(server.address, "p", heartbeat=False, timeout=0.3) as client:
+            task = await client.delegate_task("echo")
+            with pytest.raises(RemoteError) as caught:
+                async for _ in client.watch_task(task.task_id):
+                    pass
+            assert caught.value.code == "DEADLINE_EXCEEDED"
+
+            pong = await asyncio.wait_for(client.ping(b"still here"), 2)
+            assert pong.payload == b"still here"
     finally:
         await server.stop(grace=0)

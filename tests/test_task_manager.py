@@ -218,6 +218,47 @@ async def test_a_thread_handler_past_its_timeout_is_asked_to_stop(
     await settled(tasks)
 
 
+async def test_a_handler_that_cancels_itself_fails_its_task(
+    registry: TaskRegistry, tasks: TaskManager
+) -> None:
+    @registry.task("self-cancel")
+    async def self_cancel(payload: dict[str, Any]) -> dict[str, Any]:
+        raise asyncio.CancelledError  # say, from a future something else canceled
+
+    task = await delegate(tasks, "self-cancel")
+
+    assert (task.state, task.error_code) == (T.FAILED, "HANDLER_ERROR")
+    await settled(tasks)
+
+
+async def test_a_timed_out_handler_keeps_its_slot_until_it_has_stopped(
+    registry: TaskRegistry, task_store: TaskStore, clock: ManualClock
+) -> None:
+    cleaned_up = asyncio.Event()
+
+    @registry.task("slow-cleanup")
+    async def slow_cleanup(payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.2)  # still running, after its timeout
+            cleaned_up.set()
+        return {}
+
+    limits = TaskLimits(max_running=1, max_running_per_session=1)
+    manager = TaskManager(registry, task_store, clock=clock, limits=limits)
+    try:
+        task = await delegate(manager, "slow-cleanup", timeout=0.05)
+        assert (task.state, task.error_code) == (T.FAILED, "DEADLINE_EXCEEDED")
+        with pytest.raises(TaskLimitReached):
+            await delegate(manager, "echo", session_id="other")
+        await cleaned_up.wait()
+        await settled(manager)
+        assert (await delegate(manager, "echo", session_id="other")).state is T.COMPLETED
+    finally:
+        await manager.shutdown(0)
+
+
 async def test_cancel_stops_an_async_handler(tasks: TaskManager, gate: Gate) -> None:
     task = await delegate(tasks, "held", wait=False)
     await gate.started.wait()

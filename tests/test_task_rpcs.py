@@ -148,6 +148,39 @@ async def test_a_resent_delegate_creates_one_task_not_two(peer: Peer, gate: Gate
     assert gate.runs == 1
 
 
+async def test_a_resend_after_the_caller_went_away_learns_of_the_task(peer: Peer, gate: Gate):
+    """The connection broke while DelegateTask waited: sending it again finds the task."""
+    request = peer_pb2.DelegateTaskRequest(task_type="held")
+    metadata = peer.metadata()
+    first = peer.stub.DelegateTask(request, metadata=metadata)
+    await gate.started.wait()
+    first.cancel()
+
+    again = await peer.stub.DelegateTask(request, metadata=metadata)
+
+    assert again.task.state == peer_pb2.TASK_STATE_SUBMITTED
+    assert await peer.list_ids() == [again.task.task_id]
+    assert gate.runs == 1
+    gate.release.set()
+
+
+def nested_payload(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
+async def test_a_payload_32_deep_is_accepted_and_33_is_invalid(peer: Peer, server: PeerServer):
+    task = await peer.delegate("echo", payload=nested_payload(32))
+    assert task.state == peer_pb2.TASK_STATE_COMPLETED
+
+    error = await expect_error(peer.delegate("echo", payload=nested_payload(33)))
+
+    assert details_of(error).code == StatusCode.INVALID_ARGUMENT
+    assert details_of(error).bad_fields == ["payload"]
+
+
 # --- GetTask, CancelTask, ListTasks --------------------------------------------------------------
 
 

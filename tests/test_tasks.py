@@ -179,6 +179,41 @@ async def test_non_mapping_result_is_an_invalid_result(result: object, type_name
     assert "JSON object" in outcome.error_message
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        pytest.param({"n": 10**400}, "does not fit a double", id="integer-beyond-a-double"),
+        pytest.param({"n": float("nan")}, "not JSON", id="nan"),
+        pytest.param({"n": object()}, "not JSON", id="not-json-type"),
+        pytest.param(_nested(33), "nested deeper than 32", id="nested-33-deep"),
+    ],
+)
+async def test_a_result_the_contract_cannot_carry_is_an_invalid_result(
+    result: dict[str, Any], message: str
+) -> None:
+    registry = TaskRegistry()
+    registry.register("odd", lambda payload: result)
+    outcome = await registry.run("odd", {})
+    assert outcome.error_code == "INVALID_RESULT"
+    assert message in outcome.error_message
+
+
+async def test_a_result_32_deep_is_fine_and_numbers_become_doubles() -> None:
+    registry = TaskRegistry()
+    registry.register("deep", lambda payload: {"n": 1, "deep": _nested(31)})
+    outcome = await registry.run("deep", {})
+    assert outcome.ok
+    assert outcome.result == {"n": 1.0, "deep": _nested(31)}
+    assert isinstance((outcome.result or {})["n"], float)
+
+
 async def test_any_mapping_is_a_valid_result() -> None:
     class Frozen(Mapping[str, Any]):
         def __getitem__(self, key: str) -> Any:

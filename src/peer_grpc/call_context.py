@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
 
 from peer_grpc.errors import SessionRequired
 from peer_grpc.metadata import SessionCredentials
@@ -10,11 +13,15 @@ from peer_grpc.session import Session
 
 __all__ = [
     "NOT_PARSED",
+    "CallRecord",
+    "answer_if_interrupted",
+    "bind_call_record",
     "bind_credentials",
     "bind_session",
     "current_credentials",
     "current_session",
     "current_session_or_none",
+    "unbind_call_record",
     "unbind_credentials",
     "unbind_session",
 ]
@@ -72,3 +79,38 @@ def bind_credentials(
 def unbind_credentials(token: Token[SessionCredentials | None]) -> None:
     """Restore what was bound before :func:`bind_credentials` returned ``token``."""
     _credentials.reset(token)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the server will remember of an admitted call, to answer resends of it."""
+
+    #: The serialized response of a unary call that finished.
+    response: bytes = b""
+    #: What a resend gets if the call is cut short (its caller gone) after its effect.
+    if_interrupted: bytes = b""
+
+
+_call_record: ContextVar[CallRecord | None] = ContextVar("peer_grpc_call_record", default=None)
+
+
+def answer_if_interrupted(response: Message) -> None:
+    """Name the response a resend of this call gets if the call is cut short from now on.
+
+    A method whose effect is done before it answers (DelegateTask: the task exists)
+    calls this, so that a caller whose connection broke learns what happened by
+    sending the call again, instead of being told its effect is unknown.
+    """
+    record = _call_record.get()
+    if record is not None:
+        record.if_interrupted = response.SerializeToString()
+
+
+def bind_call_record(record: CallRecord) -> Token[CallRecord | None]:
+    """Make ``record`` the current call's; undo with :func:`unbind_call_record`."""
+    return _call_record.set(record)
+
+
+def unbind_call_record(token: Token[CallRecord | None]) -> None:
+    """Restore what was bound before :func:`bind_call_record` returned ``token``."""
+    _call_record.reset(token)

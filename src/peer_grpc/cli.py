@@ -300,8 +300,10 @@ def load_registry(spec: str) -> TaskRegistry:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"--tasks {spec!r}: cannot import {module_name!r}: {error}") from None
+    except Exception as error:  # whatever the application's module raises as it loads
+        raise ValueError(
+            f"--tasks {spec!r}: cannot import {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
     found: object = module
     for part in attribute.split("."):
         try:
@@ -329,11 +331,17 @@ class _SessionFile:
         """The saved peer id and ticket, or None when there is no file yet."""
         try:
             saved = json.loads(self.path.read_text())
-            return saved["peer_id"], SessionTicket(saved["session_id"], saved["session_token"])
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"--session-file {self.path}: not a saved session ({error})") from None
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--session-file {self.path}: cannot read it: {error}") from None
+        fields = ("peer_id", "session_id", "session_token")
+        if not isinstance(saved, dict) or not all(isinstance(saved.get(f), str) for f in fields):
+            raise ValueError(
+                f"--session-file {self.path}: not a saved session "
+                "(a JSON object of peer_id, session_id and session_token)"
+            )
+        return saved["peer_id"], SessionTicket(saved["session_id"], saved["session_token"])
 
     def save(self, peer_id: str, ticket: SessionTicket) -> None:
         """Write the session, readable by its owner alone, replacing the file in one step."""
@@ -345,10 +353,13 @@ class _SessionFile:
             }
         )
         partial = self.path.with_name(self.path.name + ".partial")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-        os.replace(partial, self.path)
+        try:
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(text)
+            os.replace(partial, self.path)
+        except OSError as error:
+            raise ValueError(f"--session-file {self.path}: cannot write it: {error}") from None
 
 
 @contextlib.asynccontextmanager
@@ -359,13 +370,15 @@ async def _connected(args: argparse.Namespace) -> AsyncIterator[PeerClient]:
     peer_id = args.peer_id or (saved[0] if saved else _default_peer_id())
     ticket = saved[1] if saved and saved[0] == peer_id else None
     client = PeerClient(args.address, peer_id, timeout=args.timeout, ticket=ticket)
+    keep_session = False
     try:
         await client.connect()
         if session_file is not None and client.ticket is not None:
-            session_file.save(peer_id, client.ticket)
+            session_file.save(peer_id, client.ticket)  # a session nobody can resume is ended
+            keep_session = True
         yield client
     finally:
-        await client.close(terminate=session_file is None)
+        await client.close(terminate=not keep_session)
 
 
 def _default_peer_id() -> str:

@@ -648,6 +648,17 @@ class PeerClient:
         """
         await self._ensure_session()
         call = self._peer_stub().WatchTask(peer_pb2.WatchTaskRequest(task_id=task_id))
+        # Until the server admits the watch it holds the flight of sequenced calls
+        # (heartbeats too): give it no longer than any call.
+        admitted = asyncio.ensure_future(call.initial_metadata())
+        await asyncio.wait({admitted}, timeout=self._timeout)
+        if not admitted.done():
+            admitted.cancel()
+            call.cancel()
+            self._cursor.needs_resume = True  # it may have been admitted: ask where we stand
+            raise RemoteError(
+                "DEADLINE_EXCEEDED", f"the server did not take the watch within {self._timeout}s"
+            )
         try:
             async for response in call:
                 yield response

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextvars import Token
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -28,9 +28,12 @@ import grpc.aio
 
 from peer_grpc.call_context import (
     NOT_PARSED,
+    CallRecord,
+    bind_call_record,
     bind_credentials,
     bind_session,
     current_credentials,
+    unbind_call_record,
     unbind_credentials,
     unbind_session,
 )
@@ -294,11 +297,13 @@ class SessionInterceptor(_MethodWrappingInterceptor):
             if admission.replay is not None:
                 return await _answer_resend(admission.session, sequence, admission.replay, context)
             async with _serving(manager, admission.session, sequence, context) as served:
-                token = bind_session(admission.session)
+                session_token = bind_session(admission.session)
+                record_token = bind_call_record(served)
                 try:
                     served.response = serialize(await behavior(request, context))
                 finally:
-                    unbind_session(token)
+                    unbind_call_record(record_token)
+                    unbind_session(session_token)
             return served.response
 
         return admitted
@@ -374,21 +379,15 @@ def _parsed_credentials() -> SessionCredentials | None:
     return credentials
 
 
-@dataclass(slots=True)
-class _Served:
-    #: The serialized response of a unary call (streams leave it empty).
-    response: bytes = b""
-
-
 @contextlib.asynccontextmanager
 async def _serving(
     manager: SessionManager, session: Session, sequence: int, context: grpc.aio.ServicerContext
-) -> AsyncIterator[_Served]:
+) -> AsyncIterator[CallRecord]:
     """Serve an admitted call: announce the server's sequence, and record how the call
     ended so that a resend gets the same answer."""
     server_sequence = session.sequence_num
     await context.send_initial_metadata(((SEQUENCE_KEY, str(server_sequence)),))
-    served = _Served()
+    served = CallRecord()
     outcome = _INTERRUPTED
     try:
         yield served
@@ -403,6 +402,8 @@ async def _serving(
         outcome = _outcome_of_status(to_grpc_status(InternalError("internal error")))
         raise
     finally:
+        if outcome is _INTERRUPTED and served.if_interrupted:
+            outcome = CallOutcome(code=0, response=served.if_interrupted)
         await manager.record_outcome(
             session.session_id, sequence, replace(outcome, server_sequence=server_sequence)
         )

@@ -9,7 +9,7 @@ from google.protobuf import json_format
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc._version import __version__
-from peer_grpc.call_context import current_session, current_session_or_none
+from peer_grpc.call_context import answer_if_interrupted, current_session, current_session_or_none
 from peer_grpc.convert import (
     duration,
     seconds,
@@ -156,6 +156,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             timeout=seconds(request.timeout) if request.HasField("timeout") else None,
             wait=not request.return_immediately,
             max_wait=_waiting_budget(context.time_remaining()),
+            # If the caller goes away while it waits, a resend learns of the task.
+            on_created=lambda created: answer_if_interrupted(
+                peer_pb2.DelegateTaskResponse(task=task_message(created))
+            ),
         )
         return peer_pb2.DelegateTaskResponse(task=task_message(task))
 

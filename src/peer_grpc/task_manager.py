@@ -164,12 +164,14 @@ class TaskManager:
         timeout: float | None = None,  # noqa: ASYNC109 - the task's own timeout, not this call's
         wait: bool = True,
         max_wait: float | None = None,
+        on_created: Callable[[Task], object] | None = None,
     ) -> Task:
         """Create a task and start its handler.
 
         Returns the task once it reaches a final state, or after ``max_wait``
         seconds as it stands then, or at once (SUBMITTED or WORKING) when ``wait``
-        is false. The task runs on if the waiting caller goes away.
+        is false. The task runs on if the waiting caller goes away; ``on_created``
+        is called with it as soon as it exists, before any waiting.
 
         Raises:
             InvalidArgument: an unknown task type, or a timeout out of range.
@@ -198,9 +200,18 @@ class TaskManager:
         except BaseException:
             self._release(record)
             raise
+        if not self._accepting:  # a shutdown began while the task was being stored
+            with contextlib.suppress(InvalidTransition):
+                task = await self._cancel(
+                    task.task_id, "SHUTDOWN", "the server stopped before the task started"
+                )
+            self._release(record)
+            return task
         record.lifecycle = asyncio.create_task(
             self._lifecycle(record, task, dict(payload)), name=f"peer-grpc-task-{task_type}"
         )
+        if on_created is not None:
+            on_created(task)
         if not wait:
             return task
         try:
@@ -406,16 +417,27 @@ class TaskManager:
         if not done:
             record.context.cancel()
             handler.cancel()
-            change = TaskChange(
-                TaskState.FAILED,
-                error_code="DEADLINE_EXCEEDED",
-                error_message=f"the task did not finish within its timeout of {task.timeout:g}s",
+            late = f"the task did not finish within its timeout of {task.timeout:g}s"
+            await self._change(
+                task.task_id,
+                TaskChange(TaskState.FAILED, error_code="DEADLINE_EXCEEDED", error_message=late),
             )
+            # The slot stays taken until the handler has really stopped (its cleanup may
+            # take a while, or it may ignore the cancellation altogether).
+            await asyncio.wait({handler})
         elif handler.cancelled():
-            return  # whoever canceled it recorded why
+            # Canceled by CancelTask, a session's end or a shutdown, which recorded why
+            # (then this change is refused as coming too late); or by the handler itself.
+            await self._change(
+                task.task_id,
+                TaskChange(
+                    TaskState.FAILED,
+                    error_code="HANDLER_ERROR",
+                    error_message="the handler was cancelled from within",
+                ),
+            )
         else:
-            change = _ending(handler.result())
-        await self._change(task.task_id, change)
+            await self._change(task.task_id, _ending(handler.result()))
 
     async def _change(self, task_id: str, change: TaskChange) -> Task | None:
         """Apply ``change``; None if the task ended another way first."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "MAX_SLEEP_SECONDS",
     "TaskContext",
     "TaskHandler",
@@ -29,6 +30,7 @@ __all__ = [
     "TaskRejected",
     "current_task",
     "default_registry",
+    "json_depth",
 ]
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ _H = TypeVar("_H", bound=TaskHandler)
 
 #: The longest the built-in ``sleep`` handler sleeps.
 MAX_SLEEP_SECONDS = 300.0
+#: How deeply a task's payload or result may nest objects and arrays. Each level is two
+#: messages (Struct, Value) on the wire, and protobuf decoders stop at 100.
+MAX_JSON_DEPTH = 32
 
 
 class TaskRejected(Exception):
@@ -248,13 +253,36 @@ def _as_json_result(result: object) -> TaskOutcome:
         )
     try:
         # A round trip through JSON leaves plain dicts, lists, strings, numbers and
-        # booleans that any store and the contract's Struct can hold.
-        plain = json.loads(json.dumps(result, allow_nan=False, default=_plain_mapping))
-    except (TypeError, ValueError) as error:
+        # booleans that any store can keep. Numbers become doubles, as in the
+        # contract's Struct, so one too large for a double is refused here.
+        text = json.dumps(result, allow_nan=False, default=_plain_mapping)
+        plain = json.loads(text, parse_int=_finite_double, parse_float=_finite_double)
+    except (TypeError, ValueError, RecursionError) as error:
         return TaskOutcome(
             error_code="INVALID_RESULT", error_message=f"handler result is not JSON: {error}"
         )
+    if json_depth(plain) > MAX_JSON_DEPTH:
+        return TaskOutcome(
+            error_code="INVALID_RESULT",
+            error_message=f"handler result is nested deeper than {MAX_JSON_DEPTH} levels",
+        )
     return TaskOutcome(result=plain)
+
+
+def _finite_double(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]}... does not fit a double")
+    return value
+
+
+def json_depth(value: object) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar is 0, ``{}`` is 1)."""
+    if isinstance(value, dict):
+        return 1 + max(map(json_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(json_depth, value), default=0)
+    return 0
 
 
 def _plain_mapping(value: object) -> dict[Any, Any]:

@@ -13,6 +13,7 @@ from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.errors import FieldViolation, InvalidArgument
 from peer_grpc.task_manager import TaskManager, decode_page_token
 from peer_grpc.task_state import TaskState
+from peer_grpc.tasks import MAX_JSON_DEPTH
 
 __all__ = ["PEER_ID_PATTERN", "RequestValidator", "request_validators"]
 
@@ -72,6 +73,11 @@ def delegate_task_validator(tasks: TaskManager) -> RequestValidator:
         for path in _non_finite_numbers(request.payload, "payload"):
             # JSON has no NaN or Infinity, so such a payload cannot be handed to a handler.
             raise InvalidArgument.of(path, "must be a finite number (JSON has no NaN or Infinity)")
+        if _struct_depth(request.payload) > MAX_JSON_DEPTH:
+            # The task echoes back inside more messages than the payload came in.
+            raise InvalidArgument.of(
+                "payload", f"must not nest objects and arrays deeper than {MAX_JSON_DEPTH} levels"
+            )
         if request.HasField("timeout"):
             _check_duration("timeout", request.timeout)
             tasks.resolve_timeout(request.timeout.ToNanoseconds() / _NANOS_PER_SECOND)
@@ -112,6 +118,18 @@ def validate_list_tasks(request: Message) -> None:
         violations.append(FieldViolation("state", f"unknown task state {request.state}"))
     if violations:
         raise InvalidArgument(violations)
+
+
+def _struct_depth(value: struct_pb2.Struct | struct_pb2.Value) -> int:
+    """How deeply objects and arrays nest in a Struct (``{}`` is 1), like ``json_depth``."""
+    if isinstance(value, struct_pb2.Struct):
+        return 1 + max(map(_struct_depth, value.fields.values()), default=0)
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return _struct_depth(value.struct_value)
+    if kind == "list_value":
+        return 1 + max(map(_struct_depth, value.list_value.values), default=0)
+    return 0
 
 
 def _non_finite_numbers(value: struct_pb2.Struct | struct_pb2.Value, path: str) -> Iterator[str]:

@@ -124,7 +124,9 @@ class PeerServiceServicer:
     def DelegateTask(self, request, context):
         """DelegateTask hands a task to this peer, which runs it through the handler
         registered for its task_type. It waits for the task to end unless the
-        request asks to return at once. Over the server's task limits it fails with
+        request asks to return at once; a call with a deadline is answered shortly
+        before it with the task as it stands (WORKING) rather than failing with
+        DEADLINE_EXCEEDED. Over the server's task limits it fails with
         RESOURCE_EXHAUSTED and a google.rpc.RetryInfo, and no task is created.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
