@@ -132,8 +132,7 @@ class _SessionCursor:
 
 
 _WINDOW_MODE = peer_pb2.SEQUENCE_MODE_WINDOW
-
-
+#: States a task never leaves.
 _FINAL_TASK_STATES = frozenset(
     {
         peer_pb2.TASK_STATE_COMPLETED,
@@ -173,7 +172,7 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
     def __init__(
         self, cursor: _SessionCursor, *, attempts: int, backoff: float, resync: bool
     ) -> None:
-        self._cursor = self.cursor = cursor
+        self._cursor = cursor
         self.attempts = attempts
         self.backoff = backoff
         self.resync = resync
@@ -293,9 +292,9 @@ class _StreamSequencingInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # ty
     and the stream opened once more, as for unary calls.
     """
 
-    def __init__(self, unary: _SequencingInterceptor) -> None:
+    def __init__(self, cursor: _SessionCursor, unary: _SequencingInterceptor) -> None:
+        self._cursor = cursor
         self._unary = unary
-        self._cursor = unary.cursor
 
     async def intercept_unary_stream(
         self,
@@ -729,7 +728,10 @@ class PeerClient:
             self._channel = grpc.aio.insecure_channel(
                 self.target,
                 options=_CHANNEL_OPTIONS,
-                interceptors=[self._interceptor, _StreamSequencingInterceptor(self._interceptor)],
+                interceptors=[
+                    self._interceptor,
+                    _StreamSequencingInterceptor(self._cursor, self._interceptor),
+                ],
             )
             self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
