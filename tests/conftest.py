@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,3 +183,22 @@ async def eventually(condition: Callable[[], Awaitable[bool] | bool], seconds: f
             if await result if inspect.isawaitable(result) else result:
                 return
             await asyncio.sleep(0.01)
+
+
+def state_slug(state: enum.Enum) -> str:
+    """A state's name as a test id: ``HANDSHAKE_SENT`` is ``handshake-sent``."""
+    return state.name.lower().replace("_", "-")
+
+
+def transition_params(
+    states: Iterable[enum.Enum], legal: Collection[tuple[Any, Any]], *, legal_ones: bool
+) -> list[pytest.ParameterSet]:
+    """Every (source, target) pair of ``states`` that is (or is not) in ``legal``, with
+    readable ids such as ``handshake-sent-to-established``."""
+    members = list(states)
+    return [
+        pytest.param(source, target, id=f"{state_slug(source)}-to-{state_slug(target)}")
+        for source in members
+        for target in members
+        if ((source, target) in legal) is legal_ones
+    ]

@@ -19,7 +19,7 @@ from peer_grpc import (
 )
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.state import TRANSITIONS, check_transition
-from tests.conftest import admit
+from tests.conftest import admit, state_slug, transition_params
 
 S = SessionState
 IDLE_TIMEOUT = 30.0
@@ -39,21 +39,8 @@ LEGAL: frozenset[tuple[SessionState, SessionState]] = frozenset(
 )
 
 
-def _slug(state: SessionState) -> str:
-    return state.name.lower().replace("_", "-")
-
-
-def _pairs(legal: bool) -> list[pytest.ParameterSet]:
-    return [
-        pytest.param(source, target, id=f"{_slug(source)}-to-{_slug(target)}")
-        for source in SessionState
-        for target in SessionState
-        if ((source, target) in LEGAL) is legal
-    ]
-
-
-LEGAL_PAIRS = _pairs(legal=True)
-ILLEGAL_PAIRS = _pairs(legal=False)
+LEGAL_PAIRS = transition_params(SessionState, LEGAL, legal_ones=True)
+ILLEGAL_PAIRS = transition_params(SessionState, LEGAL, legal_ones=False)
 
 
 def test_the_pairs_cover_every_combination_of_states() -> None:
@@ -146,7 +133,7 @@ async def session_in(manager: SessionManager, clock: ManualClock, state: Session
     return expired
 
 
-@pytest.mark.parametrize("state", list(SessionState), ids=_slug)
+@pytest.mark.parametrize("state", list(SessionState), ids=state_slug)
 async def test_helper_reaches_every_state(
     manager: SessionManager, clock: ManualClock, state: SessionState
 ) -> None:

@@ -18,7 +18,7 @@ from peer_grpc.errors import TaskNotFound
 from peer_grpc.stores import TaskStore
 from peer_grpc.task import Task, TaskChange
 from peer_grpc.task_state import TASK_TRANSITIONS, TaskState, check_task_transition
-from tests.conftest import TaskStoreFactory
+from tests.conftest import TaskStoreFactory, state_slug, transition_params
 
 T = TaskState
 
@@ -38,17 +38,8 @@ LEGAL: frozenset[tuple[TaskState, TaskState]] = frozenset(
 FINAL = (T.COMPLETED, T.FAILED, T.CANCELED, T.REJECTED)
 
 
-def _pairs(legal: bool) -> list[pytest.ParameterSet]:
-    return [
-        pytest.param(source, target, id=f"{source.name.lower()}-to-{target.name.lower()}")
-        for source in TaskState
-        for target in TaskState
-        if ((source, target) in LEGAL) is legal
-    ]
-
-
-LEGAL_PAIRS = _pairs(legal=True)
-ILLEGAL_PAIRS = _pairs(legal=False)
+LEGAL_PAIRS = transition_params(TaskState, LEGAL, legal_ones=True)
+ILLEGAL_PAIRS = transition_params(TaskState, LEGAL, legal_ones=False)
 
 
 def test_the_pairs_cover_every_combination_of_states() -> None:
@@ -61,12 +52,12 @@ def test_transition_table_is_the_spec() -> None:
     assert {(s, t) for s, targets in TASK_TRANSITIONS.items() for t in targets} == LEGAL
 
 
-@pytest.mark.parametrize("state", list(TaskState), ids=lambda state: state.name.lower())
+@pytest.mark.parametrize("state", list(TaskState), ids=state_slug)
 def test_state_values_match_the_proto_enum(state: TaskState) -> None:
     assert peer_pb2.TaskState.Value(f"TASK_STATE_{state.name}") == state.value
 
 
-@pytest.mark.parametrize("state", list(TaskState), ids=lambda state: state.name.lower())
+@pytest.mark.parametrize("state", list(TaskState), ids=state_slug)
 def test_only_completed_failed_canceled_and_rejected_are_final(state: TaskState) -> None:
     assert state.is_final is (state in FINAL)
 
