@@ -6,8 +6,11 @@ import asyncio
 import enum
 import inspect
 import os
+import tempfile
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,19 +31,58 @@ from peer_grpc import (
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from peer_grpc.retry import CallKey
-from peer_grpc.stores import MemoryTaskStore, TaskStore
+from peer_grpc.stores import MemoryTaskStore, RedisSessionStore, RedisTaskStore, TaskStore
+from tests.redis_server import RedisServer
 
 StoreFactory = Callable[..., SessionStore]
 TaskStoreFactory = Callable[..., TaskStore]
+
+_shared_redis: RedisServer | None = None
+
+
+def shared_redis() -> RedisServer:
+    """The redis-server the Redis store tests share, started on first use.
+
+    Each store built on it gets its own key prefix, so tests never see each other's keys.
+    """
+    global _shared_redis
+    if _shared_redis is None:
+        _shared_redis = RedisServer(Path(tempfile.mkdtemp(prefix="peer-grpc-redis-")))
+        _shared_redis.start()
+    return _shared_redis
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _shared_redis is not None:
+        _shared_redis.stop()
+
+
+def _unique_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def redis_session_store(**options: Any) -> RedisSessionStore:
+    """A Redis session store on the shared server, with keys of its own."""
+    options.setdefault("key_prefix", _unique_prefix())
+    return RedisSessionStore.from_url(shared_redis().url, **options)
+
+
+def redis_task_store(**options: Any) -> RedisTaskStore:
+    """A Redis task store on the shared server, with keys of its own."""
+    options.setdefault("key_prefix", _unique_prefix())
+    return RedisTaskStore.from_url(shared_redis().url, **options)
+
 
 #: Every SessionStore implementation; store-level and end-to-end tests run once per entry.
 #: Each takes the store's keyword options (e.g. ``retry_cache_size``).
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": MemorySessionStore,
+    "redis": redis_session_store,
 }
 #: Every TaskStore implementation, likewise; each takes ``retention``.
 TASK_STORE_FACTORIES: dict[str, TaskStoreFactory] = {
     "memory": MemoryTaskStore,
+    "redis": redis_task_store,
 }
 
 
@@ -51,9 +93,15 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
-def store_factory(request: pytest.FixtureRequest) -> StoreFactory:
-    """Builds a fresh store of each implementation in turn."""
-    return STORE_FACTORIES[request.param]
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store implementation a test runs on: each in turn."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_factory(backend: str) -> StoreFactory:
+    """Builds a fresh session store of the test's backend."""
+    return STORE_FACTORIES[backend]
 
 
 @pytest.fixture
@@ -66,10 +114,10 @@ async def store(store_factory: StoreFactory) -> AsyncIterator[SessionStore]:
         await store.close()
 
 
-@pytest.fixture(params=sorted(TASK_STORE_FACTORIES))
-def task_store_factory(request: pytest.FixtureRequest) -> TaskStoreFactory:
-    """Builds a fresh task store of each implementation in turn."""
-    return TASK_STORE_FACTORIES[request.param]
+@pytest.fixture
+def task_store_factory(backend: str) -> TaskStoreFactory:
+    """Builds a fresh task store of the test's backend."""
+    return TASK_STORE_FACTORIES[backend]
 
 
 @pytest.fixture
@@ -124,11 +172,18 @@ def task_registry(gate: Gate) -> TaskRegistry:
 async def server(
     server_config: ServerConfig,
     store_factory: StoreFactory,
+    task_store_factory: TaskStoreFactory,
     clock: ManualClock,
     task_registry: TaskRegistry,
 ) -> AsyncIterator[PeerServer]:
     """A real server on an ephemeral loopback port, stopped even when the test fails."""
-    server = PeerServer(server_config, store=store_factory(), clock=clock, tasks=task_registry)
+    server = PeerServer(
+        server_config,
+        store=store_factory(),
+        task_store=task_store_factory(retention=server_config.task_retention),
+        clock=clock,
+        tasks=task_registry,
+    )
     await server.start()
     try:
         yield server

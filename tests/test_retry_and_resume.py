@@ -30,7 +30,7 @@ from peer_grpc import (
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.metadata import SEQUENCE_KEY
 from peer_grpc.sequence import MAX_SEQUENCE, SequenceMode
-from tests.conftest import StoreFactory, open_session, session_metadata
+from tests.conftest import StoreFactory, TaskStoreFactory, open_session, session_metadata
 from tests.rpc_details import details_of
 
 Stub = peer_pb2_grpc.PeerServiceStub
@@ -116,7 +116,10 @@ ServerFactory = Callable[..., Awaitable[PeerServer]]
 
 @pytest.fixture
 async def start_server(
-    store_factory: StoreFactory, tasks: TaskRegistry, clock: ManualClock
+    store_factory: StoreFactory,
+    task_store_factory: TaskStoreFactory,
+    tasks: TaskRegistry,
+    clock: ManualClock,
 ) -> AsyncIterator[ServerFactory]:
     """Starts servers with a given mode and test interceptors; stops them all afterwards."""
     started: list[PeerServer] = []
@@ -130,11 +133,18 @@ async def start_server(
         use_clock: bool = True,
     ) -> PeerServer:
         config = ServerConfig(
-            host="127.0.0.1", port=port, sequence_mode=mode, replay_window=64, shutdown_grace=0
+            host="127.0.0.1",
+            port=port,
+            sequence_mode=mode,
+            replay_window=64,
+            shutdown_grace=0,
+            # The tests here are of sequences: no call may wait on a task limit.
+            max_tasks_per_session=64,
         )
         server = PeerServer(
             config,
             store=store if store is not None else store_factory(),
+            task_store=task_store_factory(),
             tasks=tasks,
             clock=clock if use_clock else None,
             outer_interceptors=outer,

@@ -81,7 +81,10 @@ class SequenceMachine(RuleBasedStateMachine):
         return session.session_id
 
     def teardown(self) -> None:
-        self.loop.close()
+        try:
+            self.run(self.manager.store.close())
+        finally:
+            self.loop.close()
 
     def submit(self, sequence: int, key: CallKey) -> None:
         expected = self.model.decide(sequence, key)

@@ -375,8 +375,9 @@ async def test_bad_task_requests_are_invalid_and_spend_no_sequence(
     details = details_of(error)
     assert details.code == StatusCode.INVALID_ARGUMENT
     assert details.bad_fields == [field]
+    assert before is not None
     assert await server.manager.get_session(peer.session_id) == before
-    assert len(server.tasks.store) == 0  # type: ignore[arg-type]
+    assert await server.tasks.store.list_owned(before.peer_id, after=0, limit=10) == []
 
 
 # --- limits ----------------------------------------------------------------------------------

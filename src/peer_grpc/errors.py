@@ -30,6 +30,7 @@ __all__ = [
     "SessionTerminated",
     "SessionTokenInvalid",
     "ShuttingDown",
+    "StoreUnavailable",
     "TaskError",
     "TaskLimitReached",
     "TaskNotCancelable",
@@ -279,6 +280,20 @@ class ShuttingDown(PeerError):
     """The server is stopping and takes no new work; another replica (or a restart) will."""
 
     reason = "SHUTTING_DOWN"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(PeerError):
+    """The session or task store cannot be reached (Redis down, failing over, or too slow).
+
+    Nothing is known to have changed: the caller sends the same call again after
+    ``retry_after`` seconds, and a resend of a call that did run gets its outcome.
+    """
+
+    reason = "STORE_UNAVAILABLE"
 
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)

@@ -51,7 +51,7 @@ from peer_grpc.metadata import (
     SessionCredentials,
     parse_session_metadata,
 )
-from peer_grpc.retry import CallKey, CallOutcome
+from peer_grpc.retry import FORGOTTEN, CallKey, CallOutcome
 from peer_grpc.rich_status import to_grpc_status
 from peer_grpc.service import SERVICE_NAME, ReceivedRequest
 from peer_grpc.session import Session
@@ -449,11 +449,8 @@ async def _answer_resend(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"the original call with sequence {sequence} was still running at the deadline",
         )
-    except asyncio.CancelledError:
-        if not (isinstance(replay, asyncio.Future) and replay.cancelled()):
-            raise  # this resend itself was cancelled
-        # The outcome was forgotten before it came (more calls than the cache holds).
-        raise _replay(session, sequence) from None
+    if outcome == FORGOTTEN:  # more calls were accepted since than the record holds
+        raise _replay(session, sequence)
     if outcome.server_sequence:
         await context.send_initial_metadata(((SEQUENCE_KEY, str(outcome.server_sequence)),))
     if outcome.code == 0:

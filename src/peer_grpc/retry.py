@@ -9,11 +9,24 @@ runs waits for its outcome. No gRPC here: outcomes are plain values.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["DEFAULT_RETRY_CACHE", "CallKey", "CallOutcome", "RetryCache", "request_digest"]
+__all__ = [
+    "DEFAULT_RETRY_CACHE",
+    "FORGOTTEN",
+    "NOT_RUN",
+    "CallKey",
+    "CallOutcome",
+    "RetryCache",
+    "decode_outcome",
+    "encode_outcome",
+    "request_digest",
+]
 
 #: How many accepted calls a session remembers by default.
 DEFAULT_RETRY_CACHE = 8
@@ -48,6 +61,55 @@ class CallOutcome:
     server_sequence: int = 0
 
 
+#: What a resend waiting for an outcome gets when the call was forgotten before its
+#: outcome came (more calls accepted since than the cache holds): it is refused as a REPLAY.
+FORGOTTEN = CallOutcome(code=-1, message="forgotten")
+
+#: What a resend gets when the original was admitted but never ran (the store's
+#: answer to the admission was lost): UNAVAILABLE, so the caller sends it again,
+#: and that resend runs it.
+NOT_RUN = CallOutcome(
+    code=14,  # UNAVAILABLE
+    message="the original call with this sequence was admitted but did not run; send it again",
+)
+
+
+def encode_outcome(outcome: CallOutcome) -> bytes:
+    """``outcome`` as bytes for a shared store (see :func:`decode_outcome`)."""
+    trailing = [
+        [key, base64.b64encode(value).decode(), True]
+        if isinstance(value, bytes)
+        else [key, value, False]
+        for key, value in outcome.trailing_metadata
+    ]
+    return json.dumps(
+        {
+            "code": outcome.code,
+            "response": base64.b64encode(outcome.response).decode(),
+            "message": outcome.message,
+            "trailing": trailing,
+            "server_sequence": outcome.server_sequence,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_outcome(data: bytes) -> CallOutcome:
+    """The outcome :func:`encode_outcome` wrote."""
+    raw: dict[str, Any] = json.loads(data)
+    trailing: tuple[tuple[str, str | bytes], ...] = tuple(
+        (key, base64.b64decode(value) if is_bytes else value)
+        for key, value, is_bytes in raw["trailing"]
+    )
+    return CallOutcome(
+        code=raw["code"],
+        response=base64.b64decode(raw["response"]),
+        message=raw["message"],
+        trailing_metadata=trailing,
+        server_sequence=raw["server_sequence"],
+    )
+
+
 @dataclass(slots=True)
 class _Entry:
     key: CallKey
@@ -74,7 +136,7 @@ class RetryCache:
         while len(self._entries) > self._size:
             _, evicted = self._entries.popitem(last=False)
             if not evicted.outcome.done():
-                evicted.outcome.cancel()  # waiters learn it is gone; see find()
+                evicted.outcome.set_result(FORGOTTEN)  # waiters learn it is gone
 
     def find(self, sequence: int, key: CallKey) -> asyncio.Future[CallOutcome] | None:
         """The outcome of the accepted call ``sequence`` if ``key`` matches it, else None."""

@@ -33,6 +33,7 @@ from peer_grpc.errors import (
     SessionTerminated,
     SessionTokenInvalid,
     ShuttingDown,
+    StoreUnavailable,
     TaskLimitReached,
     TaskNotCancelable,
     TaskNotFound,
@@ -57,6 +58,7 @@ STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
     TaskNotCancelable: grpc.StatusCode.FAILED_PRECONDITION,
     TaskLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     InternalError: grpc.StatusCode.INTERNAL,
 }
 
@@ -166,6 +168,7 @@ _DECODERS: Mapping[str, _Decoder] = {
         meta.get("scope", ""), int(meta.get("limit", "0") or 0), 0.0
     ),
     ShuttingDown.reason: _with_message(ShuttingDown),
+    StoreUnavailable.reason: _with_message(StoreUnavailable),
     NoCommonProtocolVersion.reason: lambda _message, meta, _: NoCommonProtocolVersion(
         meta.get("offered_versions", "").split(","), meta.get("supported_versions", "").split(",")
     ),

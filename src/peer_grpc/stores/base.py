@@ -131,6 +131,15 @@ class SessionStore(Protocol):
         """Counts by state and lifetime totals."""
         ...
 
+    async def check(self) -> None:
+        """Return if the store can serve calls now, else raise StoreUnavailable.
+
+        The server asks every second or so and reports the answer on its health
+        service; a store may also use the call to catch up on writes that waited
+        for it.
+        """
+        ...
+
     async def close(self) -> None:
         """Release the store's resources."""
         ...
@@ -186,6 +195,10 @@ class TaskStore(Protocol):
 
         Does at most about ``limit`` units of work, so callers can yield between batches.
         """
+        ...
+
+    async def check(self) -> None:
+        """Return if the store can serve calls now, else raise StoreUnavailable."""
         ...
 
     async def close(self) -> None:

@@ -216,6 +216,9 @@ class MemorySessionStore:
             sequence_errors_total=self._sequence_errors_total,
         )
 
+    async def check(self) -> None:
+        """Always available: it lives in this process."""
+
     async def close(self) -> None:
         """Nothing to release; sessions vanish with the process."""
 

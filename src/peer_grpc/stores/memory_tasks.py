@@ -141,6 +141,9 @@ class MemoryTaskStore:
             purged += 1
         return SweepResult(purged=purged, more=bool(ended and ended[0][0] <= now))
 
+    async def check(self) -> None:
+        """Always available: it lives in this process."""
+
     async def close(self) -> None:
         """Nothing to release; tasks vanish with the process."""
 
