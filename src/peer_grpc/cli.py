@@ -178,6 +178,24 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds a finished task stays readable before it is swept (default: %(default)s)",
     )
     serve_cmd.add_argument(
+        "--store",
+        default=_env("STORE", str, defaults.store),
+        help="where sessions and tasks live: 'memory' (this process) or a Redis URL such as "
+        "redis://127.0.0.1:6379/0 shared by every replica (default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--redis-key-prefix",
+        default=_env("REDIS_KEY_PREFIX", str, defaults.redis_key_prefix),
+        help="the start of every Redis key, to share one Redis (default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--redis-timeout",
+        type=_positive,
+        default=_env("REDIS_TIMEOUT", _positive, defaults.redis_timeout),
+        help="seconds a Redis command may take before a call fails UNAVAILABLE "
+        "(default: %(default)s)",
+    )
+    serve_cmd.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", _one_of("debug", "info", "warning", "error"), "info").upper(),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -273,6 +291,9 @@ def _run_serve(args: argparse.Namespace) -> int:
             max_running_tasks=args.max_tasks,
             max_tasks_per_session=args.max_tasks_per_session,
             task_retention=args.task_retention,
+            store=args.store,
+            redis_key_prefix=args.redis_key_prefix,
+            redis_timeout=args.redis_timeout,
         )
     except ValueError as error:
         print(f"peer-grpc: error: {error}", file=sys.stderr)

@@ -15,8 +15,10 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio.connection import parse_url
 
 from peer_grpc.clock import Clock
+from peer_grpc.errors import StoreUnavailable
 from peer_grpc.interceptors import peer_interceptors
 from peer_grpc.manager import DEFAULT_IDLE_TIMEOUT, SessionManager
 from peer_grpc.retry import DEFAULT_RETRY_CACHE
@@ -26,6 +28,10 @@ from peer_grpc.servicer import PeerServicer
 from peer_grpc.stores.base import SessionStore, TaskStore
 from peer_grpc.stores.memory import MemorySessionStore
 from peer_grpc.stores.memory_tasks import DEFAULT_TASK_RETENTION, MemoryTaskStore
+from peer_grpc.stores.redis_connection import RedisOptions, connect
+from peer_grpc.stores.redis_keys import DEFAULT_KEY_PREFIX
+from peer_grpc.stores.redis_sessions import RedisSessionStore
+from peer_grpc.stores.redis_tasks import RedisTaskStore
 from peer_grpc.task_manager import (
     DEFAULT_MAX_RUNNING_TASKS,
     DEFAULT_MAX_TASK_TIMEOUT,
@@ -39,6 +45,10 @@ from peer_grpc.validation import request_validators
 from peer_grpc.window import DEFAULT_WINDOW, ring_size
 
 __all__ = ["PeerServer", "ServerBindError", "ServerConfig", "format_address", "serve"]
+
+#: The URL schemes of the stores a server can use.
+MEMORY_STORE = "memory"
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +99,15 @@ class ServerConfig:
     max_tasks_per_session: int = DEFAULT_MAX_TASKS_PER_SESSION
     #: Seconds a finished task is kept for GetTask and ListTasks before it is swept.
     task_retention: float = DEFAULT_TASK_RETENTION
+    #: Where sessions and tasks live: ``memory`` (this process only) or a Redis URL
+    #: (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://``) shared by replicas.
+    store: str = MEMORY_STORE
+    #: The start of every Redis key, so that deployments can share one Redis.
+    redis_key_prefix: str = DEFAULT_KEY_PREFIX
+    #: Seconds a Redis command may take before the call gets UNAVAILABLE.
+    redis_timeout: float = 1.0
+    #: Seconds between checks of the store, whose answer the health service reports.
+    store_check_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -107,6 +126,17 @@ class ServerConfig:
             raise ValueError("retry_cache_size must be 0-1024")
         if self.task_retention < 0:
             raise ValueError("task_retention must not be negative")
+        if self.store != MEMORY_STORE:
+            if not self.store.startswith(_REDIS_SCHEMES):
+                raise ValueError(
+                    f"store must be {MEMORY_STORE!r} or a redis://, rediss:// or unix:// URL"
+                )
+            try:
+                parse_url(self.store)
+            except ValueError as error:
+                raise ValueError(f"store: {error}") from None
+        if self.redis_timeout <= 0 or self.store_check_interval <= 0:
+            raise ValueError("redis_timeout and store_check_interval must be positive")
         self.task_limits  # noqa: B018 - raises for limits out of range
 
     @property
@@ -118,6 +148,11 @@ class ServerConfig:
             max_running=self.max_running_tasks,
             max_running_per_session=self.max_tasks_per_session,
         )
+
+    @property
+    def uses_redis(self) -> bool:
+        """Whether sessions and tasks live in Redis."""
+        return self.store != MEMORY_STORE
 
     @property
     def effective_heartbeat_interval(self) -> float:
@@ -142,9 +177,9 @@ class PeerServer:
 
     Args:
         config: how to run.
-        store: the session store; in memory when omitted.
+        store: the session store; the one ``config.store`` names when omitted.
         tasks: task handlers for DelegateTask; the built-in ones when omitted.
-        task_store: where tasks live; in memory when omitted.
+        task_store: where tasks live; the one ``config.store`` names when omitted.
         clock: the time source; the system clock when omitted.
         outer_interceptors: interceptors that run before the PeerService's own
             (for tracing, or for tests that delay or drop calls).
@@ -161,8 +196,7 @@ class PeerServer:
         outer_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.config = config = config or ServerConfig()
-        if store is None:
-            store = MemorySessionStore(retry_cache_size=config.retry_cache_size)
+        store, task_store = _open_stores(config, store, task_store)
         self.manager = SessionManager(
             store,
             clock=clock,
@@ -171,8 +205,6 @@ class PeerServer:
             replay_window=config.replay_window,
         )
         self._outer_interceptors = tuple(outer_interceptors)
-        if task_store is None:
-            task_store = MemoryTaskStore(retention=config.task_retention)
         self.tasks = TaskManager(
             tasks if tasks is not None else default_registry(),
             task_store,
@@ -183,6 +215,9 @@ class PeerServer:
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._store_watch: asyncio.Task[None] | None = None
+        #: Whether the stores answered at the last check (what health reports).
+        self.store_available = True
         self._port = 0
 
     @property
@@ -232,7 +267,12 @@ class PeerServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="peer-grpc-sweeper")
-        log.info("peer-grpc serving on %s (plaintext, no TLS)", self.address)
+        self._store_watch = asyncio.create_task(self._watch_store(), name="peer-grpc-store-watch")
+        log.info(
+            "peer-grpc serving on %s (plaintext, no TLS) with the %s store",
+            self.address,
+            "redis" if config.uses_redis else "memory",
+        )
 
     def _bind(self, server: grpc.aio.Server) -> int:
         address = self.config.address
@@ -256,11 +296,12 @@ class PeerServer:
         server, self._server = self._server, None
         grace = self.config.shutdown_grace if grace is None else grace
         await self.health.enter_graceful_shutdown()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        for background in (self._sweeper, self._store_watch):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+        self._sweeper = self._store_watch = None
         # Together: calls that wait for tasks end as the tasks end (or are canceled).
         await asyncio.gather(self.tasks.shutdown(grace), server.stop(grace))
         await self.tasks.store.close()
@@ -277,8 +318,41 @@ class PeerServer:
             await asyncio.sleep(self.config.sweep_interval)
             try:
                 await self.sweep()
+            except StoreUnavailable as error:
+                log.warning("sweep skipped: %s", error.message)
             except Exception:
                 log.exception("sweep failed; retrying at the next interval")
+
+    async def _watch_store(self) -> None:
+        """Report NOT_SERVING on the health service while the store does not answer."""
+        while True:
+            try:
+                await self.manager.store.check()
+                await self.tasks.store.check()
+            except StoreUnavailable as error:
+                await self._set_store_available(False, error.message)
+            except Exception as error:
+                log.exception("the store check failed")
+                await self._set_store_available(False, str(error))
+            else:
+                await self._set_store_available(True, "")
+            await asyncio.sleep(self.config.store_check_interval)
+
+    async def _set_store_available(self, available: bool, why: str) -> None:
+        if available == self.store_available:
+            return
+        self.store_available = available
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if available
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+        if available:
+            log.info("the store answers again: SERVING")
+        else:
+            log.warning("the store does not answer (%s): NOT_SERVING until it does", why)
 
     async def sweep(self) -> None:
         """Expire idle sessions, cancel the tasks of sessions gone, forget old tasks.
@@ -289,6 +363,7 @@ class PeerServer:
         if expired:
             log.info("swept %d expired sessions", expired)
         await self.tasks.cancel_orphans(self.manager.is_session_valid)
+        await self.tasks.stop_ended_elsewhere()
         purged = await self.tasks.sweep()
         if purged:
             log.info("forgot %d finished tasks past their retention", purged)
@@ -319,3 +394,37 @@ async def serve(config: ServerConfig, *, tasks: TaskRegistry | None = None) -> N
         log.info("shutting down: draining calls for up to %.1fs", config.shutdown_grace)
     finally:
         await server.stop()
+
+
+def _open_stores(
+    config: ServerConfig, store: SessionStore | None, task_store: TaskStore | None
+) -> tuple[SessionStore, TaskStore]:
+    """The stores given, and for those not given the ones ``config.store`` names.
+
+    Redis stores built here share one client (one connection pool).
+    """
+    if not config.uses_redis:
+        return (
+            store or MemorySessionStore(retry_cache_size=config.retry_cache_size),
+            task_store or MemoryTaskStore(retention=config.task_retention),
+        )
+    options = RedisOptions(command_timeout=config.redis_timeout)
+    client = connect(config.store, options) if store is None or task_store is None else None
+    if store is None:
+        assert client is not None
+        store = RedisSessionStore(
+            client,
+            key_prefix=config.redis_key_prefix,
+            retry_cache_size=config.retry_cache_size,
+            retry_after=options.retry_after,
+        )
+    if task_store is None:
+        assert client is not None
+        task_store = RedisTaskStore(
+            client,
+            key_prefix=config.redis_key_prefix,
+            retention=config.task_retention,
+            retry_after=options.retry_after,
+            watch_poll=min(0.5, options.command_timeout / 2),
+        )
+    return store, task_store

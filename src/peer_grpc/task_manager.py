@@ -324,6 +324,27 @@ class TaskManager:
                 canceled += await self.cancel_session(session_id, "its session expired")
         return canceled
 
+    async def stop_ended_elsewhere(self) -> int:
+        """Stop the handlers of tasks that ended through another replica; returns how many.
+
+        A CancelTask that reaches another replica sharing the store ends the task
+        there; this replica learns of it here, at its next sweep.
+        """
+        stopped = 0
+        for record in list(self._running.values()):
+            task = await self.store.get(record.task_id)
+            if task is not None and not task.state.is_final:
+                continue
+            record.context.cancel()
+            if record.handler is not None and not record.handler.done():
+                record.handler.cancel()
+                stopped += 1
+            if task is not None:
+                self._resolve(task)
+        if stopped:
+            log.info("stopped %d tasks that ended on another replica", stopped)
+        return stopped
+
     async def sweep(self, batch: int = SWEEP_BATCH) -> int:
         """Forget tasks that ended longer ago than the retention; returns how many.
 
