@@ -99,9 +99,18 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store_factory(backend: str) -> StoreFactory:
-    """Builds a fresh session store of the test's backend."""
-    return STORE_FACTORIES[backend]
+async def store_factory(backend: str) -> AsyncIterator[StoreFactory]:
+    """Builds fresh session stores of the test's backend, closed after the test."""
+    built: list[SessionStore] = []
+
+    def build(**options: Any) -> SessionStore:
+        built.append(STORE_FACTORIES[backend](**options))
+        return built[-1]
+
+    yield build
+    # Closing twice is harmless; a store read after its server closed it reconnected.
+    for store in built:
+        await store.close()
 
 
 @pytest.fixture
@@ -115,9 +124,17 @@ async def store(store_factory: StoreFactory) -> AsyncIterator[SessionStore]:
 
 
 @pytest.fixture
-def task_store_factory(backend: str) -> TaskStoreFactory:
-    """Builds a fresh task store of the test's backend."""
-    return TASK_STORE_FACTORIES[backend]
+async def task_store_factory(backend: str) -> AsyncIterator[TaskStoreFactory]:
+    """Builds fresh task stores of the test's backend, closed after the test."""
+    built: list[TaskStore] = []
+
+    def build(**options: Any) -> TaskStore:
+        built.append(TASK_STORE_FACTORIES[backend](**options))
+        return built[-1]
+
+    yield build
+    for store in built:
+        await store.close()
 
 
 @pytest.fixture

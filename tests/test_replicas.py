@@ -155,6 +155,7 @@ async def test_one_sequence_with_two_messages_on_both_replicas_admits_exactly_on
     assert sum(recorder.runs.values()) == 20
 
 
+@pytest.mark.timeout(300)
 async def test_16_clients_x_200_calls_over_both_replicas_end_with_exact_sequences(
     two_stubs: tuple[Stub, Stub],
 ) -> None:

@@ -153,6 +153,8 @@ async def test_a_taken_port_fails_to_bind_instead_of_sharing_it(server: PeerServ
         await second.start()
 
 
+# 12,800 calls: seconds here, minutes on a loaded shared machine.
+@pytest.mark.timeout(300)
 async def test_64_sessions_making_200_calls_each_concurrently(server: PeerServer):
     sessions, calls = 64, 200
 

@@ -43,6 +43,7 @@ from peer_grpc.errors import (
     SequenceError,
     SequenceErrorKind,
     SessionRequired,
+    StoreUnavailable,
 )
 from peer_grpc.manager import SessionManager
 from peer_grpc.metadata import (
@@ -51,7 +52,7 @@ from peer_grpc.metadata import (
     SessionCredentials,
     parse_session_metadata,
 )
-from peer_grpc.retry import FORGOTTEN, CallKey, CallOutcome
+from peer_grpc.retry import FORGOTTEN, NOT_RUN, CallKey, CallOutcome
 from peer_grpc.rich_status import to_grpc_status
 from peer_grpc.service import SERVICE_NAME, ReceivedRequest
 from peer_grpc.session import Session
@@ -394,6 +395,15 @@ async def _serving(
         outcome = CallOutcome(code=0, response=served.response)
     except grpc.aio.AbortError:
         outcome = _outcome_of_abort(context)
+        raise
+    except StoreUnavailable:
+        # The store failed mid-call. Unless the call's effect is known to be done (then a
+        # resend learns it), the call is marked as not run, so that a resend runs it.
+        outcome = (
+            CallOutcome(code=0, response=served.if_interrupted)
+            if served.if_interrupted
+            else NOT_RUN
+        )
         raise
     except PeerError as error:
         outcome = _outcome_of_status(to_grpc_status(error))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -297,10 +296,11 @@ class PeerServer:
         grace = self.config.shutdown_grace if grace is None else grace
         await self.health.enter_graceful_shutdown()
         for background in (self._sweeper, self._store_watch):
-            if background is not None:
+            # redis-py may turn a cancellation in the middle of a command into a
+            # connection error, which these loops survive: cancel until it takes.
+            while background is not None and not background.done():
                 background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
+                await asyncio.wait({background}, timeout=0.5)
         self._sweeper = self._store_watch = None
         # Together: calls that wait for tasks end as the tasks end (or are canceled).
         await asyncio.gather(self.tasks.shutdown(grace), server.stop(grace))
@@ -404,10 +404,12 @@ def _open_stores(
     Redis stores built here share one client (one connection pool).
     """
     if not config.uses_redis:
-        return (
-            store or MemorySessionStore(retry_cache_size=config.retry_cache_size),
-            task_store or MemoryTaskStore(retention=config.task_retention),
-        )
+        # `is None`, not `or`: an empty memory store has a length of 0 and is falsy.
+        if store is None:
+            store = MemorySessionStore(retry_cache_size=config.retry_cache_size)
+        if task_store is None:
+            task_store = MemoryTaskStore(retention=config.task_retention)
+        return store, task_store
     options = RedisOptions(command_timeout=config.redis_timeout)
     client = connect(config.store, options) if store is None or task_store is None else None
     if store is None:

@@ -25,6 +25,7 @@ from peer_grpc.errors import (
     InvalidTransition,
     PeerError,
     ShuttingDown,
+    StoreUnavailable,
     TaskLimitReached,
     TaskNotCancelable,
     TaskNotFound,
@@ -60,6 +61,8 @@ DEFAULT_TASK_TIMEOUT = 300.0
 DEFAULT_MAX_TASK_TIMEOUT = 3600.0
 DEFAULT_MAX_RUNNING_TASKS = 64
 DEFAULT_MAX_TASKS_PER_SESSION = 8
+#: Seconds a task's change is retried while the store is unavailable.
+_RECORD_PATIENCE = 60.0
 #: How long a shutdown waits for canceled tasks to record their end before leaving them.
 _SHUTDOWN_SETTLE = 1.0
 
@@ -461,13 +464,36 @@ class TaskManager:
             await self._change(task.task_id, _ending(handler.result()))
 
     async def _change(self, task_id: str, change: TaskChange) -> Task | None:
-        """Apply ``change``; None if the task ended another way first."""
-        try:
-            task = await self.store.change(task_id, change, self.clock.now())
-        except InvalidTransition:
-            return None
-        self._resolve(task)
-        return task
+        """Apply ``change``; None if the task ended another way first.
+
+        While the store is unavailable the change is tried again, with backoff, for
+        up to :data:`_RECORD_PATIENCE` seconds: a handler's result is not given up
+        for a store that is restarting or failing over.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _RECORD_PATIENCE
+        delay = 0.05
+        retried = False
+        while True:
+            try:
+                task = await self.store.change(task_id, change, self.clock.now())
+            except InvalidTransition:
+                if not retried:
+                    return None
+                # A try whose answer was lost may have made the change already.
+                current = await self.store.get(task_id)
+                if current is None or current.state is not change.state:
+                    return None
+                task = current
+            except StoreUnavailable:
+                if loop.time() + delay > give_up:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                retried = True
+                continue
+            self._resolve(task)
+            return task
 
     async def _cancel(self, task_id: str, code: str, message: str) -> Task:
         """End the task CANCELED and stop its handler.

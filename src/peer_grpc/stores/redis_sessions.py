@@ -16,6 +16,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import redis.asyncio
@@ -271,7 +272,8 @@ class RedisSessionStore:
         admission = self._admissions.pop((session_id, sequence), None)
         if admission is None:
             return
-        entry = (session_id, sequence, admission, encode_outcome(outcome))
+        value = _NOT_RUN_MARK if _is_not_run(outcome) else encode_outcome(outcome)
+        entry = (session_id, sequence, admission, value)
         try:
             await self._settle(entry)
         except unavailable_errors:
@@ -479,6 +481,10 @@ class _Outcome:
             if key != self._call_key:
                 return FORGOTTEN
         return NOT_RUN if value == _NOT_RUN_MARK else decode_outcome(value)
+
+
+def _is_not_run(outcome: CallOutcome) -> bool:
+    return replace(outcome, server_sequence=0) == NOT_RUN
 
 
 def _time(seconds: float) -> str:

@@ -1,0 +1,179 @@
+"""Redis failing under load: every failed call is UNAVAILABLE, the server survives and says
+NOT_SERVING, and once Redis answers again the same sessions go on with nothing run twice.
+
+Each test runs its own redis-server, with an fsynced append-only file, so that it
+can be frozen (SIGSTOP) or killed and restarted without touching other tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from peer_grpc import PeerServer, ServerConfig, default_registry
+from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
+from tests.conftest import open_session, session_metadata
+from tests.redis_server import RedisServer
+
+Stub = peer_pb2_grpc.PeerServiceStub
+SESSIONS = 6
+#: Every call's deadline: longer than the server needs to give up on Redis.
+CALL_TIMEOUT = 5.0
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path, append_only=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def runs() -> Counter[str]:
+    """How often each message's effect ran, by message id."""
+    return Counter()
+
+
+@pytest.fixture
+async def server(redis_server: RedisServer, runs: Counter[str]) -> AsyncIterator[PeerServer]:
+    async def record(payload: dict[str, Any]) -> dict[str, Any]:
+        runs[payload["id"]] += 1
+        return {"id": payload["id"]}
+
+    registry = default_registry()
+    registry.register("record", record)
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        store=redis_server.url,
+        redis_key_prefix=f"faults-{uuid.uuid4().hex[:8]}",
+        redis_timeout=0.3,
+        store_check_interval=0.1,
+        shutdown_grace=0,
+    )
+    server = PeerServer(config, tasks=registry)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
+
+
+class Sender:
+    """One peer sending numbered messages, each resent with the same sequence and bytes
+    until it is answered, as the protocol asks of a peer that lost an answer."""
+
+    def __init__(self, stub: Stub, session_id: str, name: str) -> None:
+        self.stub = stub
+        self.session_id = session_id
+        self.name = name
+        self.sequence = 0
+        self.failures: Counter[str] = Counter()
+        self.answered: list[str] = []
+
+    async def send_one(self) -> None:
+        self.sequence += 1
+        message_id = f"{self.name}-{self.sequence}"
+        request = peer_pb2.DelegateTaskRequest(task_type="record")
+        json_format.ParseDict({"id": message_id}, request.payload)
+        metadata = session_metadata(self.session_id, self.sequence)
+        while True:
+            try:
+                response = await self.stub.DelegateTask(
+                    request, metadata=metadata, timeout=CALL_TIMEOUT
+                )
+            except grpc.aio.AioRpcError as error:
+                self.failures[error.code().name] += 1
+                await asyncio.sleep(0.05)
+                continue
+            # COMPLETED; or, for a resend of a call whose answer was lost, the task as
+            # the original left it (its effect, the task, is what counts).
+            assert response.task.task_type == "record"
+            self.answered.append(message_id)
+            return
+
+    async def keep_sending(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.send_one()
+
+
+async def health_of(channel: grpc.aio.Channel) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    response = await stub.Check(health_pb2.HealthCheckRequest(service="peer.v1.PeerService"))
+    return int(response.status)
+
+
+async def run_through_fault(
+    server: PeerServer, fault: Callable[[], None], recover: Callable[[], None]
+) -> tuple[list[Sender], list[int]]:
+    """Load the server, break Redis for a while, mend it, and keep loading; returns the
+    senders and the health statuses seen while Redis was broken."""
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = Stub(channel)
+        senders = [
+            Sender(stub, (await open_session(stub, f"peer-{index}")).session_id, f"p{index}")
+            for index in range(SESSIONS)
+        ]
+        stop = asyncio.Event()
+        load = [asyncio.create_task(sender.keep_sending(stop)) for sender in senders]
+        await asyncio.sleep(0.5)
+
+        fault()
+        health_seen = []
+        for _ in range(15):
+            await asyncio.sleep(0.1)
+            health_seen.append(await health_of(channel))
+        recover()
+
+        await asyncio.sleep(1.5)  # the same sessions go on
+        stop.set()
+        await asyncio.gather(*load)
+        for sender in senders:
+            await sender.send_one()
+        assert await health_of(channel) == health_pb2.HealthCheckResponse.SERVING
+    return senders, health_seen
+
+
+def check_exactly_once(senders: list[Sender], runs: Counter[str]) -> None:
+    for sender in senders:
+        assert set(sender.failures) <= {"UNAVAILABLE"}, sender.failures
+        sent = [f"{sender.name}-{sequence}" for sequence in range(1, sender.sequence + 1)]
+        assert sender.answered == sent
+    assert set(runs.values()) == {1}, [key for key, count in runs.items() if count != 1]
+    assert sum(runs.values()) == sum(sender.sequence for sender in senders)
+    assert sum(sum(sender.failures.values()) for sender in senders) > 0, "no call failed"
+
+
+async def test_a_frozen_redis_fails_calls_unavailable_and_they_go_on_after(
+    server: PeerServer, redis_server: RedisServer, runs: Counter[str]
+) -> None:
+    senders, health_seen = await run_through_fault(server, redis_server.freeze, redis_server.thaw)
+
+    check_exactly_once(senders, runs)
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in health_seen
+
+
+async def test_a_redis_restarted_from_its_append_only_file_loses_no_session(
+    server: PeerServer, redis_server: RedisServer, runs: Counter[str]
+) -> None:
+    senders, health_seen = await run_through_fault(server, redis_server.kill, redis_server.start)
+
+    check_exactly_once(senders, runs)
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in health_seen
+    stats = await server.manager.get_session_stats()
+    assert stats.established == SESSIONS
