@@ -12,7 +12,7 @@ PROTO_SRC := protos/peer/v1/peer.proto
 # breaks a client generated from it. Move it forward when a release is cut.
 PROTO_BASELINE ?= ffbacc593aaf51184c7d49dd3150b49266f8a253
 
-.PHONY: all serve test lint proto proto-check proto-breaking bench venv node clean
+.PHONY: all serve test fuzz lint proto proto-check proto-breaking bench venv node clean
 
 all: lint test
 
@@ -37,6 +37,10 @@ serve: $(VENV_STAMP)
 ## test: the whole test suite
 test: $(VENV_STAMP) $(NODE_STAMP)
 	$(PY) -m pytest
+
+## fuzz: the fuzz tests with ten times the inputs that `make test` gives them
+fuzz: $(VENV_STAMP) $(NODE_STAMP)
+	PEER_GRPC_FUZZ_SCALE=10 $(PY) -m pytest tests/test_fuzz.py --timeout=0
 
 ## lint: ruff, mypy and buf lint/format
 lint: $(VENV_STAMP) $(NODE_STAMP)

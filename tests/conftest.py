@@ -149,8 +149,20 @@ async def task_store(task_store_factory: TaskStoreFactory) -> AsyncIterator[Task
 
 @pytest.fixture
 def server_config() -> ServerConfig:
-    """The configuration of the ``server`` fixture; override in a module to change it."""
-    return ServerConfig(host="127.0.0.1", port=0, idle_timeout=30.0, shutdown_grace=0.5)
+    """The configuration of the ``server`` fixture; override in a module to change it.
+
+    Handshake rate limits are off: on the test's manual clock no token ever comes
+    back, and tests of other behaviours handshake as often as they like. The
+    limits have tests of their own.
+    """
+    return ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        idle_timeout=30.0,
+        shutdown_grace=0.5,
+        peer_handshake_rate=0,
+        client_handshake_rate=0,
+    )
 
 
 @dataclass

@@ -18,6 +18,7 @@ import pytest
 from peer_grpc import PeerClient, __version__
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.cli import main
+from tests.certs import Pki
 
 SERVING = re.compile(r"serving on (\S+)")
 
@@ -30,6 +31,10 @@ class ServeProcess:
 
     def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
         self.process.send_signal(signum)
+        return self.wait()
+
+    def wait(self) -> tuple[int, str]:
+        """Wait for the process to exit; its exit status and everything it logged."""
         _, rest = self.process.communicate(timeout=15)
         return self.process.returncode, "".join(self.log) + rest
 
@@ -387,3 +392,94 @@ def test_serve_refuses_a_tasks_module_that_fails_to_import(tmp_path: Path):
     assert result.returncode == 2
     assert "cannot import 'broken_tasks': SyntaxError" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_drains_a_call_in_flight_on_sigterm_and_exits_0(serve_process: ServeProcess):
+    async def delegate_then_stop() -> int:
+        async with PeerClient(serve_process.address, "draining", heartbeat=False) as client:
+            call = asyncio.create_task(client.delegate_task("sleep", {"seconds": 1.0}))
+            await asyncio.sleep(0.3)  # the task is running
+            serve_process.process.send_signal(signal.SIGTERM)
+            task = await call
+            await client.close(terminate=False)
+            return task.state
+
+    state = asyncio.run(delegate_then_stop())
+
+    code, log = serve_process.wait()
+    assert state == peer_pb2.TASK_STATE_COMPLETED
+    assert code == 0
+    assert "shutting down" in log
+
+
+def test_serve_and_the_client_commands_speak_mutual_tls(tmp_path: Path, capsys):
+    pki = Pki(tmp_path)
+    server_cert = pki.issue("127.0.0.1")
+    client_cert = pki.issue("cli.example.org")
+    served = start_serve(
+        *("--host", "127.0.0.1", "--port", "0"),
+        *("--tls-cert", server_cert.cert, "--tls-key", server_cert.key),
+        *("--tls-client-ca", pki.ca_file),
+    )
+    try:
+        tls = (
+            "--tls-ca",
+            pki.ca_file,
+            "--tls-cert",
+            client_cert.cert,
+            "--tls-key",
+            client_cert.key,
+        )
+        code, out, _ = run_cli(
+            capsys, "status", served.address, "--peer-id", "cli.example.org", *tls
+        )
+        assert code == 0
+        assert json.loads(out)["session"]["peerId"] == "cli.example.org"
+
+        code, _, err = run_cli(capsys, "ping", served.address, "--peer-id", "someone-else", *tls)
+        assert code != 0
+        assert "PERMISSION_DENIED" in err or "may not claim" in err
+    finally:
+        code, log = served.stop()
+    assert code == 0
+    assert "(mutual TLS)" in log
+
+
+def test_serve_in_plaintext_warns_that_it_is_for_loopback_development(
+    serve_process: ServeProcess,
+):
+    _, log = serve_process.stop()
+    assert "PLAINTEXT" in log
+    assert "loopback development only" in log
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(("--tls-cert", "cert.pem"), "tls_cert and tls_key", id="cert-without-key"),
+        pytest.param(("--tls-client-ca", "ca.pem"), "needs tls_cert", id="client-ca-without-cert"),
+        pytest.param(
+            ("--tls-cert", "missing.pem", "--tls-key", "missing.key"),
+            "cannot read the TLS certificate",
+            id="missing-files",
+        ),
+    ],
+)
+def test_serve_refuses_tls_settings_it_cannot_use(args: tuple[str, ...], message: str):
+    result = run_serve("--port", "0", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_an_identity_map_that_is_not_an_object_of_lists(tmp_path: Path):
+    pki = Pki(tmp_path)
+    server_cert = pki.issue("127.0.0.1")
+    identity_map = tmp_path / "identities.json"
+    identity_map.write_text('{"gateway": "orders"}')
+    result = run_serve(
+        *("--port", "0", "--tls-cert", server_cert.cert, "--tls-key", server_cert.key),
+        *("--tls-client-ca", pki.ca_file, "--identity-map", str(identity_map)),
+    )
+    assert result.returncode == 2
+    assert "must map to a list of strings" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -24,10 +25,8 @@ FINAL = {
 
 
 @pytest.fixture
-def server_config() -> ServerConfig:
-    return ServerConfig(
-        host="127.0.0.1", port=0, idle_timeout=30.0, shutdown_grace=0.5, max_tasks_per_session=1
-    )
+def server_config(server_config: ServerConfig) -> ServerConfig:
+    return replace(server_config, max_tasks_per_session=1)
 
 
 @pytest.fixture

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -23,8 +25,8 @@ BUF = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "buf"
 
 
 @pytest.fixture
-def server_config() -> ServerConfig:
-    return ServerConfig(host="127.0.0.1", port=0, allow_sessionless=True, shutdown_grace=0.5)
+def server_config(server_config: ServerConfig) -> ServerConfig:
+    return replace(server_config, allow_sessionless=True)
 
 
 async def test_sessionless_mode_lets_ping_and_status_through_without_a_session(
@@ -176,3 +178,27 @@ async def test_64_sessions_making_200_calls_each_concurrently(server: PeerServer
     stats = await server.manager.get_session_stats()
     assert stats.sequence_errors_total == 0
     assert stats.established == sessions
+
+
+async def test_logs_never_carry_a_full_session_id_or_a_token(
+    server: PeerServer, stub: peer_pb2_grpc.PeerServiceStub, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)
+    async with PeerClient(server.address, "quiet", heartbeat=False) as client:
+        await client.ping()
+        first_id, first_ticket = client.session_id, client.ticket
+        with pytest.raises(grpc.aio.AioRpcError):  # a replay, refused and perhaps logged
+            await stub.Ping(
+                peer_pb2.PingRequest(payload=b"x"), metadata=session_metadata(str(first_id), 1)
+            )
+        await client.handshake()  # replaces the first session, which the server logs
+        await client.delegate_task("echo", {"said": "nothing"})
+        second_id, second_ticket = client.session_id, client.ticket
+    await server.sweep()
+
+    assert first_ticket is not None
+    assert second_ticket is not None
+    assert caplog.records  # something was logged, so the check below means something
+    for secret in (first_id, second_id, first_ticket.session_token, second_ticket.session_token):
+        assert secret
+        assert secret not in caplog.text

@@ -48,6 +48,22 @@ class LoopThread:
         self.loop.close()
 
 
+class PlaintextContext:
+    """grpc_testing's context as a plaintext loopback call's: it has no auth context."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:40000"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 class SyncBridge:
     """Presents an async servicer to grpc_testing, with ``session`` as the admitted one."""
 
@@ -62,7 +78,7 @@ class SyncBridge:
         async def call(request: Message, context: Any) -> Message:
             token = bind_session(self.session)
             try:
-                response: Message = await method(request, context)
+                response: Message = await method(request, PlaintextContext(context))
                 return response
             finally:
                 unbind_session(token)

@@ -87,6 +87,7 @@ async def test_create_session_opens_an_initial_session(
         sequence_num=0,
         expected_sequence=1,
         ended_at=0.0,
+        lifetime_ends_at=now + manager.max_lifetime,
     )
     assert await manager.get_session(session.session_id) == session
     assert await manager.get_session_by_peer("peer-a") == session

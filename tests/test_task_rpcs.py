@@ -7,6 +7,7 @@ RetryInfo, and leave no task behind.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -26,15 +27,8 @@ StatusCode = grpc.StatusCode
 
 
 @pytest.fixture
-def server_config() -> ServerConfig:
-    return ServerConfig(
-        host="127.0.0.1",
-        port=0,
-        idle_timeout=30.0,
-        shutdown_grace=0.5,
-        max_running_tasks=4,
-        max_tasks_per_session=2,
-    )
+def server_config(server_config: ServerConfig) -> ServerConfig:
+    return replace(server_config, max_running_tasks=4, max_tasks_per_session=2)
 
 
 class Peer:

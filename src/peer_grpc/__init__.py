@@ -6,18 +6,23 @@ from peer_grpc.client import PeerClient, SessionTicket
 from peer_grpc.clock import Clock, ManualClock, SystemClock
 from peer_grpc.errors import (
     FieldViolation,
+    HandshakeRateLimited,
     InternalError,
     InvalidArgument,
     InvalidSessionState,
     InvalidTransition,
     NoCommonProtocolVersion,
     PeerError,
+    PeerIdNotAllowed,
+    PermissionDenied,
     RemoteError,
     SequenceError,
     SequenceErrorKind,
     SequenceExhausted,
     SessionError,
     SessionExpired,
+    SessionIdentityMismatch,
+    SessionLimitReached,
     SessionNotFound,
     SessionRequired,
     SessionTerminated,
@@ -28,6 +33,7 @@ from peer_grpc.errors import (
     TaskNotCancelable,
     TaskNotFound,
 )
+from peer_grpc.identity import PeerIdPolicy
 from peer_grpc.manager import SessionManager
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.server import PeerServer, ServerBindError, ServerConfig, serve
@@ -38,10 +44,12 @@ from peer_grpc.task import Task
 from peer_grpc.task_manager import TaskLimits, TaskManager
 from peer_grpc.task_state import TaskState
 from peer_grpc.tasks import TaskContext, TaskRegistry, TaskRejected, current_task, default_registry
+from peer_grpc.tls import channel_credentials
 
 __all__ = [
     "Clock",
     "FieldViolation",
+    "HandshakeRateLimited",
     "InternalError",
     "InvalidArgument",
     "InvalidSessionState",
@@ -52,7 +60,10 @@ __all__ = [
     "NoCommonProtocolVersion",
     "PeerClient",
     "PeerError",
+    "PeerIdNotAllowed",
+    "PeerIdPolicy",
     "PeerServer",
+    "PermissionDenied",
     "RemoteError",
     "SequenceError",
     "SequenceErrorKind",
@@ -63,6 +74,8 @@ __all__ = [
     "Session",
     "SessionError",
     "SessionExpired",
+    "SessionIdentityMismatch",
+    "SessionLimitReached",
     "SessionManager",
     "SessionNotFound",
     "SessionRequired",
@@ -87,6 +100,7 @@ __all__ = [
     "TaskState",
     "TaskStore",
     "__version__",
+    "channel_credentials",
     "current_session",
     "current_session_or_none",
     "current_task",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -23,10 +24,12 @@ from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc._version import __version__
 from peer_grpc.client import PeerClient, SessionTicket
 from peer_grpc.errors import PeerError
+from peer_grpc.identity import PeerIdPolicy
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.server import ServerBindError, ServerConfig, serve
 from peer_grpc.task_state import TaskState
 from peer_grpc.tasks import TaskRegistry
+from peer_grpc.tls import channel_credentials
 from peer_grpc.window import MAX_WINDOW
 
 __all__ = ["main"]
@@ -195,12 +198,91 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds a Redis command may take before a call fails UNAVAILABLE "
         "(default: %(default)s)",
     )
+    _add_serve_security(serve_cmd, defaults)
     serve_cmd.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", _one_of("debug", "info", "warning", "error"), "info").upper(),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
     )
+
+
+#: The serve options that set a limit: (flag, ServerConfig field, type, help).
+_LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("--max-sessions", "max_sessions", int, "live sessions held at most; 0: no limit"),
+    (
+        "--max-session-lifetime",
+        "max_session_lifetime",
+        float,
+        "seconds a session lives at most however active; 0: no limit",
+    ),
+    ("--peer-handshake-rate", "peer_handshake_rate", float, "handshakes/s per peer id; 0: off"),
+    ("--peer-handshake-burst", "peer_handshake_burst", int, "handshakes in a burst per peer id"),
+    (
+        "--client-handshake-rate",
+        "client_handshake_rate",
+        float,
+        "handshakes/s per client (certificate identity, else address); 0: off",
+    ),
+    ("--client-handshake-burst", "client_handshake_burst", int, "handshakes in a burst per client"),
+    ("--max-request-bytes", "max_request_bytes", int, "the largest request message"),
+    (
+        "--max-metadata-bytes",
+        "max_metadata_bytes",
+        int,
+        "the largest request metadata, as HTTP/2 counts it",
+    ),
+    (
+        "--max-concurrent-streams",
+        "max_concurrent_streams",
+        int,
+        "calls in flight on one connection",
+    ),
+    (
+        "--min-client-ping-interval",
+        "min_client_ping_interval",
+        _positive,
+        "seconds a client must leave between keepalive pings",
+    ),
+    ("--shutdown-grace", "shutdown_grace", float, "seconds in-flight calls get on SIGTERM"),
+)
+
+
+def _add_serve_security(serve_cmd: argparse.ArgumentParser, defaults: ServerConfig) -> None:
+    """The serve options of TLS, identities and limits."""
+    tls = serve_cmd.add_argument_group(
+        "TLS", "Without --tls-cert the server speaks plaintext: for loopback development only."
+    )
+    tls.add_argument(
+        "--tls-cert", metavar="PEM", default=_env("TLS_CERT", str, None), help="certificate chain"
+    )
+    tls.add_argument(
+        "--tls-key", metavar="PEM", default=_env("TLS_KEY", str, None), help="private key"
+    )
+    tls.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        default=_env("TLS_CLIENT_CA", str, None),
+        help="require client certificates from this CA (mutual TLS) and bind each session "
+        "to the certificate that opened it",
+    )
+    tls.add_argument(
+        "--identity-map",
+        metavar="JSON",
+        default=_env("IDENTITY_MAP", str, None),
+        help="a JSON object of certificate identity -> peer ids it may claim besides its own "
+        '(["*"]: any)',
+    )
+    limits = serve_cmd.add_argument_group("limits")
+    for flag, field, convert, text in _LIMIT_OPTIONS:
+        env_name = flag[2:].upper().replace("-", "_")
+        limits.add_argument(
+            flag,
+            type=convert,
+            dest=field,
+            default=_env(env_name, convert, getattr(defaults, field)),
+            help=f"{text} (default: %(default)s)",
+        )
 
 
 def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -211,6 +293,14 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         help="the peer id to handshake as (default: the one in --session-file, else cli-HOST-PID)",
     )
     common.add_argument("--timeout", type=_positive, default=10.0, help="seconds per call")
+    common.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        help="speak TLS, trusting this CA for the server's certificate (with --tls-cert "
+        "or --tls-key alone: the system's CAs)",
+    )
+    common.add_argument("--tls-cert", metavar="PEM", help="client certificate, for mutual TLS")
+    common.add_argument("--tls-key", metavar="PEM", help="the client certificate's key")
     common.add_argument(
         "--session-file",
         metavar="FILE",
@@ -294,7 +384,14 @@ def _run_serve(args: argparse.Namespace) -> int:
             store=args.store,
             redis_key_prefix=args.redis_key_prefix,
             redis_timeout=args.redis_timeout,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            identity_map=args.identity_map,
+            **{field: getattr(args, field) for _, field, _, _ in _LIMIT_OPTIONS},
         )
+        if config.identity_map:
+            PeerIdPolicy.from_file(config.identity_map)  # a bad map fails here, not later
     except ValueError as error:
         print(f"peer-grpc: error: {error}", file=sys.stderr)
         return 2
@@ -303,6 +400,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ServerBindError as error:
         print(f"peer-grpc: error: {error}", file=sys.stderr)
         return 1
+    except ValueError as error:  # what only starting shows: unreadable TLS files
+        print(f"peer-grpc: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -390,7 +490,13 @@ async def _connected(args: argparse.Namespace) -> AsyncIterator[PeerClient]:
     saved = session_file.load() if session_file else None
     peer_id = args.peer_id or (saved[0] if saved else _default_peer_id())
     ticket = saved[1] if saved and saved[0] == peer_id else None
-    client = PeerClient(args.address, peer_id, timeout=args.timeout, ticket=ticket)
+    client = PeerClient(
+        args.address,
+        peer_id,
+        timeout=args.timeout,
+        ticket=ticket,
+        credentials=_client_credentials(args),
+    )
     keep_session = False
     try:
         await client.connect()
@@ -400,6 +506,13 @@ async def _connected(args: argparse.Namespace) -> AsyncIterator[PeerClient]:
         yield client
     finally:
         await client.close(terminate=not keep_session)
+
+
+def _client_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials from --tls-ca/--tls-cert/--tls-key, or None for plaintext."""
+    if args.tls_ca is None and args.tls_cert is None and args.tls_key is None:
+        return None
+    return channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
 
 
 def _default_peer_id() -> str:

@@ -387,6 +387,9 @@ class PeerClient:
         backoff: seconds before the first resend; each further one waits twice as long.
         resync: after a SequenceError that proves a call did not run, renumber it and
             send it again once (False: raise the SequenceError).
+        credentials: TLS for the channel (see :func:`peer_grpc.tls.channel_credentials`,
+            which also presents a client certificate for mutual TLS); plaintext when
+            omitted.
     """
 
     def __init__(
@@ -403,6 +406,7 @@ class PeerClient:
         attempts: int = 4,
         backoff: float = 0.05,
         resync: bool = True,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -413,6 +417,7 @@ class PeerClient:
         self._timeout = timeout
         self._heartbeat_enabled = heartbeat
         self._rehandshake = rehandshake
+        self._credentials = credentials
         self._cursor = _SessionCursor()
         self._saved_ticket = ticket
         self._interceptor = _SequencingInterceptor(
@@ -725,14 +730,21 @@ class PeerClient:
         if self._closed:
             raise RuntimeError("the client is closed")
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.target,
-                options=_CHANNEL_OPTIONS,
-                interceptors=[
-                    self._interceptor,
-                    _StreamSequencingInterceptor(self._cursor, self._interceptor),
-                ],
-            )
+            interceptors = [
+                self._interceptor,
+                _StreamSequencingInterceptor(self._cursor, self._interceptor),
+            ]
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(
+                    self.target, options=_CHANNEL_OPTIONS, interceptors=interceptors
+                )
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self.target,
+                    self._credentials,
+                    options=_CHANNEL_OPTIONS,
+                    interceptors=interceptors,
+                )
             self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)  # type: ignore[no-untyped-call]
         return self._stub
 

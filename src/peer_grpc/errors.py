@@ -13,18 +13,23 @@ from enum import IntEnum
 __all__ = [
     "ERROR_DOMAIN",
     "FieldViolation",
+    "HandshakeRateLimited",
     "InternalError",
     "InvalidArgument",
     "InvalidSessionState",
     "InvalidTransition",
     "NoCommonProtocolVersion",
     "PeerError",
+    "PeerIdNotAllowed",
+    "PermissionDenied",
     "RemoteError",
     "SequenceError",
     "SequenceErrorKind",
     "SequenceExhausted",
     "SessionError",
     "SessionExpired",
+    "SessionIdentityMismatch",
+    "SessionLimitReached",
     "SessionNotFound",
     "SessionRequired",
     "SessionTerminated",
@@ -298,6 +303,58 @@ class StoreUnavailable(PeerError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class PermissionDenied(PeerError):
+    """The caller's identity (its client certificate) may not do this; nothing changed."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class SessionIdentityMismatch(PermissionDenied):
+    """A call on a session that another identity opened."""
+
+    reason = "SESSION_IDENTITY_MISMATCH"
+
+
+class PeerIdNotAllowed(PermissionDenied):
+    """A Handshake claimed a peer_id that the caller's identity may not speak for."""
+
+    reason = "PEER_ID_NOT_ALLOWED"
+
+
+class SessionLimitReached(PeerError):
+    """The server holds as many live sessions as it may; no session was opened."""
+
+    reason = "SESSION_LIMIT_REACHED"
+
+    def __init__(self, limit: int, retry_after: float = 5.0) -> None:
+        super().__init__(
+            f"the server holds its maximum of {limit} live sessions; "
+            f"try again in {retry_after:g}s or terminate an idle session"
+        )
+        self.limit = limit
+        self.retry_after = retry_after
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {"limit": str(self.limit)}
+
+
+class HandshakeRateLimited(PeerError):
+    """Handshakes came faster than allowed for a peer_id or a client; none was served."""
+
+    reason = "HANDSHAKE_RATE_LIMITED"
+
+    def __init__(self, scope: str, retry_after: float) -> None:
+        whose = "this peer_id" if scope == "peer" else "this client"
+        super().__init__(f"too many handshakes from {whose}; try again in {retry_after:.3g}s")
+        #: Whose rate was exceeded: ``"peer"`` (the claimed peer_id) or ``"client"``
+        #: (the client's certificate identity, else its address).
+        self.scope = scope
+        self.retry_after = retry_after
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {"scope": self.scope}
 
 
 class InternalError(PeerError):

@@ -6,9 +6,9 @@ In the server's list, in this order (:func:`peer_interceptors`):
 2. :class:`SessionMetadataInterceptor` parses the session metadata and turns
    away calls that need a session and carry none, before their body is looked at.
 3. :class:`RequestValidationInterceptor` rejects undecodable or invalid requests.
-4. :class:`SessionInterceptor` admits the call's session and sequence in one
-   atomic store step and hands the session to the servicer, or answers a resend
-   of an accepted call with that call's outcome.
+4. :class:`SessionInterceptor` admits the call's identity (under mutual TLS),
+   session and sequence in one atomic store step and hands the session to the
+   servicer, or answers a resend of an accepted call with that call's outcome.
 
 A call rejected by any of them never reaches a servicer and changes no session.
 """
@@ -56,6 +56,7 @@ from peer_grpc.retry import FORGOTTEN, NOT_RUN, CallKey, CallOutcome
 from peer_grpc.rich_status import to_grpc_status
 from peer_grpc.service import SERVICE_NAME, ReceivedRequest
 from peer_grpc.session import Session
+from peer_grpc.tls import identity_of
 from peer_grpc.validation import RequestValidator
 
 __all__ = [
@@ -278,14 +279,17 @@ class SessionInterceptor(_MethodWrappingInterceptor):
     messages are not kept, so a resend of it is refused as a REPLAY.
     """
 
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, *, check_identity: bool = False) -> None:
         super().__init__()
         self._manager = manager
+        # Off without mutual TLS: no call has a certificate identity to compare.
+        self._check_identity = check_identity
 
     def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
         if method in SESSIONLESS_METHODS:
             return behavior
         manager = self._manager
+        check_identity = self._check_identity
 
         async def admitted(request: ReceivedRequest, context: grpc.aio.ServicerContext) -> Any:
             credentials = _parsed_credentials()
@@ -293,7 +297,10 @@ class SessionInterceptor(_MethodWrappingInterceptor):
                 return await behavior(request, context)
             sequence = credentials.sequence
             admission = await manager.admit(
-                credentials.session_id, sequence, CallKey(method, request.digest)
+                credentials.session_id,
+                sequence,
+                CallKey(method, request.digest),
+                identity_of(context) if check_identity else "",
             )
             if admission.replay is not None:
                 return await _answer_resend(admission.session, sequence, admission.replay, context)
@@ -311,6 +318,7 @@ class SessionInterceptor(_MethodWrappingInterceptor):
 
     def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
         manager = self._manager
+        check_identity = self._check_identity
 
         async def admitted(
             request: ReceivedRequest, context: grpc.aio.ServicerContext
@@ -320,7 +328,10 @@ class SessionInterceptor(_MethodWrappingInterceptor):
                 raise InternalError(f"{method} reached admission without a session")
             sequence = credentials.sequence
             admission = await manager.admit(
-                credentials.session_id, sequence, CallKey(method, request.digest)
+                credentials.session_id,
+                sequence,
+                CallKey(method, request.digest),
+                identity_of(context) if check_identity else "",
             )
             session = admission.session
             if admission.replay is not None:
@@ -478,13 +489,18 @@ def peer_interceptors(
     validators: Mapping[str, RequestValidator],
     *,
     allow_sessionless: bool = False,
+    check_identity: bool = False,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The PeerService's interceptors, in the order they must run."""
+    """The PeerService's interceptors, in the order they must run.
+
+    With ``check_identity`` (mutual TLS), a call on a session must come from the
+    client certificate identity that opened it.
+    """
     return [
         ErrorStatusInterceptor(),
         SessionMetadataInterceptor(
             allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else ()
         ),
         RequestValidationInterceptor(validators),
-        SessionInterceptor(manager),
+        SessionInterceptor(manager, check_identity=check_identity),
     ]

@@ -11,16 +11,23 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from peer_grpc import window
 from peer_grpc.clock import Clock, SystemClock
-from peer_grpc.errors import InvalidTransition, PeerError, SessionNotFound, SessionTokenInvalid
+from peer_grpc.errors import (
+    InvalidTransition,
+    PeerError,
+    SessionNotFound,
+    SessionTokenInvalid,
+)
 from peer_grpc.retry import CallKey, CallOutcome
 from peer_grpc.sequence import SequenceMode
-from peer_grpc.session import Session, SessionStats, check_usable, short_id
+from peer_grpc.session import Session, SessionStats, check_owner, check_usable, short_id
 from peer_grpc.state import SessionState
 from peer_grpc.stores.base import Admission, SessionStore, WindowSnapshot
 from peer_grpc.stores.memory import MemorySessionStore
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_LIFETIME",
+    "DEFAULT_MAX_SESSIONS",
     "SessionEndListener",
     "SessionManager",
     "hash_session_token",
@@ -32,6 +39,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds a session may stay idle before it expires.
 DEFAULT_IDLE_TIMEOUT = 60.0
+#: Seconds a session may live at most, however active: a day.
+DEFAULT_MAX_LIFETIME = 86_400.0
+#: Live sessions a server holds at most.
+DEFAULT_MAX_SESSIONS = 10_000
 #: Units of store work per sweep batch; the sweep yields to the event loop between batches.
 SWEEP_BATCH = 1000
 
@@ -65,6 +76,9 @@ class SessionManager:
         idle_timeout: seconds without activity after which a session expires.
         sequence_mode: how new sessions order sequences.
         replay_window: the window's width for new sessions in window mode.
+        max_sessions: live sessions held at most (0: no limit); a handshake
+            beyond it is refused with SessionLimitReached.
+        max_lifetime: seconds a session lives at most however active (0: no limit).
     """
 
     def __init__(
@@ -75,15 +89,21 @@ class SessionManager:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         sequence_mode: SequenceMode = SequenceMode.STRICT,
         replay_window: int = window.DEFAULT_WINDOW,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_lifetime: float = DEFAULT_MAX_LIFETIME,
     ) -> None:
         if idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
+        if max_sessions < 0 or max_lifetime < 0:
+            raise ValueError("max_sessions and max_lifetime must not be negative")
         window.ring_size(replay_window)  # validates the width
         self.store: SessionStore = store if store is not None else MemorySessionStore()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.idle_timeout = idle_timeout
         self.sequence_mode = sequence_mode
         self.replay_window = replay_window if sequence_mode is SequenceMode.WINDOW else 0
+        self.max_sessions = max_sessions
+        self.max_lifetime = max_lifetime
         self._end_listeners: list[SessionEndListener] = []
 
     def on_session_end(self, listener: SessionEndListener) -> None:
@@ -109,13 +129,21 @@ class SessionManager:
         capabilities: Iterable[str] = (),
         *,
         session_token: str | None = None,
+        identity: str = "",
     ) -> Session:
         """Open a session in state INITIAL; the peer's previous session is terminated.
 
         With ``session_token`` (see :func:`new_session_token`) the session can later
-        be resumed by whoever holds that token; only its hash is stored.
+        be resumed by whoever holds that token; only its hash is stored. With
+        ``identity`` (the client certificate's) every later call must come from it.
+
+        Raises:
+            SessionLimitReached: ``max_sessions`` are live and this peer has none
+                to replace; nothing changed.
         """
         now = self.clock.now()
+        lifetime_ends_at = now + self.max_lifetime if self.max_lifetime else 0.0
+        idle_deadline = now + self.idle_timeout
         session = Session(
             session_id=new_session_id(),
             peer_id=peer_id,
@@ -124,11 +152,13 @@ class SessionManager:
             capabilities=tuple(capabilities),
             created_at=now,
             last_activity=now,
-            expires_at=now + self.idle_timeout,
+            expires_at=min(idle_deadline, lifetime_ends_at or idle_deadline),
             window=self.replay_window,
             token_hash=hash_session_token(session_token) if session_token else b"",
+            identity=identity,
+            lifetime_ends_at=lifetime_ends_at,
         )
-        replaced = await self.store.create(session)
+        replaced = await self.store.create(session, self.max_sessions)
         if replaced is not None and not replaced.state.is_final:
             log.info("peer %s handshook again; its previous session was terminated", peer_id)
             await self._announce_end(replaced)
@@ -174,20 +204,27 @@ class SessionManager:
         await self._announce_end(ended)
         return ended
 
-    async def admit(self, session_id: str, sequence: int, key: CallKey) -> Admission:
-        """Validate a received call's session and sequence and advance both, atomically.
+    async def admit(
+        self, session_id: str, sequence: int, key: CallKey, identity: str = ""
+    ) -> Admission:
+        """Validate a received call's identity, session and sequence and advance them,
+        atomically.
 
         See :meth:`SessionStore.admit` for what changes, what a resend gets, and
         what is raised.
         """
         now = self.clock.now()
-        return await self.store.admit(session_id, sequence, key, now, now + self.idle_timeout)
+        return await self.store.admit(
+            session_id, sequence, key, now, now + self.idle_timeout, identity
+        )
 
     async def record_outcome(self, session_id: str, sequence: int, outcome: CallOutcome) -> None:
         """Remember how accepted call ``sequence`` ended, so a resend gets the same answer."""
         await self.store.record(session_id, sequence, outcome)
 
-    async def resume_session(self, session_id: str, session_token: str, peer_id: str) -> Session:
+    async def resume_session(
+        self, session_id: str, session_token: str, peer_id: str, identity: str = ""
+    ) -> Session:
         """Continue a session after a restart or a lost connection.
 
         The token is checked first and in constant time, so that nobody without it
@@ -196,6 +233,7 @@ class SessionManager:
 
         Raises:
             SessionNotFound: no such session.
+            SessionIdentityMismatch: another identity opened the session.
             SessionTokenInvalid: the token is missing or wrong, or the session is
                 another peer's; nothing changed.
             SessionExpired, SessionTerminated, InvalidSessionState: it cannot resume.
@@ -203,6 +241,7 @@ class SessionManager:
         session = await self.store.get(session_id)
         if session is None:
             raise SessionNotFound(f"no session {short_id(session_id)} to resume")
+        check_owner(session, identity)
         presented = hash_session_token(session_token) if session_token else b""
         owner_ok = hmac.compare_digest(session.peer_id.encode(), peer_id.encode())
         token_ok = bool(session.token_hash) and hmac.compare_digest(presented, session.token_hash)

@@ -17,17 +17,22 @@ from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.errors import (
     ERROR_DOMAIN,
     FieldViolation,
+    HandshakeRateLimited,
     InternalError,
     InvalidArgument,
     InvalidSessionState,
     InvalidTransition,
     NoCommonProtocolVersion,
     PeerError,
+    PeerIdNotAllowed,
+    PermissionDenied,
     RemoteError,
     SequenceError,
     SequenceErrorKind,
     SequenceExhausted,
     SessionExpired,
+    SessionIdentityMismatch,
+    SessionLimitReached,
     SessionNotFound,
     SessionRequired,
     SessionTerminated,
@@ -57,6 +62,9 @@ STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
     TaskNotFound: grpc.StatusCode.NOT_FOUND,
     TaskNotCancelable: grpc.StatusCode.FAILED_PRECONDITION,
     TaskLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    SessionLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    HandshakeRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     InternalError: grpc.StatusCode.INTERNAL,
@@ -168,6 +176,15 @@ _DECODERS: Mapping[str, _Decoder] = {
         meta.get("scope", ""), int(meta.get("limit", "0") or 0), 0.0
     ),
     ShuttingDown.reason: _with_message(ShuttingDown),
+    PermissionDenied.reason: _with_message(PermissionDenied),
+    SessionIdentityMismatch.reason: _with_message(SessionIdentityMismatch),
+    PeerIdNotAllowed.reason: _with_message(PeerIdNotAllowed),
+    SessionLimitReached.reason: lambda _message, meta, _: SessionLimitReached(
+        int(meta.get("limit", "0") or 0)
+    ),
+    HandshakeRateLimited.reason: lambda _message, meta, _: HandshakeRateLimited(
+        meta.get("scope", ""), 0.0
+    ),
     StoreUnavailable.reason: _with_message(StoreUnavailable),
     NoCommonProtocolVersion.reason: lambda _message, meta, _: NoCommonProtocolVersion(
         meta.get("offered_versions", "").split(","), meta.get("supported_versions", "").split(",")

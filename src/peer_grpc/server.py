@@ -18,8 +18,22 @@ from redis.asyncio.connection import parse_url
 
 from peer_grpc.clock import Clock
 from peer_grpc.errors import StoreUnavailable
+from peer_grpc.identity import PeerIdPolicy
 from peer_grpc.interceptors import peer_interceptors
-from peer_grpc.manager import DEFAULT_IDLE_TIMEOUT, SessionManager
+from peer_grpc.limits import (
+    DEFAULT_CLIENT_HANDSHAKE_BURST,
+    DEFAULT_CLIENT_HANDSHAKE_RATE,
+    DEFAULT_PEER_HANDSHAKE_BURST,
+    DEFAULT_PEER_HANDSHAKE_RATE,
+    HandshakeThrottle,
+    RateLimiter,
+)
+from peer_grpc.manager import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_LIFETIME,
+    DEFAULT_MAX_SESSIONS,
+    SessionManager,
+)
 from peer_grpc.retry import DEFAULT_RETRY_CACHE
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.service import SERVICE_NAME, peer_service_handler
@@ -40,6 +54,7 @@ from peer_grpc.task_manager import (
     TaskManager,
 )
 from peer_grpc.tasks import TaskRegistry, default_registry
+from peer_grpc.tls import server_credentials
 from peer_grpc.validation import request_validators
 from peer_grpc.window import DEFAULT_WINDOW, ring_size
 
@@ -107,6 +122,34 @@ class ServerConfig:
     redis_timeout: float = 1.0
     #: Seconds between checks of the store, whose answer the health service reports.
     store_check_interval: float = 1.0
+    #: The server's TLS certificate chain and private key (PEM files); plaintext without.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: The CA (PEM file) that issues client certificates: with it, mutual TLS, and
+    #: every session is bound to the certificate identity that opened it.
+    tls_client_ca: str | None = None
+    #: A JSON file of certificate identity -> peer ids it may claim besides its own.
+    identity_map: str | None = None
+    #: Live sessions held at most (0: no limit); a Handshake beyond gets RESOURCE_EXHAUSTED.
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    #: Seconds a session lives at most, however active (0: no limit).
+    max_session_lifetime: float = DEFAULT_MAX_LIFETIME
+    #: Handshakes a second one peer id may make on average (0: no limit), and in a burst.
+    peer_handshake_rate: float = DEFAULT_PEER_HANDSHAKE_RATE
+    peer_handshake_burst: int = DEFAULT_PEER_HANDSHAKE_BURST
+    #: Handshakes a second one client (certificate identity, else address) may make.
+    client_handshake_rate: float = DEFAULT_CLIENT_HANDSHAKE_RATE
+    client_handshake_burst: int = DEFAULT_CLIENT_HANDSHAKE_BURST
+    #: The largest request message accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    max_request_bytes: int = 4 * 1024 * 1024
+    #: The largest request metadata accepted, in bytes as HTTP/2 counts it (each
+    #: header's name and value plus 32, gRPC's own headers included).
+    max_metadata_bytes: int = 16 * 1024
+    #: Calls in flight on one client connection at most; more wait for a free slot.
+    max_concurrent_streams: int = 100
+    #: Seconds a client must leave between keepalive pings; one that pings more
+    #: often is disconnected (HTTP/2 GOAWAY "too_many_pings").
+    min_client_ping_interval: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -137,6 +180,58 @@ class ServerConfig:
         if self.redis_timeout <= 0 or self.store_check_interval <= 0:
             raise ValueError("redis_timeout and store_check_interval must be positive")
         self.task_limits  # noqa: B018 - raises for limits out of range
+        self._check_tls()
+        self._check_limits()
+
+    def _check_tls(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        if self.identity_map is not None and self.tls_client_ca is None:
+            raise ValueError("identity_map needs mutual TLS (tls_client_ca)")
+
+    def _check_limits(self) -> None:
+        if self.max_sessions < 0 or self.max_session_lifetime < 0:
+            raise ValueError("max_sessions and max_session_lifetime must not be negative")
+        if self.peer_handshake_rate < 0 or self.client_handshake_rate < 0:
+            raise ValueError("handshake rates must not be negative")
+        if self.peer_handshake_burst < 1 or self.client_handshake_burst < 1:
+            raise ValueError("handshake bursts must be at least 1")
+        if self.max_request_bytes < 1 or self.max_metadata_bytes < 1024:
+            raise ValueError("max_request_bytes must be positive and max_metadata_bytes >= 1024")
+        if self.max_concurrent_streams < 1 or self.min_client_ping_interval <= 0:
+            raise ValueError("max_concurrent_streams and min_client_ping_interval must be positive")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks TLS."""
+        return self.tls_cert is not None
+
+    @property
+    def mutual_tls(self) -> bool:
+        """Whether clients must present certificates, which bind their sessions."""
+        return self.tls_client_ca is not None
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """The gRPC channel arguments that enforce this config's transport limits."""
+        return [
+            # grpcio turns SO_REUSEPORT on by default, which lets a second server bind the
+            # same port silently and steal half the connections. A taken port must fail.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", self.max_request_bytes),
+            # Soft and hard limit alike: between them gRPC refuses at random.
+            ("grpc.max_metadata_size", self.max_metadata_bytes),
+            ("grpc.absolute_max_metadata_size", self.max_metadata_bytes),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                round(self.min_client_ping_interval * 1000),
+            ),
+            # Idle peers may keep their connection alive (within the interval above).
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_ping_strikes", 2),
+        ]
 
     @property
     def task_limits(self) -> TaskLimits:
@@ -202,6 +297,15 @@ class PeerServer:
             idle_timeout=config.idle_timeout,
             sequence_mode=config.sequence_mode,
             replay_window=config.replay_window,
+            max_sessions=config.max_sessions,
+            max_lifetime=config.max_session_lifetime,
+        )
+        self.peer_ids = (
+            PeerIdPolicy.from_file(config.identity_map) if config.identity_map else PeerIdPolicy()
+        )
+        self.handshake_throttle = HandshakeThrottle(
+            per_client=RateLimiter(config.client_handshake_rate, config.client_handshake_burst),
+            per_peer=RateLimiter(config.peer_handshake_rate, config.peer_handshake_burst),
         )
         self._outer_interceptors = tuple(outer_interceptors)
         self.tasks = TaskManager(
@@ -241,6 +345,8 @@ class PeerServer:
             self.tasks,
             server_peer_id=config.server_peer_id,
             heartbeat_interval=config.effective_heartbeat_interval,
+            peer_ids=self.peer_ids,
+            throttle=self.handshake_throttle,
         )
         server = grpc.aio.server(
             interceptors=[
@@ -249,11 +355,10 @@ class PeerServer:
                     self.manager,
                     request_validators(self.tasks),
                     allow_sessionless=config.allow_sessionless,
+                    check_identity=config.mutual_tls,
                 ),
             ],
-            # grpcio turns SO_REUSEPORT on by default, which lets a second server bind the
-            # same port silently and steal half the connections. A taken port must fail.
-            options=[("grpc.so_reuseport", 0)],
+            options=config.grpc_options(),
         )
         server.add_generic_rpc_handlers((peer_service_handler(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -267,16 +372,35 @@ class PeerServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="peer-grpc-sweeper")
         self._store_watch = asyncio.create_task(self._watch_store(), name="peer-grpc-store-watch")
-        log.info(
-            "peer-grpc serving on %s (plaintext, no TLS) with the %s store",
-            self.address,
-            "redis" if config.uses_redis else "memory",
-        )
+        store = type(self.manager.store).__name__
+        if config.mutual_tls:
+            log.info("peer-grpc serving on %s (mutual TLS) with a %s", self.address, store)
+        elif config.tls:
+            log.info(
+                "peer-grpc serving on %s (TLS, no client certificates: sessions are not "
+                "bound to identities) with a %s",
+                self.address,
+                store,
+            )
+        else:
+            log.warning(
+                "peer-grpc serving on %s in PLAINTEXT (no TLS): for loopback development "
+                "only; anyone on the path can read calls and take over sessions (%s)",
+                self.address,
+                store,
+            )
 
     def _bind(self, server: grpc.aio.Server) -> int:
-        address = self.config.address
+        config = self.config
+        address = config.address
         try:
-            port = server.add_insecure_port(address)
+            if config.tls_cert is not None and config.tls_key is not None:
+                credentials = server_credentials(
+                    config.tls_cert, config.tls_key, config.tls_client_ca
+                )
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as error:
             raise ServerBindError(
                 f"cannot listen on {address}: the port is in use or the address is not local"

@@ -20,11 +20,14 @@ from peer_grpc.convert import (
     timestamp,
 )
 from peer_grpc.errors import NoCommonProtocolVersion
+from peer_grpc.identity import PeerIdPolicy
+from peer_grpc.limits import HandshakeThrottle
 from peer_grpc.manager import SessionManager, new_session_token
 from peer_grpc.session import Session
 from peer_grpc.state import SessionState
 from peer_grpc.task_manager import TaskManager
 from peer_grpc.task_state import TaskState
+from peer_grpc.tls import caller_of
 
 __all__ = ["SUPPORTED_PROTOCOL_VERSIONS", "PeerServicer"]
 
@@ -46,6 +49,9 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         server_peer_id: this server's own peer id.
         heartbeat_interval: how often peers are told to send heartbeats.
         supported_versions: protocol versions spoken, most preferred first.
+        peer_ids: which peer ids a client certificate may claim; by default
+            only its own identity.
+        throttle: how fast handshakes may come; unlimited when omitted.
     """
 
     def __init__(
@@ -56,6 +62,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         server_peer_id: str,
         heartbeat_interval: float,
         supported_versions: Sequence[str] = SUPPORTED_PROTOCOL_VERSIONS,
+        peer_ids: PeerIdPolicy | None = None,
+        throttle: HandshakeThrottle | None = None,
     ) -> None:
         self._manager = manager
         self._tasks = tasks
@@ -63,17 +71,27 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self._heartbeat_interval = heartbeat_interval
         self._supported_versions = tuple(supported_versions)
         self._started_at = manager.clock.now()
+        self._peer_ids = peer_ids if peer_ids is not None else PeerIdPolicy()
+        self._throttle = throttle
 
     async def Handshake(
         self, request: peer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.HandshakeResponse:
+        caller = caller_of(context)
+        if self._throttle is not None:
+            self._throttle.check(request.peer_id, caller, self._manager.clock.now())
+        self._peer_ids.check_claim(caller.identity, request.peer_id)
         version = self._negotiate(request.protocol_versions)
         if request.HasField("resume"):
-            return await self._resume(request, version)
+            return await self._resume(request, version, caller.identity)
         manager = self._manager
         token = new_session_token()
         session = await manager.create_session(
-            request.peer_id, version, request.capabilities, session_token=token
+            request.peer_id,
+            version,
+            request.capabilities,
+            session_token=token,
+            identity=caller.identity,
         )
         session = await manager.update_session_state(
             session.session_id, SessionState.HANDSHAKE_SENT
@@ -83,11 +101,11 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         return response
 
     async def _resume(
-        self, request: peer_pb2.HandshakeRequest, version: str
+        self, request: peer_pb2.HandshakeRequest, version: str, identity: str
     ) -> peer_pb2.HandshakeResponse:
         resume = request.resume
         session = await self._manager.resume_session(
-            resume.session_id, resume.session_token, request.peer_id
+            resume.session_id, resume.session_token, request.peer_id, identity
         )
         if session.protocol_version != version:
             raise NoCommonProtocolVersion(request.protocol_versions, [session.protocol_version])

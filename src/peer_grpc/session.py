@@ -7,13 +7,22 @@ from dataclasses import dataclass
 from peer_grpc.errors import (
     InvalidSessionState,
     SessionExpired,
+    SessionIdentityMismatch,
     SessionNotFound,
     SessionTerminated,
 )
 from peer_grpc.sequence import FIRST_SEQUENCE
 from peer_grpc.state import SessionState
 
-__all__ = ["Session", "SessionStats", "check_usable", "short_id"]
+__all__ = [
+    "Session",
+    "SessionStats",
+    "capped_deadline",
+    "check_owner",
+    "check_usable",
+    "expiry_cause",
+    "short_id",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,12 @@ class Session:
     highest_accepted: int = 0
     #: SHA-256 of the session token that allows resuming it; empty: cannot be resumed.
     token_hash: bytes = b""
+    #: The client certificate identity that opened the session (mutual TLS); every
+    #: later call must come from it. Empty without mutual TLS.
+    identity: str = ""
+    #: The absolute end of the session's life, however active it is (0: none).
+    #: The idle deadline never moves past it.
+    lifetime_ends_at: float = 0.0
 
     def is_expired_at(self, now: float) -> bool:
         """Whether the session is expired at ``now``, swept or not."""
@@ -79,7 +94,7 @@ def check_usable(session: Session | None, session_id: str, now: float) -> Sessio
         raise SessionNotFound(f"no session {short_id(session_id)}; open one with Handshake")
     if session.is_expired_at(now):
         raise SessionExpired(
-            f"session {short_id(session_id)} expired after its idle timeout; handshake again"
+            f"session {short_id(session_id)} expired ({expiry_cause(session)}); handshake again"
         )
     if session.state is SessionState.TERMINATED:
         raise SessionTerminated(
@@ -91,6 +106,37 @@ def check_usable(session: Session | None, session_id: str, now: float) -> Sessio
             session.state.name,
         )
     return session
+
+
+def check_owner(session: Session, identity: str) -> None:
+    """Raise unless ``identity`` is the one that opened ``session``.
+
+    Checked before anything else about the session, so that another identity
+    learns nothing of its state or sequence.
+
+    Raises:
+        SessionIdentityMismatch: the call comes from another identity.
+    """
+    if session.identity != identity:
+        raise SessionIdentityMismatch(
+            f"session {short_id(session.session_id)} belongs to another identity "
+            "than this call's client certificate"
+        )
+
+
+def capped_deadline(session: Session, expires_at: float) -> float:
+    """An idle deadline that does not outlive the session's maximum lifetime."""
+    if session.lifetime_ends_at:
+        return min(expires_at, session.lifetime_ends_at)
+    return expires_at
+
+
+def expiry_cause(session: Session) -> str:
+    """Why a session expired: its idle timeout, or its maximum lifetime."""
+    # The idle deadline is capped at the lifetime's end; reaching the cap is the lifetime.
+    if session.lifetime_ends_at and session.expires_at >= session.lifetime_ends_at:
+        return "it reached its maximum lifetime"
+    return "no activity within its idle timeout"
 
 
 def short_id(session_id: str) -> str:

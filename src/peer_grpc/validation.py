@@ -17,8 +17,9 @@ from peer_grpc.tasks import MAX_JSON_DEPTH
 
 __all__ = ["PEER_ID_PATTERN", "RequestValidator", "request_validators"]
 
-#: What a peer id may be: 1-128 ASCII letters, digits and ``._:-``.
-PEER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: What a peer id may be: 1-128 ASCII letters, digits and ``._:/-`` (so that a
+#: certificate's URI identity, such as ``spiffe://example.org/billing``, is one).
+PEER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 _MAX_LIST = 32
 _MAX_ITEM = 64
 #: What a task id may be: the server hands out 32 hex digits; any id-like text is looked up.
@@ -36,7 +37,7 @@ def validate_handshake(request: peer_pb2.HandshakeRequest) -> None:
         violations.append(FieldViolation("peer_id", "is required"))
     elif not PEER_ID_PATTERN.fullmatch(request.peer_id):
         violations.append(
-            FieldViolation("peer_id", "must be 1-128 characters of ASCII letters, digits and ._:-")
+            FieldViolation("peer_id", "must be 1-128 characters of ASCII letters, digits and ._:/-")
         )
     if not request.protocol_versions:
         violations.append(FieldViolation("protocol_versions", "must name at least one version"))

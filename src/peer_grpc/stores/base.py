@@ -53,11 +53,15 @@ class SessionStore(Protocol):
     time, so that late calls learn why their session is gone, then forget them.
     """
 
-    async def create(self, session: Session) -> Session | None:
+    async def create(self, session: Session, max_live: int = 0) -> Session | None:
         """Insert a new session and make it its peer's session.
 
         The peer's previous session, if still live, is terminated in the same step
         and returned as it was before; its id is refused from then on.
+
+        Raises:
+            SessionLimitReached: ``max_live`` (if not 0) sessions are live and the
+                peer has none to replace; nothing changed.
         """
         ...
 
@@ -79,7 +83,8 @@ class SessionStore(Protocol):
         ...
 
     async def touch(self, session_id: str, now: float, expires_at: float) -> Session:
-        """Record activity: set ``last_activity`` and push the idle deadline.
+        """Record activity: set ``last_activity`` and push the idle deadline
+        (no further than the session's ``lifetime_ends_at``).
 
         Raises:
             SessionNotFound, SessionExpired, SessionTerminated: the session is gone.
@@ -87,9 +92,18 @@ class SessionStore(Protocol):
         ...
 
     async def admit(
-        self, session_id: str, sequence: int, key: CallKey, now: float, expires_at: float
+        self,
+        session_id: str,
+        sequence: int,
+        key: CallKey,
+        now: float,
+        expires_at: float,
+        identity: str = "",
     ) -> Admission:
         """Check a received call against the session and advance it: one atomic step.
+
+        The call's ``identity`` (its client certificate's, empty without mutual
+        TLS) must be the session's, before anything else is looked at.
 
         A resend of one of the session's recently accepted calls (same sequence,
         same :class:`CallKey`) changes nothing and comes back with the original's
@@ -100,7 +114,11 @@ class SessionStore(Protocol):
         call is remembered for resends until :meth:`record` gives its outcome.
         On failure nothing in the session changes.
 
+        The new idle deadline ``expires_at`` is capped at the session's
+        ``lifetime_ends_at``.
+
         Raises:
+            SessionIdentityMismatch: another identity opened the session.
             SessionNotFound, SessionExpired, SessionTerminated, InvalidSessionState:
                 the session cannot carry calls.
             SequenceError: the session refuses ``sequence`` (a GAP or a REPLAY).

@@ -12,12 +12,20 @@ from peer_grpc.errors import (
     SequenceErrorKind,
     SequenceExhausted,
     SessionExpired,
+    SessionLimitReached,
     SessionNotFound,
     SessionTerminated,
 )
 from peer_grpc.retry import DEFAULT_RETRY_CACHE, CallKey, CallOutcome, RetryCache
 from peer_grpc.sequence import MAX_SEQUENCE, check_strict
-from peer_grpc.session import Session, SessionStats, check_usable, short_id
+from peer_grpc.session import (
+    Session,
+    SessionStats,
+    capped_deadline,
+    check_owner,
+    check_usable,
+    short_id,
+)
 from peer_grpc.state import SessionState, check_transition
 from peer_grpc.stores.base import Admission, SweepResult, WindowSnapshot
 
@@ -60,11 +68,13 @@ class MemorySessionStore:
         self._terminated_total = 0
         self._sequence_errors_total = 0
 
-    async def create(self, session: Session) -> Session | None:
+    async def create(self, session: Session, max_live: int = 0) -> Session | None:
         if session.session_id in self._sessions:
             raise ValueError(f"session id collision: {short_id(session.session_id)}")
         previous_id = self._live_by_peer.get(session.peer_id)
         previous = self._sessions.get(previous_id) if previous_id else None
+        if max_live and previous is None and self._live_count() >= max_live:
+            raise SessionLimitReached(max_live)
         if previous is not None and not previous.state.is_final:
             now = session.created_at
             # Expired but not yet swept: it ends as what it already is.
@@ -99,13 +109,21 @@ class MemorySessionStore:
             raise SessionExpired(f"session {short_id(session_id)} expired")
         if session.state.is_final:
             raise SessionTerminated(f"session {short_id(session_id)} was terminated")
+        expires_at = capped_deadline(session, expires_at)
         return self._put(replace(session, last_activity=now, expires_at=expires_at))
 
     async def admit(
-        self, session_id: str, sequence: int, key: CallKey, now: float, expires_at: float
+        self,
+        session_id: str,
+        sequence: int,
+        key: CallKey,
+        now: float,
+        expires_at: float,
+        identity: str = "",
     ) -> Admission:
         found = self._sessions.get(session_id)
         if found is not None:
+            check_owner(found, identity)
             replay = self._retries[session_id].find(sequence, key)
             if replay is not None:
                 return Admission(found, replay)
@@ -126,7 +144,7 @@ class MemorySessionStore:
                 expected_sequence=highest + 1,
                 sequence_num=session.sequence_num + 1,
                 last_activity=now,
-                expires_at=expires_at,
+                expires_at=capped_deadline(session, expires_at),
             )
         )
         self._retries[session_id].remember(sequence, key)
@@ -225,6 +243,11 @@ class MemorySessionStore:
     def __len__(self) -> int:
         """Sessions held, live and ended."""
         return len(self._sessions)
+
+    def _live_count(self) -> int:
+        """Sessions not yet ended (expired ones count until the sweep ends them)."""
+        counts = self._by_state
+        return sum(counts[state] for state in SessionState if not state.is_final)
 
     def _require(self, session_id: str) -> Session:
         session = self._sessions.get(session_id)

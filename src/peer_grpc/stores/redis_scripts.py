@@ -48,6 +48,15 @@ local function expire_all(ms)
 end
 
 local function int(x) return string.format('%.0f', x) end
+
+-- The idle deadline, or the session's lifetime end if that comes first (both as
+-- the strings Python wrote; a lifetime end of 0, or none, means no lifetime).
+local function capped(deadline, lifeend)
+  if lifeend and tonumber(lifeend) > 0 and tonumber(lifeend) < tonumber(deadline) then
+    return lifeend
+  end
+  return deadline
+end
 """
 
 #: KEYS: session, calls, order. ARGV: now, idle deadline, retention, then field/value pairs.
@@ -113,23 +122,26 @@ return {'ENDED_NOW', final, before}
 TOUCH = (
     _COMMON
     + """
-local fields = redis.call('HMGET', KEYS[1], 'state', 'expires')
+local fields = redis.call('HMGET', KEYS[1], 'state', 'expires', 'lifeend')
 if not fields[1] then return {'NOT_FOUND'} end
 local state = tonumber(fields[1])
 if state == EXPIRED or (not is_final(state) and tonumber(ARGV[1]) >= tonumber(fields[2])) then
   return {'EXPIRED'}
 end
 if is_final(state) then return {'TERMINATED'} end
-redis.call('HSET', KEYS[1], 'last', ARGV[1], 'expires', ARGV[2])
-expire_all(ttl_ms(ARGV[2], ARGV[1], ARGV[3]))
+local deadline = capped(ARGV[2], fields[3])
+redis.call('HSET', KEYS[1], 'last', ARGV[1], 'expires', deadline)
+expire_all(ttl_ms(deadline, ARGV[1], ARGV[3]))
 return {'OK', redis.call('HGETALL', KEYS[1])}
 """
 )
 
 #: Admit a received call: the sequence check-and-advance and the retry record, at once.
 #: KEYS: session, calls, order. ARGV: now, idle deadline, retention, received hi,
-#: received lo, received (decimal), call key, admission id, retry record size.
+#: received lo, received (decimal), call key, admission id, retry record size,
+#: the caller's identity.
 #: Returns one of
+#:   {'FORBIDDEN'} (another identity's session; checked first)
 #:   {'OK', 1 if the session became ESTABLISHED else 0, session}
 #:   {'RESEND', outcome or '' while the original runs, session}
 #:   {'NOT_FOUND'} | {'EXPIRED'} | {'TERMINATED'} | {'INVALID_STATE', state}
@@ -144,8 +156,10 @@ local rhi, rlo = tonumber(ARGV[4]), tonumber(ARGV[5])
 local seq, call_key, admission = ARGV[6], ARGV[7], ARGV[8]
 local cache_size = tonumber(ARGV[9])
 
-local f = redis.call('HMGET', session, 'state', 'expires', 'hi', 'lo', 'window')
+local f = redis.call('HMGET', session, 'state', 'expires', 'hi', 'lo', 'window', 'ident', 'lifeend')
 if not f[1] then return {'NOT_FOUND'} end
+if (f[6] or '') ~= ARGV[10] then return {'FORBIDDEN'} end
+deadline = capped(deadline, f[7])
 
 -- A call with this sequence and key was accepted before: a resend, not a new call.
 local known = redis.call('HMGET', calls, seq, seq .. ':a', seq .. ':o')
@@ -264,15 +278,22 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('HINCRBY', KEYS[1], 'seqnum', 1)
 """
 
-#: A new session in the shared indexes. KEYS: peers, its state's ZSET, stats.
-#: ARGV: peer id, session id, member, idle deadline. Returns the peer's previous
-#: session id, or '' if it had none.
+#: A new session in the shared indexes, if there is room for it. KEYS: peers,
+#: handshaking, established, stats. ARGV: peer id, session id, member, idle
+#: deadline, the most live sessions allowed (0: no limit). Returns {'OK', the
+#: peer's previous session id or ''}, or {'FULL'} when the limit is reached and
+#: the peer has no session to replace (nothing is indexed then).
 INDEX_CREATED = """
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
+local limit = tonumber(ARGV[5])
+if limit > 0 and not previous
+    and redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) >= limit then
+  return {'FULL'}
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'created_total', 1)
-return previous or ''
+redis.call('HINCRBY', KEYS[4], 'created_total', 1)
+return {'OK', previous or ''}
 """
 
 #: KEYS: handshaking, established. ARGV: member, idle deadline.

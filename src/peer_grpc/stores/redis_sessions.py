@@ -28,6 +28,8 @@ from peer_grpc.errors import (
     SequenceErrorKind,
     SequenceExhausted,
     SessionExpired,
+    SessionIdentityMismatch,
+    SessionLimitReached,
     SessionNotFound,
     SessionTerminated,
 )
@@ -117,7 +119,7 @@ class RedisSessionStore:
 
     # --- SessionStore ---------------------------------------------------------------
 
-    async def create(self, session: Session) -> Session | None:
+    async def create(self, session: Session, max_live: int = 0) -> Session | None:
         now = session.created_at
         created = await self._script(
             "CREATE_SESSION",
@@ -127,17 +129,24 @@ class RedisSessionStore:
         )
         if not created:
             raise ValueError(f"session id collision: {short_id(session.session_id)}")
-        previous_id = await self._script(
+        handshaking, established = self._keys.live_sets
+        indexed = await self._script(
             "INDEX_CREATED",
-            [self._keys.peers, self._keys.state_set(session.state), self._keys.stats],
+            [self._keys.peers, handshaking, established, self._keys.stats],
             [
                 session.peer_id,
                 session.session_id,
                 index_member(session.session_id, session.peer_id),
                 _time(session.expires_at),
+                max_live,
             ],
             "indexing a session",
         )
+        if indexed[0] == b"FULL":
+            with self._unavailable("withdrawing a session"):
+                await self._redis.delete(*self._keys.session(session.session_id))
+            raise SessionLimitReached(max_live)
+        previous_id = indexed[1]
         if not previous_id:
             return None
         return await self._replace(previous_id.decode(), session.peer_id, now)
@@ -205,7 +214,13 @@ class RedisSessionStore:
         return _decode(session_id, reply[1])
 
     async def admit(
-        self, session_id: str, sequence: int, key: CallKey, now: float, expires_at: float
+        self,
+        session_id: str,
+        sequence: int,
+        key: CallKey,
+        now: float,
+        expires_at: float,
+        identity: str = "",
     ) -> Admission:
         admission = secrets.token_hex(8)
         keys = self._keys.session(session_id)
@@ -220,6 +235,7 @@ class RedisSessionStore:
             call_key,
             admission,
             self._cache_size,
+            identity,
         ]
         try:
             reply = await self._scripts["ADMIT"](keys=keys, args=args)
@@ -229,6 +245,11 @@ class RedisSessionStore:
             self._backlog.append((session_id, sequence, admission, _NOT_RUN_MARK))
             raise store_unavailable("admitting a call", error, self._retry_after) from error
         verdict = reply[0]
+        if verdict == b"FORBIDDEN":
+            raise SessionIdentityMismatch(
+                f"session {short_id(session_id)} belongs to another identity "
+                "than this call's client certificate"
+            )
         if verdict == b"OK":
             session = _decode(session_id, reply[2])
             if reply[1]:
@@ -514,6 +535,8 @@ def _fields(session: Session) -> list[Any]:
         *("window", session.window),
         *("token", session.token_hash),
         *("ring", ring),
+        *("ident", session.identity),
+        *("lifeend", _time(session.lifetime_ends_at)),
     ]
 
 
@@ -539,4 +562,7 @@ def _decode_mapping(session_id: str, fields: dict[bytes, bytes]) -> Session:
         window=int(fields[b"window"]),
         highest_accepted=highest,
         token_hash=fields[b"token"],
+        # Absent from sessions written before these fields existed.
+        identity=fields.get(b"ident", b"").decode(),
+        lifetime_ends_at=float(fields.get(b"lifeend", b"0")),
     )
