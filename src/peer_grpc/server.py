@@ -428,9 +428,14 @@ class PeerServer:
         self._sweeper = self._store_watch = None
         # Together: calls that wait for tasks end as the tasks end (or are canceled).
         await asyncio.gather(self.tasks.shutdown(grace), server.stop(grace))
+        await self.close_stores()
+        log.info("peer-grpc stopped")
+
+    async def close_stores(self) -> None:
+        """Close the session and task stores (:meth:`stop` does; call it yourself only
+        for a server that never started)."""
         await self.tasks.store.close()
         await self.manager.store.close()
-        log.info("peer-grpc stopped")
 
     async def wait_for_termination(self) -> None:
         """Wait until the server stops."""
@@ -512,7 +517,11 @@ async def serve(config: ServerConfig, *, tasks: TaskRegistry | None = None) -> N
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     server = PeerServer(config, tasks=tasks)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.close_stores()  # a Redis client was opened for the server
+        raise
     try:
         await stop.wait()
         log.info("shutting down: draining calls for up to %.1fs", config.shutdown_grace)
