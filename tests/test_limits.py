@@ -200,23 +200,27 @@ def test_a_rate_of_zero_turns_the_limiter_off() -> None:
     assert len(limiter) == 0
 
 
-def test_the_throttle_counts_the_client_before_the_peer_id() -> None:
+def test_the_throttle_counts_clients_and_peer_ids_in_buckets_of_their_own() -> None:
     throttle = HandshakeThrottle(
-        per_client=RateLimiter(rate=1.0, burst=3), per_peer=RateLimiter(rate=1.0, burst=1)
+        per_client=RateLimiter(rate=1.0, burst=2), per_peer=RateLimiter(rate=1.0, burst=1)
     )
     caller = Caller(identity="", address="ipv4:10.0.0.1")
+    same_certificate_elsewhere = Caller(identity="svc", address="ipv4:10.0.0.9")
 
-    throttle.check("a", caller, 0.0)
+    throttle.check_peer("a", 0.0)
     with pytest.raises(HandshakeRateLimited) as by_peer:
-        throttle.check("a", caller, 0.0)
-    throttle.check("b", caller, 0.0)
+        throttle.check_peer("a", 0.0)
+    throttle.check_client(caller, 0.0)
+    throttle.check_client(caller, 0.0)
     with pytest.raises(HandshakeRateLimited) as by_client:
-        throttle.check("c", caller, 0.0)
+        throttle.check_client(caller, 0.0)
 
     assert (by_peer.value.scope, by_client.value.scope) == ("peer", "client")
     assert by_client.value.retry_after == pytest.approx(1.0)
-    # Another client, or the same certificate from anywhere, is counted on its own.
-    throttle.check("d", Caller(identity="", address="ipv4:10.0.0.2"), 0.0)
+    # Another address, or a certificate identity wherever it connects from, counts apart.
+    throttle.check_client(Caller(identity="", address="ipv4:10.0.0.2"), 0.0)
+    throttle.check_client(same_certificate_elsewhere, 0.0)
+    throttle.check_peer("b", 0.0)
 
 
 # --- request size ------------------------------------------------------------------------------

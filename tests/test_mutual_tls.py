@@ -17,10 +17,11 @@ import pytest
 
 from peer_grpc import PeerClient
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
+from peer_grpc.clock import ManualClock
 from peer_grpc.errors import PeerIdNotAllowed, SessionIdentityMismatch
 from peer_grpc.server import PeerServer, ServerConfig
 from tests.certs import CertFiles, Pki
-from tests.conftest import session_metadata
+from tests.conftest import StoreFactory, TaskStoreFactory, session_metadata
 from tests.rpc_details import details_of
 
 Stub = peer_pb2_grpc.PeerServiceStub
@@ -263,3 +264,46 @@ async def test_the_client_speaks_mutual_tls_end_to_end(
     assert task.state == peer_pb2.TASK_STATE_COMPLETED
     assert session is not None
     assert (session.identity, session.expected_sequence) == (BILLING, 5)
+
+
+async def test_a_certificate_that_names_no_identity_may_claim_no_peer_id(
+    server: PeerServer, pki: Pki, billing_stub: Stub
+):
+    opened = await handshake(billing_stub, BILLING)
+    nameless = pki.issue("10.9.9.9")  # an IP SAN only: no URI, no DNS name, no CN
+
+    async with await connect(server, pki, nameless) as channel:
+        stub = peer_pb2_grpc.PeerServiceStub(channel)
+        for peer_id in (BILLING, "anyone"):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await handshake(stub, peer_id)
+            found = details_of(caught.value)
+            assert found.code is grpc.StatusCode.PERMISSION_DENIED
+            assert found.reason == PeerIdNotAllowed.reason
+
+    session = await server.manager.get_session(opened.session_id)
+    assert session is not None
+    assert session.state.name == "HANDSHAKE_SENT"  # billing's session was not replaced
+
+
+async def test_refused_claims_do_not_spend_the_real_peers_handshakes(
+    server_config: ServerConfig,
+    store_factory: StoreFactory,
+    task_store_factory: TaskStoreFactory,
+    clock: ManualClock,
+    pki: Pki,
+    billing: CertFiles,
+):
+    config = replace(server_config, peer_handshake_rate=1.0, peer_handshake_burst=2)
+    async with PeerServer(
+        config, store=store_factory(), task_store=task_store_factory(), clock=clock
+    ) as server:
+        async with await connect(server, pki, pki.issue("attacker.example.org")) as channel:
+            attacker = peer_pb2_grpc.PeerServiceStub(channel)
+            for _ in range(10):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await handshake(attacker, BILLING)
+                assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+        async with await connect(server, pki, billing) as channel:
+            assert (await handshake(peer_pb2_grpc.PeerServiceStub(channel), BILLING)).session_id

@@ -65,18 +65,26 @@ class PeerIdPolicy:
     """Which peer ids each certificate identity may claim at the Handshake.
 
     An identity may always claim the peer id equal to itself; an identity map
-    may allow it more (or :data:`ANY_PEER_ID`). A call without a certificate
-    identity (no mutual TLS) may claim any peer id: nothing binds it.
+    may allow it more (or :data:`ANY_PEER_ID`). Without mutual TLS no call has an
+    identity, and any peer id may be claimed: nothing binds it.
 
     Args:
         allowed: identity -> the peer ids it may claim besides its own.
+        require_identity: refuse callers without an identity (under mutual TLS: a
+            certificate that names none, with no URI or DNS SAN and no common name).
     """
 
-    def __init__(self, allowed: Mapping[str, Collection[str]] | None = None) -> None:
+    def __init__(
+        self,
+        allowed: Mapping[str, Collection[str]] | None = None,
+        *,
+        require_identity: bool = False,
+    ) -> None:
         self._allowed = {identity: frozenset(ids) for identity, ids in (allowed or {}).items()}
+        self.require_identity = require_identity
 
     @classmethod
-    def from_file(cls, path: str | Path) -> PeerIdPolicy:
+    def from_file(cls, path: str | Path, *, require_identity: bool = True) -> PeerIdPolicy:
         """Read an identity map: a JSON object of identity -> list of peer ids.
 
         Raises:
@@ -93,17 +101,24 @@ class PeerIdPolicy:
         for identity, peer_ids in loaded.items():
             if not (isinstance(peer_ids, list) and all(isinstance(p, str) for p in peer_ids)):
                 raise ValueError(f"identity map {path}: {identity!r} must map to a list of strings")
-        return cls(loaded)
+        return cls(loaded, require_identity=require_identity)
 
     def may_claim(self, identity: str, peer_id: str) -> bool:
         """Whether a caller with ``identity`` may open a session as ``peer_id``."""
-        if not identity or peer_id == identity:
+        if not identity:
+            return not self.require_identity
+        if peer_id == identity:
             return True
         allowed = self._allowed.get(identity, frozenset())
         return peer_id in allowed or ANY_PEER_ID in allowed
 
     def check_claim(self, identity: str, peer_id: str) -> None:
         """Raise PeerIdNotAllowed unless ``identity`` may claim ``peer_id``."""
+        if not identity and self.require_identity:
+            raise PeerIdNotAllowed(
+                "the client certificate names no identity (no URI or DNS SAN, no common "
+                "name), so it may claim no peer_id"
+            )
         if not self.may_claim(identity, peer_id):
             raise PeerIdNotAllowed(
                 f"the client certificate {identity!r} may not claim peer_id {peer_id!r}; "

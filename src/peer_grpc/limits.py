@@ -77,18 +77,23 @@ class HandshakeThrottle:
     """Limits how fast handshakes come, per client and per claimed peer id.
 
     The client is counted first, so that a flood that claims ever new peer ids is
-    stopped by its source.
+    stopped by its source. A peer id is counted only once the caller is known to
+    be allowed to claim it: otherwise anyone could spend a peer's handshakes and
+    lock it out.
     """
 
     def __init__(self, per_client: RateLimiter, per_peer: RateLimiter) -> None:
         self.per_client = per_client
         self.per_peer = per_peer
 
-    def check(self, peer_id: str, caller: Caller, now: float) -> None:
-        """Count a handshake; raise HandshakeRateLimited if it comes too soon."""
+    def check_client(self, caller: Caller, now: float) -> None:
+        """Count a handshake from ``caller``; raise HandshakeRateLimited if too soon."""
         wait = self.per_client.acquire(caller.rate_key, now)
         if wait:
             raise HandshakeRateLimited("client", wait)
+
+    def check_peer(self, peer_id: str, now: float) -> None:
+        """Count a handshake claiming ``peer_id`` (by a caller allowed to claim it)."""
         wait = self.per_peer.acquire(peer_id, now)
         if wait:
             raise HandshakeRateLimited("peer", wait)

@@ -301,7 +301,9 @@ class PeerServer:
             max_lifetime=config.max_session_lifetime,
         )
         self.peer_ids = (
-            PeerIdPolicy.from_file(config.identity_map) if config.identity_map else PeerIdPolicy()
+            PeerIdPolicy.from_file(config.identity_map)
+            if config.identity_map
+            else PeerIdPolicy(require_identity=config.mutual_tls)
         )
         self.handshake_throttle = HandshakeThrottle(
             per_client=RateLimiter(config.client_handshake_rate, config.client_handshake_burst),
