@@ -21,6 +21,7 @@ __all__ = [
     "check_owner",
     "check_usable",
     "expiry_cause",
+    "identity_mismatch",
     "short_id",
 ]
 
@@ -118,10 +119,15 @@ def check_owner(session: Session, identity: str) -> None:
         SessionIdentityMismatch: the call comes from another identity.
     """
     if session.identity != identity:
-        raise SessionIdentityMismatch(
-            f"session {short_id(session.session_id)} belongs to another identity "
-            "than this call's client certificate"
-        )
+        raise identity_mismatch(session.session_id)
+
+
+def identity_mismatch(session_id: str) -> SessionIdentityMismatch:
+    """The error for a call on ``session_id`` from an identity other than its owner's."""
+    return SessionIdentityMismatch(
+        f"session {short_id(session_id)} belongs to another identity "
+        "than this call's client certificate"
+    )
 
 
 def capped_deadline(session: Session, expires_at: float) -> float:

@@ -28,7 +28,6 @@ from peer_grpc.errors import (
     SequenceErrorKind,
     SequenceExhausted,
     SessionExpired,
-    SessionIdentityMismatch,
     SessionLimitReached,
     SessionNotFound,
     SessionTerminated,
@@ -42,7 +41,13 @@ from peer_grpc.retry import (
     decode_outcome,
     encode_outcome,
 )
-from peer_grpc.session import Session, SessionStats, check_usable, short_id
+from peer_grpc.session import (
+    Session,
+    SessionStats,
+    check_usable,
+    identity_mismatch,
+    short_id,
+)
 from peer_grpc.state import TRANSITIONS, SessionState, check_transition
 from peer_grpc.stores import redis_scripts as scripts
 from peer_grpc.stores.base import Admission, SweepResult, WindowSnapshot
@@ -246,10 +251,7 @@ class RedisSessionStore:
             raise store_unavailable("admitting a call", error, self._retry_after) from error
         verdict = reply[0]
         if verdict == b"FORBIDDEN":
-            raise SessionIdentityMismatch(
-                f"session {short_id(session_id)} belongs to another identity "
-                "than this call's client certificate"
-            )
+            raise identity_mismatch(session_id)
         if verdict == b"OK":
             session = _decode(session_id, reply[2])
             if reply[1]:
