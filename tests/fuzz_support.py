@@ -517,27 +517,30 @@ _INDEX = st.integers(0, 255)
 _printable = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 #: Text that any metadata value may be: printable ASCII.
 ascii_text = st.text(_printable, max_size=40)
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**60), 2**60)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=10),
-    lambda inner: (
-        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=5), inner, max_size=2)
-    ),
-    max_leaves=3,
-)
-_finite_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=10),
-    lambda inner: (
-        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=5), inner, max_size=2)
-    ),
-    max_leaves=3,
-)
+
+
+def _json_values(*, finite: bool) -> st.SearchStrategy[Any]:
+    """Small JSON-like values; with ``finite``, no NaN, no infinity and no huge ints
+    (what a Struct carries faithfully)."""
+    numbers: st.SearchStrategy[Any] = (
+        st.floats(allow_nan=False, allow_infinity=False)
+        if finite
+        else st.integers(-(2**60), 2**60) | st.floats(allow_nan=True, allow_infinity=True)
+    )
+    scalars: st.SearchStrategy[Any] = st.one_of(
+        st.none(), st.booleans(), numbers, st.text(max_size=10)
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=5), inner, max_size=2)
+        ),
+        max_leaves=3,
+    )
+
+
+_json = _json_values(finite=False)
+_finite_json = _json_values(finite=True)
 
 
 def _seeded_json(rng: random.Random, depth: int, finite: bool) -> Any:

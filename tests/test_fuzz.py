@@ -122,6 +122,21 @@ def fuzz(backend: str, profile: str) -> Iterator[FuzzServer]:
         yield server
 
 
+def send_drawn_calls(pool: SessionPool, calls: st.SearchStrategy[Call], total: int) -> None:
+    """Send ``total`` calls drawn from ``calls`` through ``pool``, which checks each one,
+    :data:`CALLS_PER_EXAMPLE` to a Hypothesis example."""
+
+    @fuzz_settings(total // CALLS_PER_EXAMPLE)
+    @given(data=st.data())
+    def some_calls(data: st.DataObject) -> None:
+        for _ in range(CALLS_PER_EXAMPLE):
+            pool.refresh()
+            name, body, metadata = data.draw(calls, label="call")
+            pool.send(METHODS_BY_NAME[name], body, metadata)
+
+    some_calls()
+
+
 @pytest.mark.timeout(TIMEOUT * SCALE)
 def test_random_request_bytes_to_every_method(fuzz: FuzzServer, backend: str, profile: str):
     """Random, mangled and well-formed-but-hostile request bytes, to every method, with
@@ -137,15 +152,7 @@ def test_random_request_bytes_to_every_method(fuzz: FuzzServer, backend: str, pr
         body = draw(known.request_bytes(METHODS_BY_NAME[name]))
         return name, body, draw(known.session_metadata())
 
-    @fuzz_settings(budget(backend, BUDGETS["bytes", profile]) // CALLS_PER_EXAMPLE)
-    @given(data=st.data())
-    def some_calls(data: st.DataObject) -> None:
-        for _ in range(CALLS_PER_EXAMPLE):
-            pool.refresh()
-            name, body, metadata = data.draw(calls(), label="call")
-            pool.send(METHODS_BY_NAME[name], body, metadata)
-
-    some_calls()
+    send_drawn_calls(pool, calls(), budget(backend, BUDGETS["bytes", profile]))
     fuzz.assert_alive()
 
 
@@ -174,15 +181,7 @@ def test_random_metadata_to_every_method(fuzz: FuzzServer, backend: str, profile
         entries = [*draw(known.session_metadata()), *draw(extra_entries)]
         return name, body, draw(st.permutations(entries))
 
-    @fuzz_settings(budget(backend, BUDGETS["metadata", profile]) // CALLS_PER_EXAMPLE)
-    @given(data=st.data())
-    def some_calls(data: st.DataObject) -> None:
-        for _ in range(CALLS_PER_EXAMPLE):
-            pool.refresh()
-            name, body, metadata = data.draw(calls(), label="call")
-            pool.send(METHODS_BY_NAME[name], body, metadata)
-
-    some_calls()
+    send_drawn_calls(pool, calls(), budget(backend, BUDGETS["metadata", profile]))
     fuzz.assert_alive()
 
 
