@@ -42,10 +42,15 @@ test: $(VENV_STAMP) $(NODE_STAMP)
 fuzz: $(VENV_STAMP) $(NODE_STAMP)
 	PEER_GRPC_FUZZ_SCALE=10 $(PY) -m pytest tests/test_fuzz.py --timeout=0
 
+## bench: measure against bare grpcio; writes BENCHMARKS.md, docs/benchmarks.png and the
+## README's headline (about 15 minutes; BENCH_ARGS=--quick for a smoke run)
+bench: $(VENV_STAMP)
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
 ## lint: ruff, mypy and buf lint/format
 lint: $(VENV_STAMP) $(NODE_STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(BUF) lint
 	$(BUF) format --diff --exit-code

@@ -304,7 +304,7 @@ class FuzzServer:
             self.refused += 1
             assume(False)
         server_sequence = None
-        for key, value in call.initial_metadata() or ():
+        for key, value in (*(call.initial_metadata() or ()), *(call.trailing_metadata() or ())):
             if key == SEQUENCE_KEY:
                 server_sequence = str(value)
         if tag not in self.reached:

@@ -118,7 +118,8 @@ async def test_sequenced_calls_are_accepted_in_order_and_numbered_by_the_server(
             peer_pb2.PingRequest(payload=b"x"), metadata=session_metadata(session_id, sequence)
         )
         assert (await call).payload == b"x"
-        assert dict(await call.initial_metadata())[SEQUENCE_KEY] == str(sequence)
+        # A unary call's number rides in its trailers, with the status.
+        assert dict(await call.trailing_metadata())[SEQUENCE_KEY] == str(sequence)
 
     session = await snapshot(server, session_id)
     assert session.expected_sequence == 4

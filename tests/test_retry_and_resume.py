@@ -180,7 +180,7 @@ async def test_a_resend_gets_the_original_response_and_runs_nothing(
 
         assert await again == await first
         assert counter.runs == 1
-        assert dict(await again.initial_metadata())[SEQUENCE_KEY] == "1"
+        assert dict(await again.trailing_metadata())[SEQUENCE_KEY] == "1"
 
 
 async def test_a_resend_while_the_original_runs_waits_for_its_outcome(
@@ -431,7 +431,6 @@ async def test_a_session_that_used_the_last_sequence_must_be_replaced(
         session,
         session_id=session.session_id + "0",
         state=SessionState.ESTABLISHED,
-        expected_sequence=MAX_SEQUENCE,
         highest_accepted=MAX_SEQUENCE - 1,
     )
     await server.manager.store.create(last)

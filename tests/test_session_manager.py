@@ -85,7 +85,6 @@ async def test_create_session_opens_an_initial_session(
         last_activity=now,
         expires_at=now + IDLE,
         sequence_num=0,
-        expected_sequence=1,
         ended_at=0.0,
         lifetime_ends_at=now + manager.max_lifetime,
     )
@@ -131,7 +130,6 @@ async def test_first_call_establishes_the_session(
     assert admitted == replace(
         session,
         state=S.ESTABLISHED,
-        expected_sequence=2,
         highest_accepted=1,
         sequence_num=1,
         last_activity=clock.now(),

@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from peer_grpc.task_state import TaskState
 from peer_grpc.tasks import TaskRegistry
 from peer_grpc.tls import channel_credentials
 from peer_grpc.window import MAX_WINDOW
+from peer_grpc.workers import run_workers
 
 __all__ = ["main"]
 
@@ -73,6 +74,13 @@ def _positive(raw: str) -> float:
     value = float(raw)
     if value <= 0:
         raise ValueError("must be positive")
+    return value
+
+
+def _at_least_one(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be at least 1")
     return value
 
 
@@ -197,6 +205,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=_env("REDIS_TIMEOUT", _positive, defaults.redis_timeout),
         help="seconds a Redis command may take before a call fails UNAVAILABLE "
         "(default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=_env("WORKERS", _at_least_one, 1),
+        help="server processes sharing the port (SO_REUSEPORT), for more than one core; "
+        "more than 1 needs a Redis --store and a fixed --port (default: %(default)s)",
     )
     _add_serve_security(serve_cmd, defaults)
     serve_cmd.add_argument(
@@ -360,41 +375,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(args.log_level)
     try:
         tasks = load_registry(args.tasks) if args.tasks else None
-        config = ServerConfig(
-            host=args.host,
-            port=args.port,
-            idle_timeout=args.idle_timeout,
-            heartbeat_interval=args.heartbeat_interval,
-            sweep_interval=args.sweep_interval,
-            allow_sessionless=args.allow_sessionless,
-            server_peer_id=args.peer_id,
-            sequence_mode=SequenceMode[args.sequence_mode.upper()],
-            replay_window=args.replay_window,
-            retry_cache_size=args.retry_cache,
-            task_timeout=args.task_timeout,
-            max_task_timeout=args.max_task_timeout,
-            max_running_tasks=args.max_tasks,
-            max_tasks_per_session=args.max_tasks_per_session,
-            task_retention=args.task_retention,
-            store=args.store,
-            redis_key_prefix=args.redis_key_prefix,
-            redis_timeout=args.redis_timeout,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            tls_client_ca=args.tls_client_ca,
-            identity_map=args.identity_map,
-            **{field: getattr(args, field) for _, field, _, _ in _LIMIT_OPTIONS},
-        )
+        config = _server_config(args)
         if config.identity_map:
             PeerIdPolicy.from_file(config.identity_map)  # a bad map fails here, not later
+        if args.workers > 1:
+            _check_workers(config)
     except ValueError as error:
         print(f"peer-grpc: error: {error}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        config = replace(config, reuse_port=True)
+        return run_workers(args.workers, _serve_worker, (config, args.tasks, args.log_level))
+    return _serve_until_stopped(config, tasks)
+
+
+def _configure_logging(level: str, worker: int | None = None) -> None:
+    who = "" if worker is None else f" worker-{worker}"
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s{who} %(name)s: %(message)s")
+
+
+def _check_workers(config: ServerConfig) -> None:
+    if not config.uses_redis:
+        raise ValueError(
+            "--workers above 1 needs a shared store: workers share no memory, and a peer's "
+            "next connection may reach another worker (use --store redis://...)"
+        )
+    if config.port == 0:
+        raise ValueError("--workers above 1 needs a fixed --port for the workers to share")
+
+
+def _serve_worker(config: ServerConfig, tasks_spec: str | None, log_level: str, index: int) -> int:
+    """One worker of ``serve --workers``: a server process of its own on the shared port."""
+    _configure_logging(log_level, index)
+    return _serve_until_stopped(config, load_registry(tasks_spec) if tasks_spec else None)
+
+
+def _serve_until_stopped(config: ServerConfig, tasks: TaskRegistry | None) -> int:
     try:
         asyncio.run(serve(config, tasks=tasks))
     except ServerBindError as error:
@@ -404,6 +423,34 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"peer-grpc: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        idle_timeout=args.idle_timeout,
+        heartbeat_interval=args.heartbeat_interval,
+        sweep_interval=args.sweep_interval,
+        allow_sessionless=args.allow_sessionless,
+        server_peer_id=args.peer_id,
+        sequence_mode=SequenceMode[args.sequence_mode.upper()],
+        replay_window=args.replay_window,
+        retry_cache_size=args.retry_cache,
+        task_timeout=args.task_timeout,
+        max_task_timeout=args.max_task_timeout,
+        max_running_tasks=args.max_tasks,
+        max_tasks_per_session=args.max_tasks_per_session,
+        task_retention=args.task_retention,
+        store=args.store,
+        redis_key_prefix=args.redis_key_prefix,
+        redis_timeout=args.redis_timeout,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        identity_map=args.identity_map,
+        **{field: getattr(args, field) for _, field, _, _ in _LIMIT_OPTIONS},
+    )
 
 
 def load_registry(spec: str) -> TaskRegistry:

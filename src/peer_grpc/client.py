@@ -77,6 +77,10 @@ class _FlightLimit:
             self._changed.notify_all()
 
 
+#: Metadata as grpc hands it over: key and value pairs.
+_Metadata = Sequence[tuple[str, str | bytes]]
+
+
 @dataclass
 class _SessionCursor:
     """The client's view of its session: which id, and which sequence comes next."""
@@ -123,12 +127,10 @@ class _SessionCursor:
         if session_id == self.session_id and not self.window and self.next_sequence == sequence + 1:
             self.next_sequence = sequence
 
-    def spent(
-        self, session_id: str, sequence: int, initial_metadata: grpc.aio.Metadata | None
-    ) -> None:
-        """The server admitted ``sequence``."""
+    def spent(self, session_id: str, sequence: int, metadata: _Metadata | None) -> None:
+        """The server admitted ``sequence``; ``metadata`` announced it."""
         if session_id == self.session_id:  # else it belonged to a session since replaced
-            self.server_sequence = _server_sequence(initial_metadata, self.server_sequence)
+            self.server_sequence = _server_sequence(metadata, self.server_sequence)
 
 
 _WINDOW_MODE = peer_pb2.SEQUENCE_MODE_WINDOW
@@ -223,7 +225,8 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
             try:
                 await call
             except grpc.aio.AioRpcError as error:
-                admitted = bool(_server_sequence(error.initial_metadata(), 0))
+                announced = _announcement(error.initial_metadata(), error.trailing_metadata())
+                admitted = bool(_server_sequence(announced, 0))
                 if error.code() in _RESEND_CODES:
                     # Lost on the way, there or back: the server answers a resend of a call
                     # it already ran from its record, so resending is always safe.
@@ -233,12 +236,12 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
                         await asyncio.sleep(self.backoff * 2**attempt)
                         continue
                     if admitted:
-                        cursor.spent(session_id, sequence, error.initial_metadata())
+                        cursor.spent(session_id, sequence, announced)
                     else:
                         cursor.needs_resume = True  # fate unknown: ask where we stand
                     return call, False
                 if admitted:  # it ran, then failed: the number is spent
-                    cursor.spent(session_id, sequence, error.initial_metadata())
+                    cursor.spent(session_id, sequence, announced)
                     return call, False
                 if attempt > 0:  # a resend refused: the first send may have run; keep it spent
                     return call, False
@@ -246,7 +249,8 @@ class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
                     return call, True
                 cursor.unused(session_id, sequence)
                 return call, False
-            cursor.spent(session_id, sequence, await call.initial_metadata())
+            announced = _announcement(await call.initial_metadata(), await call.trailing_metadata())
+            cursor.spent(session_id, sequence, announced)
             return call, False
         raise AssertionError("unreachable: the last attempt returns")
 
@@ -349,7 +353,13 @@ class _StreamSequencingInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # ty
         return call, False
 
 
-def _server_sequence(metadata: grpc.aio.Metadata | None, default: int) -> int:
+def _announcement(initial: _Metadata | None, trailing: _Metadata | None) -> _Metadata:
+    """Where the server announces an admitted call's ``peer-sequence``: the trailers of
+    a unary call, the initial metadata of a stream (and of an older server's calls)."""
+    return (*(trailing or ()), *(initial or ()))
+
+
+def _server_sequence(metadata: _Metadata | None, default: int) -> int:
     for key, value in metadata or ():
         if key == SEQUENCE_KEY and isinstance(value, str) and value.isdigit():
             return int(value)

@@ -16,11 +16,10 @@ A call rejected by any of them never reaches a servicer and changes no session.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextvars import Token
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
@@ -177,11 +176,23 @@ class ErrorStatusInterceptor(_MethodWrappingInterceptor):
 
 
 async def _abort_for(error: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
-    """Abort the call with the status ``error`` deserves."""
+    """Abort the call with the status ``error`` deserves, keeping the trailers set so far
+    (the ``peer-sequence`` of an admitted call)."""
     if not isinstance(error, PeerError):
         log.exception("unhandled error in %s", method, exc_info=error)
         error = InternalError("internal error")
-    await context.abort_with_status(to_grpc_status(error))
+    status = to_grpc_status(error)
+    announced = tuple(context.trailing_metadata() or ())
+    if announced:
+        status = _Status(status.code, status.details, (*status.trailing_metadata, *announced))
+    await context.abort_with_status(status)
+
+
+@dataclass(frozen=True, slots=True)
+class _Status(grpc.Status):  # type: ignore[misc]
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 class RequestValidationInterceptor(_MethodWrappingInterceptor):
@@ -271,7 +282,8 @@ class SessionInterceptor(_MethodWrappingInterceptor):
 
     The admitted session is bound for the servicer (see
     :func:`peer_grpc.call_context.current_session`), and the server's own sequence
-    number for the response goes out as ``peer-sequence`` initial metadata. The
+    number for the response goes out as ``peer-sequence``: in the trailing metadata
+    of a unary call, in the initial metadata of a stream. The
     call's outcome is recorded, so that a resend of it (same sequence, method and
     bytes) is answered with the same outcome instead of running again. Calls
     without credentials got here only if their method may go sessionless. A
@@ -302,17 +314,25 @@ class SessionInterceptor(_MethodWrappingInterceptor):
                 CallKey(method, request.digest),
                 identity_of(context) if check_identity else "",
             )
+            session = admission.session
             if admission.replay is not None:
-                return await _answer_resend(admission.session, sequence, admission.replay, context)
-            async with _serving(manager, admission.session, sequence, context) as served:
-                session_token = bind_session(admission.session)
-                record_token = bind_call_record(served)
-                try:
-                    served.response = serialize(await behavior(request, context))
-                finally:
-                    unbind_call_record(record_token)
-                    unbind_session(session_token)
-            return served.response
+                return await _answer_resend(session, sequence, admission.replay, context)
+            served = _Serving(manager, session, sequence)
+            # A unary call's response and status leave together, so the number rides in
+            # the trailers: initial metadata of its own would cost the call another batch.
+            context.set_trailing_metadata(served.announcement)
+            session_token = bind_session(session)
+            record_token = bind_call_record(served.record)
+            try:
+                response = serialize(await behavior(request, context))
+            except BaseException as error:
+                await served.ended_by(error, context)
+                raise
+            finally:
+                unbind_call_record(record_token)
+                unbind_session(session_token)
+            await served.answered(response)
+            return response
 
         return admitted
 
@@ -338,11 +358,18 @@ class SessionInterceptor(_MethodWrappingInterceptor):
                 # A stream's messages are not kept, so a resend cannot be answered from
                 # the record: the caller opens a new stream under a new sequence.
                 raise _replay(session, sequence)
-            async with _serving(manager, session, sequence, context):
+            served = _Serving(manager, session, sequence)
+            # The caller learns its stream was admitted before the first message comes.
+            await context.send_initial_metadata(served.announcement)
+            try:
                 stream = behavior(request, context)
                 bound = _bound(bind_session, unbind_session, session, stream)  # type: ignore[arg-type]
                 async for response in bound:
                     yield response
+            except BaseException as error:
+                await served.ended_by(error, context)
+                raise
+            await served.answered(b"")
 
         return admitted
 
@@ -391,43 +418,49 @@ def _parsed_credentials() -> SessionCredentials | None:
     return credentials
 
 
-@contextlib.asynccontextmanager
-async def _serving(
-    manager: SessionManager, session: Session, sequence: int, context: grpc.aio.ServicerContext
-) -> AsyncIterator[CallRecord]:
-    """Serve an admitted call: announce the server's sequence, and record how the call
-    ended so that a resend gets the same answer."""
-    server_sequence = session.sequence_num
-    await context.send_initial_metadata(((SEQUENCE_KEY, str(server_sequence)),))
-    served = CallRecord()
-    outcome = _INTERRUPTED
-    try:
-        yield served
-        outcome = CallOutcome(code=0, response=served.response)
-    except grpc.aio.AbortError:
-        outcome = _outcome_of_abort(context)
-        raise
-    except StoreUnavailable:
-        # The store failed mid-call. Unless the call's effect is known to be done (then a
-        # resend learns it), the call is marked as not run, so that a resend runs it.
-        outcome = (
-            CallOutcome(code=0, response=served.if_interrupted)
-            if served.if_interrupted
-            else NOT_RUN
-        )
-        raise
-    except PeerError as error:
-        outcome = _outcome_of_status(to_grpc_status(error))
-        raise
-    except Exception:
-        outcome = _outcome_of_status(to_grpc_status(InternalError("internal error")))
-        raise
-    finally:
-        if outcome is _INTERRUPTED and served.if_interrupted:
-            outcome = CallOutcome(code=0, response=served.if_interrupted)
-        await manager.record_outcome(
-            session.session_id, sequence, replace(outcome, server_sequence=server_sequence)
-        )
+class _Serving:
+    """An admitted call being served: it records how the call ended, so that a resend
+    of it gets the same answer."""
+
+    __slots__ = ("announcement", "manager", "record", "sequence", "server_sequence", "session_id")
+
+    def __init__(self, manager: SessionManager, session: Session, sequence: int) -> None:
+        self.manager = manager
+        self.session_id = session.session_id
+        self.sequence = sequence
+        self.server_sequence = session.sequence_num
+        #: The ``peer-sequence`` metadata that tells the caller its call was admitted.
+        self.announcement = ((SEQUENCE_KEY, str(self.server_sequence)),)
+        self.record = CallRecord()
+
+    async def answered(self, response: bytes) -> None:
+        """The call succeeded with ``response`` (serialized; empty for a stream)."""
+        await self._remember(CallOutcome(0, response, server_sequence=self.server_sequence))
+
+    async def ended_by(self, error: BaseException, context: grpc.aio.ServicerContext) -> None:
+        """The call ended with ``error``: an abort, a protocol error, a fault, or a
+        cancellation (its caller gone)."""
+        await self._remember(self._outcome_of(error, context))
+
+    def _outcome_of(self, error: BaseException, context: grpc.aio.ServicerContext) -> CallOutcome:
+        done = self.record.if_interrupted
+        if isinstance(error, grpc.aio.AbortError):
+            return _outcome_of_abort(context)
+        if isinstance(error, StoreUnavailable):
+            # The store failed mid-call. Unless the call's effect is known to be done (then
+            # a resend learns it), the call is marked as not run, so that a resend runs it.
+            return CallOutcome(code=0, response=done) if done else NOT_RUN
+        if isinstance(error, PeerError):
+            return _outcome_of_status(to_grpc_status(error))
+        if isinstance(error, Exception):
+            return _outcome_of_status(to_grpc_status(InternalError("internal error")))
+        # Cancelled, or torn down: the effect is unknown unless the method said otherwise.
+        return CallOutcome(code=0, response=done) if done else _INTERRUPTED
+
+    async def _remember(self, outcome: CallOutcome) -> None:
+        if outcome.server_sequence != self.server_sequence:
+            outcome = replace(outcome, server_sequence=self.server_sequence)
+        await self.manager.record_outcome(self.session_id, self.sequence, outcome)
 
 
 #: The outcome of a call that never finished (cancelled, or its task torn down).
@@ -448,11 +481,11 @@ def _outcome_of_status(status: grpc.Status) -> CallOutcome:
 def _outcome_of_abort(context: grpc.aio.ServicerContext) -> CallOutcome:
     code = context.code() or grpc.StatusCode.UNKNOWN
     number = code.value[0] if isinstance(code, grpc.StatusCode) else int(code)
-    return CallOutcome(
-        code=number,
-        message=context.details() or "",
-        trailing_metadata=tuple(context.trailing_metadata() or ()),
+    # Without the announcement: a resend's answer announces the number itself.
+    trailing = tuple(
+        (key, value) for key, value in context.trailing_metadata() or () if key != SEQUENCE_KEY
     )
+    return CallOutcome(code=number, message=context.details() or "", trailing_metadata=trailing)
 
 
 async def _answer_resend(
@@ -472,14 +505,14 @@ async def _answer_resend(
         )
     if outcome == FORGOTTEN:  # more calls were accepted since than the record holds
         raise _replay(session, sequence)
-    if outcome.server_sequence:
-        await context.send_initial_metadata(((SEQUENCE_KEY, str(outcome.server_sequence)),))
+    announced = ((SEQUENCE_KEY, str(outcome.server_sequence)),) if outcome.server_sequence else ()
     if outcome.code == 0:
+        context.set_trailing_metadata(announced)
         return outcome.response
     await context.abort(
         _STATUS_BY_NUMBER.get(outcome.code, grpc.StatusCode.ABORTED),
         outcome.message,
-        trailing_metadata=outcome.trailing_metadata,
+        trailing_metadata=(*outcome.trailing_metadata, *announced),
     )
     raise AssertionError("unreachable: abort raises")
 

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +112,15 @@ def decode_outcome(data: bytes) -> CallOutcome:
 @dataclass(slots=True)
 class _Entry:
     key: CallKey
-    outcome: asyncio.Future[CallOutcome]
+    #: How the call ended; None while it runs.
+    outcome: CallOutcome | None = None
+    #: Made only when a resend comes while the call runs: most calls are never resent.
+    waiter: asyncio.Future[CallOutcome] | None = None
+
+    def settle(self, outcome: CallOutcome) -> None:
+        self.outcome = outcome
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(outcome)
 
 
 class RetryCache:
@@ -125,31 +132,38 @@ class RetryCache:
         if size < 0:
             raise ValueError("the retry cache size must not be negative")
         self._size = size
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        # Insertion order is acceptance order: the first key is the oldest.
+        self._entries: dict[int, _Entry] = {}
 
     def remember(self, sequence: int, key: CallKey) -> None:
         """Note an accepted call whose outcome is still to come; forgets the oldest."""
         if self._size == 0:
             return
-        loop = asyncio.get_running_loop()
-        self._entries[sequence] = _Entry(key, loop.create_future())
+        self._entries[sequence] = _Entry(key)
         while len(self._entries) > self._size:
-            _, evicted = self._entries.popitem(last=False)
-            if not evicted.outcome.done():
-                evicted.outcome.set_result(FORGOTTEN)  # waiters learn it is gone
+            evicted = self._entries.pop(next(iter(self._entries)))
+            if evicted.outcome is None:
+                evicted.settle(FORGOTTEN)  # waiters learn it is gone
 
     def find(self, sequence: int, key: CallKey) -> asyncio.Future[CallOutcome] | None:
-        """The outcome of the accepted call ``sequence`` if ``key`` matches it, else None."""
+        """The outcome of the accepted call ``sequence`` if ``key`` matches it, else None.
+
+        The future is done if the call has ended, and is resolved when it ends otherwise.
+        """
         entry = self._entries.get(sequence)
         if entry is None or entry.key != key:
             return None
-        return entry.outcome
+        if entry.waiter is None:
+            entry.waiter = asyncio.get_running_loop().create_future()
+            if entry.outcome is not None:
+                entry.waiter.set_result(entry.outcome)
+        return entry.waiter
 
     def record(self, sequence: int, outcome: CallOutcome) -> None:
         """Store how call ``sequence`` ended and wake any resend waiting for it."""
         entry = self._entries.get(sequence)
-        if entry is not None and not entry.outcome.done():
-            entry.outcome.set_result(outcome)
+        if entry is not None and entry.outcome is None:
+            entry.settle(outcome)
 
     def __len__(self) -> int:
         return len(self._entries)

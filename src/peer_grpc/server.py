@@ -150,6 +150,9 @@ class ServerConfig:
     #: Seconds a client must leave between keepalive pings; one that pings more
     #: often is disconnected (HTTP/2 GOAWAY "too_many_pings").
     min_client_ping_interval: float = 10.0
+    #: Share the port with other processes (SO_REUSEPORT), as ``serve --workers``
+    #: does. Off otherwise, so that a port another server holds fails to bind.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -217,8 +220,9 @@ class ServerConfig:
         """The gRPC channel arguments that enforce this config's transport limits."""
         return [
             # grpcio turns SO_REUSEPORT on by default, which lets a second server bind the
-            # same port silently and steal half the connections. A taken port must fail.
-            ("grpc.so_reuseport", 0),
+            # same port silently and steal half the connections. A taken port must fail,
+            # unless the processes sharing it are this server's own workers.
+            ("grpc.so_reuseport", int(self.reuse_port)),
             ("grpc.max_receive_message_length", self.max_request_bytes),
             # Soft and hard limit alike: between them gRPC refuses at random.
             ("grpc.max_metadata_size", self.max_metadata_bytes),

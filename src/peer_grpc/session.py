@@ -26,9 +26,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Session:
-    """An immutable snapshot of one session. Stores hand out snapshots, never live records.
+    """A snapshot of one session. Stores hand out snapshots, never live records: each
+    is a copy of its own, and changing it changes nothing stored. (Not a frozen
+    dataclass: a frozen one costs eight times as much to build, and every call
+    builds two.) Treat it as a value; :func:`dataclasses.replace` makes a changed copy.
 
     Times are seconds since the Unix epoch, read from the server's clock.
     """
@@ -44,13 +47,11 @@ class Session:
     expires_at: float
     #: The last sequence number the server sent on this session (0: none yet).
     sequence_num: int = 0
-    #: The sequence number the next received call must carry.
-    expected_sequence: int = FIRST_SEQUENCE
     #: When the session reached TERMINATED or EXPIRED (0 while live).
     ended_at: float = 0.0
     #: The anti-replay window's width in window mode; 0 in strict mode.
     window: int = 0
-    #: The highest sequence accepted so far (window mode; in strict mode, expected - 1).
+    #: The highest sequence accepted so far (0: none yet).
     highest_accepted: int = 0
     #: SHA-256 of the session token that allows resuming it; empty: cannot be resumed.
     token_hash: bytes = b""
@@ -60,6 +61,39 @@ class Session:
     #: The absolute end of the session's life, however active it is (0: none).
     #: The idle deadline never moves past it.
     lifetime_ends_at: float = 0.0
+
+    @property
+    def expected_sequence(self) -> int:
+        """The sequence number the next received call must carry in strict mode; in
+        window mode, the one just above the window."""
+        return self.highest_accepted + FIRST_SEQUENCE
+
+    def after_call(
+        self, state: SessionState, highest_accepted: int, now: float, expires_at: float
+    ) -> Session:
+        """This session after it accepted a call: ``highest_accepted`` is now the highest
+        sequence accepted, and the server numbered one more message.
+
+        Built field by field rather than with :func:`dataclasses.replace`, which costs
+        several times as much on the path every call takes.
+        """
+        return Session(
+            self.session_id,
+            self.peer_id,
+            state,
+            self.protocol_version,
+            self.capabilities,
+            self.created_at,
+            now,
+            expires_at,
+            self.sequence_num + 1,
+            self.ended_at,
+            self.window,
+            highest_accepted,
+            self.token_hash,
+            self.identity,
+            self.lifetime_ends_at,
+        )
 
     def is_expired_at(self, now: float) -> bool:
         """Whether the session is expired at ``now``, swept or not."""

@@ -15,7 +15,7 @@ from peer_grpc.task_state import TaskState
 __all__ = ["Admission", "SessionStore", "SweepResult", "TaskStore", "WindowSnapshot"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per call, and frozen ones cost more
 class Admission:
     """The store's answer to an admissible call."""
 

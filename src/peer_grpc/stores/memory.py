@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from dataclasses import replace
 
@@ -28,6 +27,16 @@ from peer_grpc.session import (
 )
 from peer_grpc.state import SessionState, check_transition
 from peer_grpc.stores.base import Admission, SweepResult, WindowSnapshot
+from peer_grpc.stores.expiry import ExpiryWheel
+from peer_grpc.stores.memory_records import (
+    Record,
+    deadline_of,
+    ended,
+    pack,
+    ring_of,
+    state_of,
+    unpack,
+)
 
 __all__ = ["DEFAULT_ENDED_RETENTION", "MemorySessionStore"]
 
@@ -39,10 +48,10 @@ class MemorySessionStore:
     """Sessions in dictionaries of this process.
 
     Every method runs without awaiting anything, so on one event loop each call is
-    atomic. Expiry uses a lazy heap of deadlines: activity does not touch the heap;
-    a sweep that pops a deadline which has since moved pushes the new one. A sweep
-    therefore costs in proportion to the deadlines that came due, not to the
-    number of sessions.
+    atomic. Deadlines sit in an :class:`~peer_grpc.stores.expiry.ExpiryWheel` of
+    one-second buckets, moved by activity only when it crosses a second, so a
+    sweep costs in proportion to the sessions that expired, not to the number of
+    sessions.
     """
 
     def __init__(
@@ -55,12 +64,11 @@ class MemorySessionStore:
             raise ValueError("ended_retention must not be negative")
         self._ended_retention = ended_retention
         self._retry_cache_size = retry_cache_size
-        self._sessions: dict[str, Session] = {}
-        # Beside the immutable snapshots: per-session state mutated in place.
-        self._rings: dict[str, bytearray] = {}
+        # Compact records, not snapshots: see memory_records. Snapshots are built on demand.
+        self._records: dict[str, Record] = {}
         self._retries: dict[str, RetryCache] = {}
         self._live_by_peer: dict[str, str] = {}
-        self._deadlines: list[tuple[float, str]] = []
+        self._expiry = ExpiryWheel()
         self._ended: deque[tuple[float, str]] = deque()
         self._by_state = dict.fromkeys(SessionState, 0)
         self._created_total = 0
@@ -69,38 +77,35 @@ class MemorySessionStore:
         self._sequence_errors_total = 0
 
     async def create(self, session: Session, max_live: int = 0) -> Session | None:
-        if session.session_id in self._sessions:
+        if session.session_id in self._records:
             raise ValueError(f"session id collision: {short_id(session.session_id)}")
         previous_id = self._live_by_peer.get(session.peer_id)
-        previous = self._sessions.get(previous_id) if previous_id else None
+        previous = self._load(previous_id) if previous_id else None
         if max_live and previous is None and self._live_count() >= max_live:
             raise SessionLimitReached(max_live)
         if previous is not None and not previous.state.is_final:
             now = session.created_at
             # Expired but not yet swept: it ends as what it already is.
             final = SessionState.EXPIRED if previous.is_expired_at(now) else SessionState.TERMINATED
-            self._end(previous, final, now)
-        self._put(session)
-        if session.window:
-            self._rings[session.session_id] = window.new_ring(session.window)
-        self._retries[session.session_id] = RetryCache(self._retry_cache_size)
+            self._end(previous.session_id, final, now)
+        self._put(session, window.new_ring(session.window) if session.window else b"")
         self._live_by_peer[session.peer_id] = session.session_id
-        heapq.heappush(self._deadlines, (session.expires_at, session.session_id))
+        self._expiry.add(session.session_id, session.expires_at)
         self._created_total += 1
         return previous
 
     async def get(self, session_id: str) -> Session | None:
-        return self._sessions.get(session_id)
+        return self._load(session_id)
 
     async def get_by_peer(self, peer_id: str) -> Session | None:
         session_id = self._live_by_peer.get(peer_id)
-        return self._sessions.get(session_id) if session_id else None
+        return self._load(session_id) if session_id else None
 
     async def transition(self, session_id: str, target: SessionState, now: float) -> Session:
         session = self._require(session_id)
         check_transition(session.state, target)
         if target.is_final:
-            return self._end(session, target, now)
+            return self._end(session_id, target, now)
         return self._put(replace(session, state=target))
 
     async def touch(self, session_id: str, now: float, expires_at: float) -> Session:
@@ -110,6 +115,7 @@ class MemorySessionStore:
         if session.state.is_final:
             raise SessionTerminated(f"session {short_id(session_id)} was terminated")
         expires_at = capped_deadline(session, expires_at)
+        self._expiry.move(session_id, session.expires_at, expires_at)
         return self._put(replace(session, last_activity=now, expires_at=expires_at))
 
     async def admit(
@@ -121,44 +127,43 @@ class MemorySessionStore:
         expires_at: float,
         identity: str = "",
     ) -> Admission:
-        found = self._sessions.get(session_id)
+        found = self._load(session_id)
         if found is not None:
             check_owner(found, identity)
-            replay = self._retries[session_id].find(sequence, key)
+            retries = self._retries.get(session_id)
+            replay = retries.find(sequence, key) if retries is not None else None
             if replay is not None:
                 return Admission(found, replay)
         session = check_usable(found, session_id, now)
+        ring = ring_of(self._records[session_id]) if session.window else _NO_RING
         try:
-            highest = self._accept(session, sequence)
+            highest = self._accept(session, sequence, ring)
         except (SequenceError, SequenceExhausted):
             self._sequence_errors_total += 1
             raise
         state = session.state
         if state is SessionState.HANDSHAKE_SENT:
             state = check_transition(state, SessionState.ESTABLISHED)
-        admitted = self._put(
-            replace(
-                session,
-                state=state,
-                highest_accepted=highest,
-                expected_sequence=highest + 1,
-                sequence_num=session.sequence_num + 1,
-                last_activity=now,
-                expires_at=capped_deadline(session, expires_at),
-            )
-        )
-        self._retries[session_id].remember(sequence, key)
+        expires_at = capped_deadline(session, expires_at)
+        self._expiry.move(session_id, session.expires_at, expires_at)
+        admitted = self._put(session.after_call(state, highest, now, expires_at), ring)
+        retries = self._retries.get(session_id)
+        if retries is None and self._retry_cache_size:
+            # Made at the first call, so that a session that never calls costs nothing here.
+            retries = self._retries[session_id] = RetryCache(self._retry_cache_size)
+        if retries is not None:
+            retries.remember(sequence, key)
         return Admission(admitted)
 
-    def _accept(self, session: Session, sequence: int) -> int:
-        """Apply the session's sequence rule; returns the new highest accepted sequence."""
+    def _accept(self, session: Session, sequence: int, ring: bytearray) -> int:
+        """Apply the session's sequence rule (changing the window's ``ring``); returns the
+        new highest accepted sequence."""
         session_id = session.session_id
         if not session.window:
             if session.expected_sequence > MAX_SEQUENCE:
                 raise _exhausted(session_id)
             check_strict(session_id, session.expected_sequence, sequence)
             return sequence
-        ring = self._rings[session_id]
         highest = session.highest_accepted
         verdict = window.check(ring, session.window, highest, sequence)
         if verdict is window.Verdict.ACCEPT:
@@ -184,8 +189,8 @@ class MemorySessionStore:
 
     async def window(self, session_id: str) -> WindowSnapshot:
         session = self._require(session_id)
-        ring = self._rings.get(session_id)
-        if ring is None:
+        ring = ring_of(self._records[session_id])
+        if not ring:
             return WindowSnapshot(session.highest_accepted, b"")
         accepted = window.window_bitmap(ring, session.window, session.highest_accepted)
         return WindowSnapshot(session.highest_accepted, accepted)
@@ -195,31 +200,25 @@ class MemorySessionStore:
         return self._put(replace(session, sequence_num=session.sequence_num + 1)).sequence_num
 
     async def sweep(self, now: float, limit: int) -> SweepResult:
-        expired = purged = work = 0
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now and work < limit:
-            _, session_id = heapq.heappop(deadlines)
-            work += 1
-            session = self._sessions.get(session_id)
-            if session is None or session.state.is_final:
-                continue
-            if session.expires_at > now:  # activity moved the deadline since it was pushed
-                heapq.heappush(deadlines, (session.expires_at, session_id))
-                continue
-            self._end(session, SessionState.EXPIRED, now)
-            expired += 1
+        due, more_due = self._expiry.pop_due(now, limit, self._deadline_of)
+        for session_id in due:  # only live sessions are scheduled
+            self._end_record(session_id, SessionState.EXPIRED, now, scheduled=False)
+        work = len(due)
+        purged = 0
         ended = self._ended
         while ended and ended[0][0] <= now and work < limit:
             _, session_id = ended.popleft()
             work += 1
-            session = self._sessions.pop(session_id, None)
-            self._rings.pop(session_id, None)
+            record = self._records.pop(session_id, None)
             self._retries.pop(session_id, None)
-            if session is not None:
-                self._by_state[session.state] -= 1
+            if record is not None:
+                self._by_state[state_of(record)] -= 1
                 purged += 1
-        more = bool(deadlines and deadlines[0][0] <= now) or bool(ended and ended[0][0] <= now)
-        return SweepResult(expired=expired, purged=purged, more=more)
+        more = more_due or bool(ended and ended[0][0] <= now)
+        return SweepResult(expired=len(due), purged=purged, more=more)
+
+    def _deadline_of(self, session_id: str) -> float:
+        return deadline_of(self._records[session_id])
 
     async def stats(self) -> SessionStats:
         counts = self._by_state
@@ -242,7 +241,7 @@ class MemorySessionStore:
 
     def __len__(self) -> int:
         """Sessions held, live and ended."""
-        return len(self._sessions)
+        return len(self._records)
 
     def _live_count(self) -> int:
         """Sessions not yet ended (expired ones count until the sweep ends them)."""
@@ -250,33 +249,60 @@ class MemorySessionStore:
         return sum(counts[state] for state in SessionState if not state.is_final)
 
     def _require(self, session_id: str) -> Session:
-        session = self._sessions.get(session_id)
+        session = self._load(session_id)
         if session is None:
             raise SessionNotFound(f"no session {short_id(session_id)}")
         return session
 
-    def _put(self, session: Session) -> Session:
-        """Store ``session``, keeping the per-state counts in step."""
-        old = self._sessions.get(session.session_id)
-        if old is not None:
-            self._by_state[old.state] -= 1
-        self._by_state[session.state] += 1
-        self._sessions[session.session_id] = session
+    def _put(self, session: Session, ring: bytes | bytearray | None = None) -> Session:
+        """Store ``session`` and its window's ``ring`` (None: the ring stored already),
+        keeping the per-state counts in step."""
+        records = self._records
+        old = records.get(session.session_id)
+        old_state = state_of(old) if old is not None else None
+        if old_state is not session.state:
+            if old_state is not None:
+                self._by_state[old_state] -= 1
+            self._by_state[session.state] += 1
+        if ring is None:
+            ring = ring_of(old) if old is not None and session.window else b""
+        records[session.session_id] = pack(session, ring)
         return session
 
-    def _end(self, session: Session, final: SessionState, now: float) -> Session:
+    def _load(self, session_id: str) -> Session | None:
+        record = self._records.get(session_id)
+        return unpack(session_id, record) if record is not None else None
+
+    def _end(self, session_id: str, final: SessionState, now: float) -> Session:
         """Move a live session to a final state and schedule it to be forgotten."""
-        ended = self._put(
-            replace(session, state=check_transition(session.state, final), ended_at=now)
-        )
-        if self._live_by_peer.get(session.peer_id) == session.session_id:
-            del self._live_by_peer[session.peer_id]
-        self._ended.append((now + self._ended_retention, session.session_id))
+        return unpack(session_id, self._end_record(session_id, final, now))
+
+    def _end_record(
+        self, session_id: str, final: SessionState, now: float, scheduled: bool = True
+    ) -> Record:
+        """:meth:`_end` on the record alone. ``scheduled`` is False when the sweep has
+        already taken the session's deadline."""
+        record = self._records[session_id]
+        state = state_of(record)
+        check_transition(state, final)
+        self._records[session_id] = ended_record = ended(record, final, now)
+        self._by_state[state] -= 1
+        self._by_state[final] += 1
+        peer_id = record[1]
+        if self._live_by_peer.get(peer_id) == session_id:
+            del self._live_by_peer[peer_id]
+        if scheduled:
+            self._expiry.discard(session_id, deadline_of(record))
+        self._ended.append((now + self._ended_retention, session_id))
         if final is SessionState.EXPIRED:
             self._expired_total += 1
         else:
             self._terminated_total += 1
-        return ended
+        return ended_record
+
+
+#: The ring of a strict-mode session: none.
+_NO_RING = bytearray()
 
 
 def _exhausted(session_id: str) -> SequenceExhausted:

@@ -57,6 +57,14 @@ local function capped(deadline, lifeend)
   end
   return deadline
 end
+
+-- Give accepted call seq its outcome, once, if it is still the admission that ran it.
+local function settle(calls, seq, admission, outcome)
+  if redis.call('HGET', calls, seq .. ':a') ~= admission then return 0 end
+  if redis.call('HEXISTS', calls, seq .. ':o') == 1 then return 0 end
+  redis.call('HSET', calls, seq .. ':o', outcome)
+  return 1
+end
 """
 
 #: KEYS: session, calls, order. ARGV: now, idle deadline, retention, then field/value pairs.
@@ -139,7 +147,8 @@ return {'OK', redis.call('HGETALL', KEYS[1])}
 #: Admit a received call: the sequence check-and-advance and the retry record, at once.
 #: KEYS: session, calls, order. ARGV: now, idle deadline, retention, received hi,
 #: received lo, received (decimal), call key, admission id, retry record size,
-#: the caller's identity.
+#: the caller's identity, then (sequence, admission id, outcome) of each earlier call
+#: of the session whose outcome is still to be written (see SETTLE_CALL).
 #: Returns one of
 #:   {'FORBIDDEN'} (another identity's session; checked first)
 #:   {'OK', 1 if the session became ESTABLISHED else 0, session}
@@ -155,6 +164,10 @@ local now, deadline, retention = ARGV[1], ARGV[2], ARGV[3]
 local rhi, rlo = tonumber(ARGV[4]), tonumber(ARGV[5])
 local seq, call_key, admission = ARGV[6], ARGV[7], ARGV[8]
 local cache_size = tonumber(ARGV[9])
+
+-- The outcomes of this session's earlier calls ride on its next admission: settle them
+-- first, whatever this admission's fate.
+for i = 11, #ARGV, 3 do settle(calls, ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
 
 local f = redis.call('HMGET', session, 'state', 'expires', 'hi', 'lo', 'window', 'ident', 'lifeend')
 if not f[1] then return {'NOT_FOUND'} end
@@ -264,13 +277,7 @@ return {'OK', became, redis.call('HGETALL', session)}
 
 #: Give an admitted call its outcome, once. KEYS: calls. ARGV: sequence, admission id,
 #: outcome. Returns 1 if stored, 0 if the call was forgotten, re-admitted or settled.
-SETTLE_CALL = """
-local calls, seq = KEYS[1], ARGV[1]
-if redis.call('HGET', calls, seq .. ':a') ~= ARGV[2] then return 0 end
-if redis.call('HEXISTS', calls, seq .. ':o') == 1 then return 0 end
-redis.call('HSET', calls, seq .. ':o', ARGV[3])
-return 1
-"""
+SETTLE_CALL = _COMMON + "return settle(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
 
 #: KEYS: session. Returns the server's next sequence number, or false if no session.
 NEXT_SEND = """

@@ -11,6 +11,7 @@ is lost (Redis went away between the two), the sweep puts the indexes right.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -66,7 +67,7 @@ from peer_grpc.stores.redis_keys import (
     parse_index_member,
 )
 
-__all__ = ["RedisSessionStore"]
+__all__ = ["OUTCOME_DELAY", "RedisSessionStore"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ _U32 = 0xFFFFFFFF
 #: resends then wait until their deadline instead of getting the outcome).
 _MAX_BACKLOG = 10_000
 _NOT_RUN_MARK = b"NOT_RUN"
+#: Seconds an outcome waits to ride on its session's next admission before it is
+#: written on its own. A resend of the call meanwhile waits as long, at most.
+OUTCOME_DELAY = 0.05
+#: An outcome to write: session id, sequence, admission id, encoded outcome.
+_Settlement = tuple[str, int, str, bytes]
 
 
 class RedisSessionStore:
@@ -112,7 +118,11 @@ class RedisSessionStore:
         # Admitted calls whose outcome is still to be recorded: (session, sequence) -> admission.
         self._admissions: dict[tuple[str, int], str] = {}
         # Outcomes (or NOT_RUN marks) to write once Redis answers again.
-        self._backlog: deque[tuple[str, int, str, bytes]] = deque(maxlen=_MAX_BACKLOG)
+        self._backlog: deque[_Settlement] = deque(maxlen=_MAX_BACKLOG)
+        # Outcomes still to be written, by session (see record()).
+        self._unsettled: dict[str, list[_Settlement]] = {}
+        self._settler: asyncio.TimerHandle | None = None
+        self._settling: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(
@@ -230,6 +240,7 @@ class RedisSessionStore:
         admission = secrets.token_hex(8)
         keys = self._keys.session(session_id)
         call_key = _call_key(key)
+        riding = self._unsettled.pop(session_id, ())
         args: list[str | bytes | int] = [
             _time(now),
             _time(expires_at),
@@ -242,11 +253,14 @@ class RedisSessionStore:
             self._cache_size,
             identity,
         ]
+        for _, earlier, earlier_admission, outcome in riding:
+            args += [str(earlier), earlier_admission, outcome]
         try:
             reply = await self._scripts["ADMIT"](keys=keys, args=args)
         except unavailable_errors as error:
             # The script may have run with its reply lost: once Redis is back, mark the
             # call as never served, so that a resend of it runs it instead of waiting.
+            self._backlog.extend(riding)
             self._backlog.append((session_id, sequence, admission, _NOT_RUN_MARK))
             raise store_unavailable("admitting a call", error, self._retry_after) from error
         verdict = reply[0]
@@ -296,13 +310,47 @@ class RedisSessionStore:
         if admission is None:
             return
         value = _NOT_RUN_MARK if _is_not_run(outcome) else encode_outcome(outcome)
-        entry = (session_id, sequence, admission, value)
+        # Not written now, so that the answer does not wait for a second round trip: the
+        # outcome rides on the session's next admission, or, if none comes within
+        # OUTCOME_DELAY, goes in one pipeline with the other outcomes still waiting. A
+        # resend that comes first waits for it.
+        self._unsettled.setdefault(session_id, []).append((session_id, sequence, admission, value))
+        if self._settler is None:
+            loop = asyncio.get_running_loop()
+            self._settler = loop.call_later(OUTCOME_DELAY, self._settle_later)
+
+    def _settle_later(self) -> None:
+        self._settler = None
+        task = asyncio.get_running_loop().create_task(self._settle_waiting())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle_waiting(self) -> None:
+        """Write every outcome still waiting, in one pipeline."""
+        batch = [entry for entries in self._unsettled.values() for entry in entries]
+        self._unsettled.clear()
+        if not batch:
+            return
         try:
-            await self._settle(entry)
+            await self._settle_batch(batch)
         except unavailable_errors:
-            # The caller gets its answer all the same; a resend gets it once Redis is back.
-            log.warning("Redis unavailable: recording call %d's outcome later", sequence)
-            self._backlog.append(entry)
+            # The callers have their answers; a resend gets one once Redis is back.
+            log.warning("Redis unavailable: recording %d outcomes later", len(batch))
+            self._backlog.extend(batch)
+
+    async def _settle_batch(self, batch: list[_Settlement]) -> None:
+        if len(batch) == 1:
+            await self._settle(batch[0])
+            return
+        sha = self._scripts["SETTLE_CALL"].sha
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id, sequence, admission, value in batch:
+                calls_key = self._keys.session(session_id)[1]
+                pipe.evalsha(sha, 1, calls_key, str(sequence), admission, value)
+            results = await pipe.execute(raise_on_error=False)
+        for entry, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):  # NOSCRIPT after a restart of Redis, say
+                await self._settle(entry)
 
     async def window(self, session_id: str) -> WindowSnapshot:
         with self._unavailable("reading a session's window"):
@@ -406,12 +454,19 @@ class RedisSessionStore:
             self._backlog.popleft()
 
     async def close(self) -> None:
-        """Close the Redis client."""
+        """Write the outcomes still waiting to be written, then close the Redis client."""
+        if self._settler is not None:
+            self._settler.cancel()
+            self._settler = None
+        with contextlib.suppress(*unavailable_errors):
+            await self._settle_waiting()
+        if self._settling:
+            await asyncio.wait(self._settling, timeout=self._retry_after + 1)
         await self._redis.aclose()
 
     # --- helpers --------------------------------------------------------------------
 
-    async def _settle(self, entry: tuple[str, int, str, bytes]) -> None:
+    async def _settle(self, entry: _Settlement) -> None:
         session_id, sequence, admission, value = entry
         args: list[str | bytes] = [str(sequence), admission, value]
         await self._scripts["SETTLE_CALL"](keys=self._keys.session(session_id)[1:2], args=args)
@@ -559,7 +614,6 @@ def _decode_mapping(session_id: str, fields: dict[bytes, bytes]) -> Session:
         last_activity=float(fields[b"last"]),
         expires_at=float(fields[b"expires"]),
         sequence_num=int(fields[b"seqnum"]),
-        expected_sequence=highest + 1,
         ended_at=float(fields[b"ended"]),
         window=int(fields[b"window"]),
         highest_accepted=highest,

@@ -1,0 +1,544 @@
+"""BENCHMARKS.md, its chart, and the README's headline, from the measured results.
+
+Every ratio is paired: a configuration's figure divided by the bare grpc.aio
+servicer's in the same round (the rounds alternate configurations), then the
+median over rounds, with the range beside it.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BARE = "bare-aio"
+CHART = Path("docs") / "benchmarks.png"
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A median over rounds, with the smallest and largest round."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Figure:
+        values = list(values)
+        return cls(statistics.median(values), min(values), max(values))
+
+    def ratio(self) -> str:
+        return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f})"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue, and whether the measured figure meets it."""
+
+    name: str
+    limit: str
+    measured: str
+    met: bool
+
+
+class Results:
+    """The runs of one benchmark, by configuration."""
+
+    def __init__(self, results: dict[str, Any]) -> None:
+        self.raw = results
+        self.runs: dict[tuple[str, str, int, str], list[Result]] = defaultdict(list)
+        for run in results["calls"]:
+            key = (run["server"], run["method"], run["sessions"], run["reject"])
+            self.runs[key].append(run)
+        self.sessions: list[int] = results["plan"]["sessions"]
+        self.servers = sorted({key[0] for key in self.runs}, key=_server_order)
+
+    def has(self, server: str, method: str = "ping", sessions: int = 0, reject: str = "") -> bool:
+        return (server, method, sessions or self.sessions[-1], reject) in self.runs
+
+    def figure(
+        self, metric: str, server: str, method: str, sessions: int, reject: str = ""
+    ) -> Figure:
+        return Figure.of(run[metric] for run in self.runs[(server, method, sessions, reject)])
+
+    def paired(
+        self,
+        metric: str,
+        server: str,
+        method: str,
+        sessions: int,
+        against: tuple[str, str, int, str] | None = None,
+        reject: str = "",
+    ) -> Figure:
+        """``metric`` of a configuration over that of ``against`` (the bare servicer of the
+        same method and sessions by default), round by round."""
+        against = against or (BARE, method, sessions, "")
+        base = {run["round"]: run[metric] for run in self.runs[against]}
+        return Figure.of(
+            run[metric] / base[run["round"]]
+            for run in self.runs[(server, method, sessions, reject)]
+            if base.get(run["round"])
+        )
+
+
+def _server_order(name: str) -> int:
+    order = ["bare-aio", "bare-sync", "memory-strict", "memory-window", "redis-strict"]
+    return order.index(name) if name in order else len(order)
+
+
+def targets(results: Results) -> list[Target]:
+    """Each target of the issue against what was measured."""
+    found: list[Target] = []
+    top = results.sessions[-1]
+    middle = results.sessions[len(results.sessions) // 2]
+    if results.has("memory-strict") and results.has(BARE):
+        cpu = results.paired("server_cpu_us_per_call", "memory-strict", "ping", middle)
+        found.append(_at_most("server CPU per sequenced Ping", 1.10, cpu, f"x{middle}"))
+        for sessions in results.sessions:
+            rate = results.paired("calls_per_second", "memory-strict", "ping", sessions)
+            found.append(
+                Target(
+                    f"calls/s vs bare, Ping x{sessions}",
+                    ">= 0.90x",
+                    rate.ratio(),
+                    rate.median >= 0.9,
+                )
+            )
+            p99 = results.paired("p99_us", "memory-strict", "ping", sessions)
+            found.append(_at_most("p99 latency vs bare, Ping", 1.2, p99, f"x{sessions}"))
+        flood = next((key[2] for key in results.runs if key[0] == "memory-strict" and key[3]), None)
+        for reject in ("unknown", "gap", "replay"):
+            if flood and results.has("memory-strict", "ping", flood, reject):
+                ratio = results.paired(
+                    "server_cpu_us_per_call",
+                    "memory-strict",
+                    "ping",
+                    flood,
+                    against=("memory-strict", "ping", flood, ""),
+                    reject=reject,
+                )
+                found.append(_at_most(f"CPU per rejected call ({reject}) vs accepted", 1.2, ratio))
+    if results.has("redis-strict") and results.has("memory-strict"):
+        rate = results.paired(
+            "calls_per_second",
+            "redis-strict",
+            "ping",
+            top,
+            against=("memory-strict", "ping", top, ""),
+        )
+        found.append(
+            Target(
+                f"Redis calls/s vs memory, Ping x{top}",
+                ">= 0.60x",
+                rate.ratio(),
+                rate.median >= 0.6,
+            )
+        )
+        trips = results.figure("redis_round_trips_per_call", "redis-strict", "ping", 1)
+        found.append(
+            Target(
+                "Redis round trips per validated call (x1)",
+                "1",
+                f"{trips.median:.2f}",
+                trips.median <= 1.05,
+            )
+        )
+    found += _store_targets(results.raw["stores"])
+    return found
+
+
+def _at_most(name: str, limit: float, figure: Figure, where: str = "") -> Target:
+    label = f"{name} {where}".strip()
+    return Target(label, f"<= {limit:.2f}x", figure.ratio(), figure.median <= limit)
+
+
+def _store_targets(stores: list[Result]) -> list[Target]:
+    strict = sorted((s for s in stores if not s["window"]), key=lambda s: s["sessions"])
+    if not strict:
+        return []
+    small, large = strict[0], strict[-1]
+    found = [
+        Target(
+            f"bytes per session at {large['sessions']:,} ({mode})",
+            "<= 512",
+            f"{store['bytes_per_session']:.0f}",
+            store["bytes_per_session"] <= 512,
+        )
+        for store, mode in [(large, "strict")]
+        + [(s, f"window {s['window']}") for s in stores if s["window"]]
+    ]
+    growth = large["admit_us"] / small["admit_us"]
+    found.append(
+        Target(
+            f"admit time at {large['sessions']:,} vs {small['sessions']:,}",
+            "<= 1.30x",
+            f"{growth:.2f}x ({small['admit_us']:.1f} -> {large['admit_us']:.1f} us)",
+            growth <= 1.3,
+        )
+    )
+    found.append(
+        Target(
+            f"idle sweep at {large['sessions']:,}",
+            "<= 50 us",
+            f"{large['idle_sweep_us']:.1f} us",
+            large["idle_sweep_us"] <= 50,
+        )
+    )
+    found.append(
+        Target(
+            "sweep cost per expired session",
+            "a few us",
+            f"{large['sweep_us_per_expired']:.1f} us",
+            large["sweep_us_per_expired"] <= 5,
+        )
+    )
+    found.append(
+        Target(
+            "longest sweep batch",
+            "<= 5 ms",
+            f"{max(s['sweep_max_batch_ms'] for s in stores):.2f} ms",
+            max(s["sweep_max_batch_ms"] for s in stores) <= 5,
+        )
+    )
+    return found
+
+
+def _call_table(results: Results, method: str) -> list[str]:
+    rows = [
+        "| server | sessions | calls/s | p50 | p99 | server CPU/call | calls/s vs bare | "
+        "CPU/call vs bare | p99 vs bare |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sessions in results.sessions:
+        for server in results.servers:
+            if server.endswith("workers") or not results.has(server, method, sessions):
+                continue
+            rate = results.figure("calls_per_second", server, method, sessions)
+            p50 = results.figure("p50_us", server, method, sessions)
+            p99 = results.figure("p99_us", server, method, sessions)
+            cpu = results.figure("server_cpu_us_per_call", server, method, sessions)
+            ratios = ["", "", ""]
+            if server != BARE and results.has(BARE, method, sessions):
+                ratios = [
+                    results.paired(metric, server, method, sessions).ratio()
+                    for metric in ("calls_per_second", "server_cpu_us_per_call", "p99_us")
+                ]
+            rows.append(
+                f"| {server} | {sessions} | {rate.median:,.0f} | {p50.median / 1000:.2f} ms | "
+                f"{p99.median / 1000:.2f} ms | {cpu.median:.0f} us | " + " | ".join(ratios) + " |"
+            )
+    return rows
+
+
+def _rejection_table(results: Results) -> list[str]:
+    floods = sorted({key for key in results.runs if key[3]})
+    if not floods:
+        return []
+    sessions = floods[0][2]
+    accepted = results.figure("server_cpu_us_per_call", "memory-strict", "ping", sessions)
+    rows = [
+        f"| Ping x{sessions}, memory, strict | server CPU/call | vs an accepted call | calls/s |",
+        "|---|---:|---:|---:|",
+        f"| accepted | {accepted.median:.0f} us | 1.00x | "
+        f"{results.figure('calls_per_second', 'memory-strict', 'ping', sessions).median:,.0f} |",
+    ]
+    for _, _, _, reject in floods:
+        cpu = results.figure("server_cpu_us_per_call", "memory-strict", "ping", sessions, reject)
+        ratio = results.paired(
+            "server_cpu_us_per_call",
+            "memory-strict",
+            "ping",
+            sessions,
+            against=("memory-strict", "ping", sessions, ""),
+            reject=reject,
+        )
+        rate = results.figure("calls_per_second", "memory-strict", "ping", sessions, reject)
+        rows.append(
+            f"| rejected: {reject} | {cpu.median:.0f} us | {ratio.ratio()} | {rate.median:,.0f} |"
+        )
+    return rows
+
+
+def _redis_table(results: Results) -> list[str]:
+    if not results.has("redis-strict"):
+        return []
+    rows = [
+        "| Ping, Redis, strict | sessions | round trips/call | commands/call | Redis CPU/call | "
+        "calls/s vs memory |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for sessions in results.sessions:
+        if not results.has("redis-strict", "ping", sessions):
+            continue
+        trips = results.figure("redis_round_trips_per_call", "redis-strict", "ping", sessions)
+        commands = results.figure("redis_commands_per_call", "redis-strict", "ping", sessions)
+        redis_cpu = results.figure("redis_cpu_us_per_call", "redis-strict", "ping", sessions)
+        versus = results.paired(
+            "calls_per_second",
+            "redis-strict",
+            "ping",
+            sessions,
+            against=("memory-strict", "ping", sessions, ""),
+        )
+        rows.append(
+            f"| | {sessions} | {trips.median:.2f} | {commands.median:.2f} | "
+            f"{redis_cpu.median:.0f} us | {versus.ratio()} |"
+        )
+    return rows
+
+
+def _workers_table(results: Results) -> list[str]:
+    workers = [key for key in results.runs if key[0].endswith("workers")]
+    if not workers:
+        return []
+    server, method, sessions, _ = workers[0]
+    one = results.figure("calls_per_second", "redis-strict", method, sessions)
+    two = results.figure("calls_per_second", server, method, sessions)
+    one_p99 = results.figure("p99_us", "redis-strict", method, sessions).median / 1000
+    two_p99 = results.figure("p99_us", server, method, sessions).median / 1000
+    scaling = results.paired(
+        "calls_per_second", server, method, sessions, against=("redis-strict", method, sessions, "")
+    )
+    return [
+        f"| Ping x{sessions}, Redis | calls/s | p99 | vs 1 worker |",
+        "|---|---:|---:|---:|",
+        f"| 1 worker | {one.median:,.0f} | {one_p99:.2f} ms | 1.00x |",
+        f"| 2 workers | {two.median:,.0f} | {two_p99:.2f} ms | {scaling.ratio()} |",
+    ]
+
+
+def _store_table(stores: list[Result]) -> list[str]:
+    rows = [
+        "| sessions | mode | bytes/session | + retry cache (1 outcome) | admit | admit with retry "
+        "cache | idle sweep | sweep per expired | longest sweep batch | full GC pass |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for store in stores:
+        mode = f"window {store['window']}" if store["window"] else "strict"
+        rows.append(
+            f"| {store['sessions']:,} | {mode} | {store['bytes_per_session']:.0f} | "
+            f"{store['retry_bytes_per_session']:.0f} | {store['admit_us']:.1f} us | "
+            f"{store['cached_admit_us']:.1f} us | {store['idle_sweep_us']:.1f} us | "
+            f"{store['sweep_us_per_expired']:.1f} us | {store['sweep_max_batch_ms']:.2f} ms | "
+            f"{store['full_gc_ms']:.0f} ms |"
+        )
+    return rows
+
+
+def _sync_line(results: Results) -> str:
+    if not (results.has("bare-sync") and results.has("memory-strict")):
+        return ""
+    parts = []
+    for sessions in results.sessions:
+        ratio = results.paired(
+            "calls_per_second",
+            "memory-strict",
+            "ping",
+            sessions,
+            against=("bare-sync", "ping", sessions, ""),
+        )
+        parts.append(f"x{sessions}: {ratio.ratio()}")
+    return (
+        "The shipped server's Ping calls/s as a ratio to the bare **synchronous** grpcio "
+        "server (thread pool of 16): " + "; ".join(parts) + "."
+    )
+
+
+def write(raw: dict[str, Any], out: Path) -> None:
+    """Write BENCHMARKS.md and the chart under ``out``, and the README's headline."""
+    results = Results(raw)
+    found = targets(results)
+    _chart(results, out / CHART)
+    (out / "BENCHMARKS.md").write_text(_markdown(results, found))
+    readme = out / "README.md"
+    if readme.exists():
+        _update_readme(readme, results, found)
+
+
+def _markdown(results: Results, found: list[Target]) -> str:
+    machine = results.raw["machine"]
+    plan = results.raw["plan"]
+    when = datetime.fromtimestamp(results.raw["started"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmarks",
+        "",
+        "What peer-grpc's session and sequence checks cost, against a bare grpcio servicer of "
+        "the same proto measured in the same run. Written by `make bench` "
+        f"(`{results.raw['command']}`); do not edit by hand.",
+        "",
+        f"- Measured {when}, {results.raw['seconds'] / 60:.0f} minutes.",
+        f"- Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['platform']}, "
+        f"Python {machine['python']}, grpcio {machine['grpcio']}. Shared and noisy: read the "
+        "ranges.",
+        f"- Each configuration ran {plan['rounds']} times, configurations taking turns; each run "
+        f"warmed up for {plan['warmup']} s and measured {plan['seconds']} s. Figures are medians "
+        "of the runs; ratios are paired with the bare servicer's run of the same round, then the "
+        "median, with the range of rounds in brackets.",
+        "- Servers and the load generator are separate processes on 127.0.0.1. The load is closed "
+        "loop: each session sends its next call when the last one is answered. Server CPU is the "
+        "server process's own user+system time over the measured window, divided by the calls "
+        "answered in it.",
+        "- `bare-aio`: a grpc.aio servicer of PeerService, no interceptors, answering with "
+        "responses of the same shape. `bare-sync`: the same on grpcio's synchronous server. "
+        "`memory-*` and `redis-*`: `peer-grpc serve` as shipped, strict or window sequencing.",
+        "",
+        f"![ratios to the bare servicer, and store cost against session count]({CHART.as_posix()})",
+        "",
+        "## Targets",
+        "",
+        "| target | limit | measured | met |",
+        "|---|---|---|---|",
+        *[
+            f"| {t.name} | {t.limit} | {t.measured} | {'yes' if t.met else '**no**'} |"
+            for t in found
+        ],
+        "",
+        "## Sequenced Ping",
+        "",
+        *_call_table(results, "ping"),
+        "",
+        _sync_line(results),
+        "",
+        "## Sequenced DelegateTask(echo)",
+        "",
+        "The bare servicer answers with a completed task at once; the shipped server creates "
+        "the task, runs the handler and waits for it, so this ratio prices the task machinery "
+        "as well as the checks.",
+        "",
+        *_call_table(results, "delegate"),
+        "",
+        "## Rejected calls",
+        "",
+        "A flood of calls the server turns away before any servicer runs: an unknown session, "
+        "a sequence gap, a replay of an accepted sequence with other bytes.",
+        "",
+        *_rejection_table(results),
+        "",
+        "## Redis store",
+        "",
+        "Round trips are Redis's own count of the reads it served (`total_reads_processed`), "
+        "per call; commands likewise (`total_commands_processed`). The admission is one "
+        "round trip on the call's path; the outcome kept for resends is written after the "
+        "answer, riding on the session's next admission when one comes soon.",
+        "",
+        *_redis_table(results),
+        "",
+        "## Two workers on one port",
+        "",
+        "`peer-grpc serve --workers 2` (SO_REUSEPORT) on the Redis store, against one worker. "
+        "On a 2-core machine the load generator and Redis compete with the workers for the "
+        "same two cores, so this shows the ceiling of this machine more than the scaling.",
+        "",
+        *_workers_table(results),
+        "",
+        "## Session store",
+        "",
+        "`python -m benchmarks.stores N`: a memory store of N established sessions, each 1,000 "
+        "calls into its life. Bytes are what the store allocated (tracemalloc), everything "
+        "included (snapshot fields, ids, peer id, token hash, indexes, expiry buckets, window), "
+        "the retry cache aside (its column: one cached outcome). Times are per operation, with "
+        "the cyclic garbage collector paused; a full collection pass, which CPython starts on "
+        "its own from time to time, is in the last column.",
+        "",
+        *_store_table(results.raw["stores"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _update_readme(readme: Path, results: Results, found: list[Target]) -> None:
+    text = readme.read_text()
+    if README_START not in text:
+        return
+    headline = _headline(results, found)
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
+    readme.write_text(pattern.sub(lambda _: f"{README_START}\n{headline}\n{README_END}", text))
+
+
+def _headline(results: Results, found: list[Target]) -> str:
+    rows = ["| | measured | target |", "|---|---|---|"]
+    wanted = (
+        "server CPU per sequenced Ping",
+        "calls/s vs bare, Ping",
+        "p99 latency vs bare, Ping",
+        "bytes per session",
+        "Redis round trips",
+        "Redis calls/s",
+    )
+    for target in found:
+        if target.name.startswith(wanted):
+            rows.append(f"| {target.name} | {target.measured} | {target.limit} |")
+    met = sum(t.met for t in found)
+    return "\n".join(
+        [
+            f"Measured by `make bench` against a bare grpc.aio servicer in the same run "
+            f"({met} of {len(found)} targets met; all figures, the machine and the method in "
+            "[BENCHMARKS.md](BENCHMARKS.md)):",
+            "",
+            *rows,
+        ]
+    )
+
+
+def _chart(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (calls, stores) = plt.subplots(1, 2, figsize=(13, 4.8))
+    servers = [s for s in results.servers if s != BARE and not s.endswith("workers")]
+    width = 0.8 / max(len(servers), 1)
+    for index, server in enumerate(servers):
+        xs, rates, cpus = [], [], []
+        for position, sessions in enumerate(results.sessions):
+            if results.has(server, "ping", sessions) and results.has(BARE, "ping", sessions):
+                xs.append(position + index * width)
+                rates.append(results.paired("calls_per_second", server, "ping", sessions).median)
+                cpus.append(
+                    results.paired("server_cpu_us_per_call", server, "ping", sessions).median
+                )
+        calls.bar(xs, rates, width, label=f"{server} calls/s")
+        calls.plot(xs, cpus, "k_", markersize=14, markeredgewidth=2)
+    calls.axhline(1.0, color="grey", linewidth=0.8)
+    calls.set_xticks(
+        [p + width * (len(servers) - 1) / 2 for p in range(len(results.sessions))],
+        [f"{s} sessions" for s in results.sessions],
+    )
+    calls.set_ylabel("ratio to bare grpc.aio (bars: calls/s; dashes: CPU/call)")
+    calls.set_title("Sequenced Ping")
+    calls.legend(fontsize=8)
+
+    stores_by_mode = [s for s in results.raw["stores"] if not s["window"]]
+    sizes = [s["sessions"] for s in stores_by_mode]
+    stores.plot(sizes, [s["admit_us"] for s in stores_by_mode], "o-", label="admit (us)")
+    stores.plot(
+        sizes,
+        [s["sweep_us_per_expired"] for s in stores_by_mode],
+        "s-",
+        label="sweep per expired (us)",
+    )
+    stores.set_xscale("log")
+    stores.set_xlabel("sessions in the memory store")
+    stores.set_ylabel("microseconds")
+    bytes_axis = stores.twinx()
+    bytes_axis.plot(
+        sizes, [s["bytes_per_session"] for s in stores_by_mode], "^--", color="tab:green"
+    )
+    bytes_axis.set_ylabel("bytes per session (dashed)")
+    bytes_axis.set_ylim(0, 600)
+    stores.set_title("Memory store against session count")
+    stores.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
