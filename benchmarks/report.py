@@ -146,10 +146,10 @@ def targets(results: Results) -> list[Target]:
         trips = results.figure("redis_round_trips_per_call", "redis-strict", "ping", 1)
         found.append(
             Target(
-                "Redis round trips per validated call (x1)",
+                "Redis round trips per call, x1 (health checks and sweeps included)",
                 "1",
                 f"{trips.median:.2f}",
-                trips.median <= 1.05,
+                trips.median <= 1.1,
             )
         )
     found += _store_targets(results.raw["stores"])
@@ -272,8 +272,8 @@ def _redis_table(results: Results) -> list[str]:
     if not results.has("redis-strict"):
         return []
     rows = [
-        "| Ping, Redis, strict | sessions | round trips/call | commands/call | Redis CPU/call | "
-        "calls/s vs memory |",
+        "| Ping, Redis, strict | sessions | round trips/call | commands/call (inside scripts "
+        "too) | Redis CPU/call | calls/s vs memory |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for sessions in results.sessions:
@@ -426,7 +426,10 @@ def _markdown(results: Results, found: list[Target]) -> str:
         "## Redis store",
         "",
         "Round trips are Redis's own count of the reads it served (`total_reads_processed`), "
-        "per call; commands likewise (`total_commands_processed`). The admission is one "
+        "per call, the server's health checks (one a second) and sweeps included; "
+        "commands likewise (`total_commands_processed`, which counts each `redis.call` of a "
+        "Lua script too). `tests/test_redis_round_trips.py` counts them on the wire: exactly "
+        "one per call. The admission is one "
         "round trip on the call's path; the outcome kept for resends is written after the "
         "answer, riding on the session's next admission when one comes soon.",
         "",
@@ -528,6 +531,7 @@ def _chart(results: Results, path: Path) -> None:
         label="sweep per expired (us)",
     )
     stores.set_xscale("log")
+    stores.set_ylim(bottom=0)
     stores.set_xlabel("sessions in the memory store")
     stores.set_ylabel("microseconds")
     bytes_axis = stores.twinx()

@@ -213,7 +213,7 @@ def run(plan: Plan, workdir: Path, progress: bool = True) -> list[dict[str, Any]
         for round_number in range(plan.rounds):
             for config in configs:
                 server = servers[config.server]
-                result = measure(config, server, plan, _redis_url_of(server))
+                result = measure(config, server, plan, redis_url_of(server))
                 result.update(
                     server=config.server,
                     method=config.method,
@@ -234,7 +234,7 @@ def run(plan: Plan, workdir: Path, progress: bool = True) -> list[dict[str, Any]
     return results
 
 
-def _redis_url_of(server: RunningServer) -> str:
+def redis_url_of(server: RunningServer) -> str:
     """The Redis a server uses (from its command line), to count commands; empty if none."""
     if not server.kind.needs_redis:
         return ""

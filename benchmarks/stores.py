@@ -74,10 +74,15 @@ def new_session(number: int, now: float, window: int, token_hash: bytes) -> Sess
     )
 
 
-async def fill(store: MemorySessionStore, count: int, now: float, window: int) -> None:
-    """Open ``count`` sessions and admit one call on each, as established peers have."""
+async def fill(store: MemorySessionStore, count: int, window: int) -> None:
+    """Open ``count`` sessions and admit one call on each, as established peers have.
+
+    They arrive evenly over one idle timeout, so their deadlines spread over as many
+    seconds as a server's would.
+    """
     key = CallKey("Ping", DIGEST)
     for number in range(count):
+        now = number * IDLE / count
         # A token hash of its own per session, as real handshakes give.
         token_hash = hash_session_token(new_session_token())
         await store.create(new_session(number, now, window, token_hash))
@@ -90,7 +95,7 @@ async def filled_and_measured(count: int, window: int) -> tuple[MemorySessionSto
     tracemalloc.start()
     store = MemorySessionStore(retry_cache_size=0)
     before = tracemalloc.get_traced_memory()[0]
-    await fill(store, count, 0.0, window)
+    await fill(store, count, window)
     gc.collect()
     session_bytes = (tracemalloc.get_traced_memory()[0] - before) / count
     tracemalloc.stop()
@@ -103,52 +108,50 @@ async def retry_cache_costs(window: int) -> tuple[float, float]:
     sample = 10_000
     tracemalloc.start()
     bare = MemorySessionStore(retry_cache_size=0)
-    await fill(bare, sample, 0.0, window)
+    await fill(bare, sample, window)
     without = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     del bare
     gc.collect()
     tracemalloc.start()
     cached = MemorySessionStore()
-    await fill(cached, sample, 0.0, window)
+    await fill(cached, sample, window)
     for number in range(sample):
         outcome = CallOutcome(0, b"", server_sequence=PAST_CALLS + 1)
         await cached.record(session_id(number), PAST_CALLS + 1, outcome)
     with_cache = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    return (with_cache - without) / sample, await admission_time(cached, sample)
+    return (with_cache - without) / sample, await admission_time(cached, range(sample), IDLE - 1)
 
 
-async def admission_time(store: MemorySessionStore, count: int) -> float:
-    """Microseconds per ``admit`` on random sessions (each admitted at most once)."""
+async def admission_time(store: MemorySessionStore, numbers: range, now: float) -> float:
+    """Microseconds per ``admit`` at ``now`` on random sessions among ``numbers``."""
     key = CallKey("Ping", DIGEST)
     next_sequence: dict[int, int] = {}
     calls: list[tuple[str, int]] = []
     for _ in range(TIMED_ADMISSIONS):
-        number = random.randrange(count)
+        number = random.choice(numbers)
         sequence = next_sequence.get(number, PAST_CALLS + 2)  # :func:`fill` admitted one
         next_sequence[number] = sequence + 1
         calls.append((session_id(number), sequence))
     started = time.perf_counter()
     for sid, sequence in calls:
-        await store.admit(sid, sequence, key, 1.0, 1.0 + IDLE)
+        await store.admit(sid, sequence, key, now, now + 2 * IDLE)
     return (time.perf_counter() - started) / len(calls) * 1e6
 
 
-async def sweep_costs(store: MemorySessionStore, count: int) -> dict[str, float]:
-    """Sweep with nothing due, then with 1% of the sessions expired."""
+async def sweep_costs(store: MemorySessionStore, count: int, doomed: int) -> dict[str, float]:
+    """Sweep with nothing due, then with the first ``doomed`` sessions expired."""
     started = time.perf_counter()
     rounds = 1000
     for _ in range(rounds):
         await store.sweep(2.0, SWEEP_BATCH)
     idle_us = (time.perf_counter() - started) / rounds * 1e6
 
-    # Keep 99% alive past the deadline of the other 1%.
-    later = 2.0 + IDLE
-    doomed = max(count // 100, 1)
+    # The rest stay active past the deadlines of the doomed, the first to arrive.
     for number in range(doomed, count):
-        # Activity moves a deadline without touching the expiry structure.
-        await store.touch(session_id(number), 2.0, 2.0 + 2 * IDLE)
+        await store.touch(session_id(number), IDLE - 1, IDLE - 1 + 2 * IDLE)
+    later = doomed * IDLE / count + IDLE
     batches: list[float] = []
     expired = 0
     more = True
@@ -176,14 +179,16 @@ async def run(count: int, window: int) -> dict[str, Any]:
     # snapshots (reported above) would land in whichever batch it interrupted.
     gc.disable()
     try:
+        doomed = max(count // 100, 1)
         result: dict[str, Any] = {
             "sessions": count,
             "window": window,
             "bytes_per_session": session_bytes,
-            "admit_us": await admission_time(store, count),
             "full_gc_ms": full_collection_ms,
         }
-        result.update(await sweep_costs(store, count))
+        result.update(await sweep_costs(store, count, doomed))
+        # After the sweep, on the sessions it left: later than every deadline it saw.
+        result["admit_us"] = await admission_time(store, range(doomed, count), IDLE + 2)
         del store
         retry_bytes, cached_admit_us = await retry_cache_costs(window)
     finally:
