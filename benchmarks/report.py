@@ -393,6 +393,9 @@ def _markdown(results: Results, found: list[Target]) -> str:
         "",
         f"![ratios to the bare servicer, and store cost against session count]({CHART.as_posix()})",
         "",
+        "Where the time goes, the profiles behind each target that is not met, and how to "
+        "profile: [docs/performance.md](docs/performance.md).",
+        "",
         "## Targets",
         "",
         "| target | limit | measured | met |",

@@ -94,6 +94,8 @@ async def test_concurrent_sessions_stay_near_one_round_trip_per_call(counted_ser
         trips = await round_trips_of(all_calls())
 
     total = sessions * calls_each
-    # One round trip to admit each call; the last outcomes of the sessions go in one
-    # pipeline or a few; each session's first call also indexes it as established.
-    assert total <= trips <= total + 2 * sessions
+    # One round trip to admit each call, and one more for each session's first call
+    # (it indexes the session as established). Outcomes ride on admissions, or, when a
+    # session's next call is slow to come, go in pipelines shared by all the sessions:
+    # two round trips a call would be 640.
+    assert total + sessions <= trips <= 1.2 * total + sessions

@@ -1,6 +1,7 @@
 """Server interceptors: the gRPC glue that guards every PeerService call.
 
-In the server's list, in this order (:func:`peer_interceptors`):
+In this order (:func:`peer_interceptors`, which chains them into one grpc
+interceptor so that grpc enters one per call):
 
 1. :class:`ErrorStatusInterceptor` turns protocol errors into rich statuses.
 2. :class:`SessionMetadataInterceptor` parses the session metadata and turns
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextvars import Token
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -517,6 +518,29 @@ async def _answer_resend(
     raise AssertionError("unreachable: abort raises")
 
 
+class _Chain(_MethodWrappingInterceptor):
+    """Several method-wrapping interceptors served as one.
+
+    Each method's handler is wrapped by every link once, outermost first, and the
+    result reused: grpc then runs one interceptor per call instead of one per
+    concern, which it would otherwise enter and leave on every call.
+    """
+
+    def __init__(self, links: Sequence[_MethodWrappingInterceptor]) -> None:
+        super().__init__()
+        self._links = tuple(links)
+
+    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
+        for link in reversed(self._links):
+            behavior = link.wrap(method, behavior, serialize)
+        return behavior
+
+    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        for link in reversed(self._links):
+            behavior = link.wrap_stream(method, behavior)
+        return behavior
+
+
 def peer_interceptors(
     manager: SessionManager,
     validators: Mapping[str, RequestValidator],
@@ -524,16 +548,19 @@ def peer_interceptors(
     allow_sessionless: bool = False,
     check_identity: bool = False,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The PeerService's interceptors, in the order they must run.
+    """The PeerService's interceptors, in the order they must run (chained into one).
 
     With ``check_identity`` (mutual TLS), a call on a session must come from the
     client certificate identity that opened it.
     """
-    return [
-        ErrorStatusInterceptor(),
-        SessionMetadataInterceptor(
-            allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else ()
-        ),
-        RequestValidationInterceptor(validators),
-        SessionInterceptor(manager, check_identity=check_identity),
-    ]
+    chain = _Chain(
+        [
+            ErrorStatusInterceptor(),
+            SessionMetadataInterceptor(
+                allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else ()
+            ),
+            RequestValidationInterceptor(validators),
+            SessionInterceptor(manager, check_identity=check_identity),
+        ]
+    )
+    return [chain]
