@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
@@ -38,7 +39,7 @@ def run_workers(count: int, target: Callable[..., int], args: tuple[Any, ...]) -
         0 when the workers stopped on a signal, else the first failure's status.
     """
     context = multiprocessing.get_context("spawn")
-    workers = [
+    workers: list[BaseProcess] = [
         context.Process(
             target=_exit_with, args=(target, (*args, index)), name=f"peer-grpc-worker-{index}"
         )
@@ -66,7 +67,7 @@ def run_workers(count: int, target: Callable[..., int], args: tuple[Any, ...]) -
 
 
 def _supervise(
-    workers: list[Any], stop_all: Callable[[], None], stopping: Callable[[], bool]
+    workers: list[BaseProcess], stop_all: Callable[[], None], stopping: Callable[[], bool]
 ) -> int:
     """Wait for every worker; the first to fail (or to exit unasked) stops the rest."""
     status = 0
