@@ -65,6 +65,8 @@ proto: $(VENV_STAMP)
 	# protoc writes absolute imports from the proto root; make them package-relative to peer_grpc.
 	sed -i 's/^from peer\.v1 import/from peer_grpc._proto.peer.v1 import/' $(PROTO_OUT)/peer/v1/*.py $(PROTO_OUT)/peer/v1/*.pyi
 	touch $(PROTO_OUT)/__init__.py $(PROTO_OUT)/peer/__init__.py $(PROTO_OUT)/peer/v1/__init__.py
+	# The contract travels in the package, so that users can generate stubs from what they installed.
+	cp $(PROTO_SRC) $(PROTO_OUT)/peer/v1/peer.proto
 
 ## proto-check: fail when the checked-in generated code differs from what protos/ generates
 proto-check: proto
