@@ -13,8 +13,9 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from peer_grpc import PeerClient, PeerServer, ServerBindError, ServerConfig
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
@@ -62,16 +63,51 @@ async def test_health_service_reports_serving(channel: grpc.aio.Channel, service
     assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_reflection_lists_the_services(channel: grpc.aio.Channel):
-    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-    request = reflection_pb2.ServerReflectionRequest(list_services="")
-    async for response in reflection.ServerReflectionInfo(iter([request])):
-        names = {s.name for s in response.list_services_response.service}
-    assert {
-        "peer.v1.PeerService",
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-    } <= names
+EXPOSED_SERVICES = {
+    "peer.v1.PeerService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
+
+
+async def _reflect(
+    channel: grpc.aio.Channel, version: str, *requests: reflection_pb2.ServerReflectionRequest
+) -> list[reflection_pb2.ServerReflectionResponse]:
+    # v1 and v1alpha share their messages, field for field; only the path differs.
+    call = channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    return [response async for response in call(iter(requests))]
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_in_both_versions_lists_and_describes_every_service(
+    channel: grpc.aio.Channel, version: str
+):
+    (listed,) = await _reflect(
+        channel, version, reflection_pb2.ServerReflectionRequest(list_services="")
+    )
+    assert {s.name for s in listed.list_services_response.service} == EXPOSED_SERVICES
+
+    described = await _reflect(
+        channel,
+        version,
+        *(
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=name)
+            for name in sorted(EXPOSED_SERVICES)
+        ),
+    )
+    for name, response in zip(sorted(EXPOSED_SERVICES), described, strict=True):
+        assert response.WhichOneof("message_response") == "file_descriptor_response", name
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in response.file_descriptor_response.file_descriptor_proto
+        ]
+        package, _, service = name.rpartition(".")
+        assert any(f.package == package and service in {s.name for s in f.service} for f in files)
 
 
 def _buf_curl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -82,6 +118,17 @@ def _buf_curl(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
+
+
+@pytest.mark.skipif(not BUF.exists() and not shutil.which("buf"), reason="run `make node` first")
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+async def test_buf_curl_reflects_with_either_protocol(server: PeerServer, protocol: str):
+    listed = await asyncio.to_thread(
+        _buf_curl, "--reflect-protocol", protocol, "--list-methods", f"http://{server.address}"
+    )
+
+    assert listed.returncode == 0, listed.stderr
+    assert "peer.v1.PeerService/Handshake" in listed.stdout.split()
 
 
 @pytest.mark.skipif(not BUF.exists() and not shutil.which("buf"), reason="run `make node` first")

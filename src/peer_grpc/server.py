@@ -13,7 +13,6 @@ from types import TracebackType
 import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from redis.asyncio.connection import parse_url
 
 from peer_grpc.clock import Clock
@@ -34,6 +33,7 @@ from peer_grpc.manager import (
     DEFAULT_MAX_SESSIONS,
     SessionManager,
 )
+from peer_grpc.reflection import enable_reflection
 from peer_grpc.retry import DEFAULT_RETRY_CACHE
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.service import SERVICE_NAME, peer_service_handler
@@ -368,9 +368,7 @@ class PeerServer:
         )
         server.add_generic_rpc_handlers((peer_service_handler(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
         self._port = self._bind(server)
         await server.start()
         self._server = server
