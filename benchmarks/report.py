@@ -89,6 +89,31 @@ class Results:
             if base.get(run["round"])
         )
 
+    def flood_sessions(self) -> int | None:
+        """The sessions of the rejected-call floods, if any ran."""
+        return next((key[2] for key in self.runs if key[0] == "memory-strict" and key[3]), None)
+
+    def rejected_cpu(self, sessions: int, reject: str) -> Figure:
+        """CPU per rejected call over CPU per accepted call, memory store, same sessions."""
+        return self.paired(
+            "server_cpu_us_per_call",
+            "memory-strict",
+            "ping",
+            sessions,
+            against=("memory-strict", "ping", sessions, ""),
+            reject=reject,
+        )
+
+    def redis_rate(self, sessions: int) -> Figure:
+        """Ping calls/s on Redis over calls/s on the memory store, same sessions."""
+        return self.paired(
+            "calls_per_second",
+            "redis-strict",
+            "ping",
+            sessions,
+            against=("memory-strict", "ping", sessions, ""),
+        )
+
 
 def _server_order(name: str) -> int:
     order = ["bare-aio", "bare-sync", "memory-strict", "memory-window", "redis-strict"]
@@ -115,26 +140,13 @@ def targets(results: Results) -> list[Target]:
             )
             p99 = results.paired("p99_us", "memory-strict", "ping", sessions)
             found.append(_at_most("p99 latency vs bare, Ping", 1.2, p99, f"x{sessions}"))
-        flood = next((key[2] for key in results.runs if key[0] == "memory-strict" and key[3]), None)
+        flood = results.flood_sessions()
         for reject in ("unknown", "gap", "replay"):
             if flood and results.has("memory-strict", "ping", flood, reject):
-                ratio = results.paired(
-                    "server_cpu_us_per_call",
-                    "memory-strict",
-                    "ping",
-                    flood,
-                    against=("memory-strict", "ping", flood, ""),
-                    reject=reject,
-                )
+                ratio = results.rejected_cpu(flood, reject)
                 found.append(_at_most(f"CPU per rejected call ({reject}) vs accepted", 1.2, ratio))
     if results.has("redis-strict") and results.has("memory-strict"):
-        rate = results.paired(
-            "calls_per_second",
-            "redis-strict",
-            "ping",
-            top,
-            against=("memory-strict", "ping", top, ""),
-        )
+        rate = results.redis_rate(top)
         found.append(
             Target(
                 f"Redis calls/s vs memory, Ping x{top}",
@@ -240,10 +252,10 @@ def _call_table(results: Results, method: str) -> list[str]:
 
 
 def _rejection_table(results: Results) -> list[str]:
-    floods = sorted({key for key in results.runs if key[3]})
-    if not floods:
+    sessions = results.flood_sessions()
+    if sessions is None:
         return []
-    sessions = floods[0][2]
+    floods = sorted({key for key in results.runs if key[3]})
     accepted = results.figure("server_cpu_us_per_call", "memory-strict", "ping", sessions)
     rows = [
         f"| Ping x{sessions}, memory, strict | server CPU/call | vs an accepted call | calls/s |",
@@ -253,14 +265,7 @@ def _rejection_table(results: Results) -> list[str]:
     ]
     for _, _, _, reject in floods:
         cpu = results.figure("server_cpu_us_per_call", "memory-strict", "ping", sessions, reject)
-        ratio = results.paired(
-            "server_cpu_us_per_call",
-            "memory-strict",
-            "ping",
-            sessions,
-            against=("memory-strict", "ping", sessions, ""),
-            reject=reject,
-        )
+        ratio = results.rejected_cpu(sessions, reject)
         rate = results.figure("calls_per_second", "memory-strict", "ping", sessions, reject)
         rows.append(
             f"| rejected: {reject} | {cpu.median:.0f} us | {ratio.ratio()} | {rate.median:,.0f} |"
@@ -282,13 +287,7 @@ def _redis_table(results: Results) -> list[str]:
         trips = results.figure("redis_round_trips_per_call", "redis-strict", "ping", sessions)
         commands = results.figure("redis_commands_per_call", "redis-strict", "ping", sessions)
         redis_cpu = results.figure("redis_cpu_us_per_call", "redis-strict", "ping", sessions)
-        versus = results.paired(
-            "calls_per_second",
-            "redis-strict",
-            "ping",
-            sessions,
-            against=("memory-strict", "ping", sessions, ""),
-        )
+        versus = results.redis_rate(sessions)
         rows.append(
             f"| | {sessions} | {trips.median:.2f} | {commands.median:.2f} | "
             f"{redis_cpu.median:.0f} us | {versus.ratio()} |"
