@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# The Node.js example client (examples/node) that tests/test_node_client.py runs.
+NODE_EXAMPLE_STAMP := examples/node/node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_OUT := src/peer_grpc/_proto
 PROTO_SRC := protos/peer/v1/peer.proto
@@ -27,6 +29,10 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(NODE_EXAMPLE_STAMP): examples/node/package.json examples/node/package-lock.json
+	npm ci --prefix examples/node --no-audit --no-fund --loglevel=error
+	@touch $@
+
 venv: $(VENV_STAMP)
 node: $(NODE_STAMP)
 
@@ -35,7 +41,7 @@ serve: $(VENV_STAMP)
 	$(VENV)/bin/peer-grpc serve
 
 ## test: the whole test suite
-test: $(VENV_STAMP) $(NODE_STAMP)
+test: $(VENV_STAMP) $(NODE_STAMP) $(NODE_EXAMPLE_STAMP)
 	$(PY) -m pytest
 
 ## fuzz: the fuzz tests with ten times the inputs that `make test` gives them
@@ -79,4 +85,4 @@ proto-breaking: $(NODE_STAMP)
 	$(BUF) breaking --against '.git#ref=$(PROTO_BASELINE)'
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules examples/node/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -116,7 +116,14 @@ class Results:
 
 
 def _server_order(name: str) -> int:
-    order = ["bare-aio", "bare-sync", "memory-strict", "memory-window", "redis-strict"]
+    order = [
+        "bare-aio",
+        "bare-sync",
+        "memory-strict",
+        "memory-strict-metrics",
+        "memory-window",
+        "redis-strict",
+    ]
     return order.index(name) if name in order else len(order)
 
 
@@ -145,6 +152,17 @@ def targets(results: Results) -> list[Target]:
             if flood and results.has("memory-strict", "ping", flood, reject):
                 ratio = results.rejected_cpu(flood, reject)
                 found.append(_at_most(f"CPU per rejected call ({reject}) vs accepted", 1.2, ratio))
+    if results.has("memory-strict-metrics") and results.has("memory-strict"):
+        metered = results.paired(
+            "server_cpu_us_per_call",
+            "memory-strict-metrics",
+            "ping",
+            middle,
+            against=("memory-strict", "ping", middle, ""),
+        )
+        found.append(
+            _at_most("server CPU per Ping, metrics on vs off", 1.10, metered, f"x{middle}")
+        )
     if results.has("redis-strict") and results.has("memory-strict"):
         rate = results.redis_rate(top)
         found.append(

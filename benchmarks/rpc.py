@@ -51,6 +51,8 @@ SERVERS = {
         ServerKind("bare-sync", (PYTHON, "-m", "benchmarks.bare", "sync", "{port}")),
         ServerKind("memory-strict", _serve()),
         ServerKind("memory-window", _serve("--sequence-mode", "window")),
+        # What Prometheus metrics cost a call: the same server with its endpoint on.
+        ServerKind("memory-strict-metrics", _serve("--metrics-port", "0")),
         ServerKind("redis-strict", _serve("--store", "{redis}"), needs_redis=True),
         ServerKind(
             "redis-strict-2-workers",
@@ -99,7 +101,11 @@ class Plan:
             for sessions in self.sessions
             for method in self.methods
             for server in self.servers
-            if not server.endswith("workers")
+            if not server.endswith(("workers", "metrics"))
+        ]
+        metered = [server for server in self.servers if server.endswith("metrics")]
+        configs += [
+            Config(server, "ping", sessions) for sessions in self.sessions for server in metered
         ]
         if "memory-strict" in self.servers:
             # Compared with accepted calls at the same concurrency, which must be measured.

@@ -17,6 +17,7 @@ import pytest
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import open_session, session_metadata, shared_redis
 from tests.test_cli import run_serve
+from tests.test_observability import handled, scrape, value
 
 CONNECTIONS = 16
 
@@ -27,10 +28,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A port that is free, and whose next port is free too."""
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 @dataclass
 class Workers:
     process: subprocess.Popen[str]
     port: int
+    #: Worker i serves its metrics on this port + i.
+    metrics_port: int
 
     @property
     def worker_pids(self) -> list[int]:
@@ -45,10 +60,12 @@ class Workers:
 @pytest.fixture
 def two_workers() -> Iterator[Workers]:
     port = free_port()
+    metrics_port = free_port_pair()
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "peer_grpc", "serve", "--workers", "2", "--port", str(port)),
             *("--store", shared_redis().url, "--redis-key-prefix", f"workers-{port}"),
+            *("--metrics-port", str(metrics_port)),
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -61,7 +78,7 @@ def two_workers() -> Iterator[Workers]:
             break
     try:
         assert serving == 2, "the two workers did not both start"
-        yield Workers(process, port)
+        yield Workers(process, port, metrics_port)
     finally:
         if process.poll() is None:
             process.kill()
@@ -100,6 +117,14 @@ async def test_workers_share_the_port_and_the_sessions(two_workers: Workers):
 
         # With 16 connections, all on one worker would be a 1 in 32768 chance.
         assert connected_workers(two_workers) == set(two_workers.worker_pids)
+        # Each worker counts its own calls on a metrics port of its own; the sessions are
+        # the shared store's, the same from either.
+        scraped = [await scrape(two_workers.metrics_port + index) for index in (0, 1)]
+        pings = [handled(samples, "Ping", "OK") for samples in scraped]
+        assert sum(pings) == CONNECTIONS
+        assert all(pings)
+        for samples in scraped:
+            assert value(samples, "peer_grpc_sessions", state="established") == 1
     finally:
         for channel in channels:
             await channel.close()
@@ -131,3 +156,13 @@ def test_workers_that_cannot_bind_fail_the_whole_server():
 
     assert done.returncode == 1
     assert "cannot listen on" in done.stderr
+
+
+def test_workers_need_a_fixed_metrics_port():
+    done = run_serve(
+        *("--workers", "2", "--port", str(free_port()), "--store", shared_redis().url),
+        *("--metrics-port", "0"),
+    )
+
+    assert done.returncode == 2
+    assert "needs a fixed --metrics-port" in done.stderr

@@ -13,14 +13,18 @@ from peer_grpc.session import Session
 
 __all__ = [
     "NOT_PARSED",
+    "CallFacts",
     "CallRecord",
     "answer_if_interrupted",
+    "bind_call_facts",
     "bind_call_record",
     "bind_credentials",
     "bind_session",
+    "current_call_facts",
     "current_credentials",
     "current_session",
     "current_session_or_none",
+    "unbind_call_facts",
     "unbind_call_record",
     "unbind_credentials",
     "unbind_session",
@@ -114,3 +118,35 @@ def bind_call_record(record: CallRecord) -> Token[CallRecord | None]:
 def unbind_call_record(token: Token[CallRecord | None]) -> None:
     """Restore what was bound before :func:`bind_call_record` returned ``token``."""
     _call_record.reset(token)
+
+
+@dataclass(slots=True)
+class CallFacts:
+    """What the interceptors learn about a call, for its metrics, log event and span.
+
+    Bound only while something observes calls (see :mod:`peer_grpc.observability`),
+    so that an unobserved call pays one context-variable read for it.
+    """
+
+    #: The session the call named in its metadata; empty for a Handshake or sessionless call.
+    session_id: str = ""
+    #: The peer that owns the session, once the call was admitted (or the Handshake's).
+    peer_id: str = ""
+
+
+_call_facts: ContextVar[CallFacts | None] = ContextVar("peer_grpc_call_facts", default=None)
+
+
+def current_call_facts() -> CallFacts | None:
+    """The facts of the call being served, or None when no one observes calls."""
+    return _call_facts.get()
+
+
+def bind_call_facts(facts: CallFacts) -> Token[CallFacts | None]:
+    """Make ``facts`` the current call's; undo with :func:`unbind_call_facts`."""
+    return _call_facts.set(facts)
+
+
+def unbind_call_facts(token: Token[CallFacts | None]) -> None:
+    """Restore what was bound before :func:`bind_call_facts` returned ``token``."""
+    _call_facts.reset(token)

@@ -7,11 +7,10 @@ import asyncio
 import contextlib
 import importlib
 import json
-import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,13 @@ from peer_grpc._version import __version__
 from peer_grpc.client import PeerClient, SessionTicket
 from peer_grpc.errors import PeerError
 from peer_grpc.identity import PeerIdPolicy
+from peer_grpc.logs import LOG_FORMATS, configure_logging
 from peer_grpc.sequence import SequenceMode
 from peer_grpc.server import ServerBindError, ServerConfig, serve
 from peer_grpc.task_state import TaskState
 from peer_grpc.tasks import TaskRegistry
 from peer_grpc.tls import channel_credentials
+from peer_grpc.tracing import tracer_provider_from_env
 from peer_grpc.window import MAX_WINDOW
 from peer_grpc.workers import run_workers
 
@@ -214,11 +215,49 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "more than 1 needs a Redis --store and a fixed --port (default: %(default)s)",
     )
     _add_serve_security(serve_cmd, defaults)
-    serve_cmd.add_argument(
+    _add_serve_operations(serve_cmd)
+
+
+def _add_serve_operations(serve_cmd: argparse.ArgumentParser) -> None:
+    """The serve options of logs, metrics and traces."""
+    operations = serve_cmd.add_argument_group("logs, metrics and traces")
+    operations.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", _one_of("debug", "info", "warning", "error"), "info").upper(),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
+    )
+    operations.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=_env("LOG_FORMAT", _one_of(*LOG_FORMATS), "text"),
+        help="one event per line, as text or as a JSON object (default: %(default)s)",
+    )
+    operations.add_argument(
+        "--log-calls",
+        action=argparse.BooleanOptionalAction,
+        default=_env("LOG_CALLS", _flag, False),
+        help="log every call: method, status code, duration, session id prefix and peer "
+        "(default: off)",
+    )
+    operations.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=_env("METRICS_PORT", _port, None),
+        help="serve Prometheus metrics on this port at /metrics; with --workers N, worker i "
+        "serves on this port + i (default: no metrics)",
+    )
+    operations.add_argument(
+        "--metrics-host",
+        default=_env("METRICS_HOST", str, None),
+        help="the address the metrics endpoint listens on (default: --host's)",
+    )
+    operations.add_argument(
+        "--otel",
+        action=argparse.BooleanOptionalAction,
+        default=_env("OTEL", _flag, False),
+        help="trace calls with OpenTelemetry, exported as the OTEL_* variables say "
+        "(needs pip install 'peer-grpc[otel]'; default: off)",
     )
 
 
@@ -374,30 +413,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass(frozen=True, slots=True)
+class _Logging:
+    """How a serve process logs (handed to each worker process)."""
+
+    level: str
+    log_format: str
+
+
 def _run_serve(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
+    logs = _Logging(args.log_level, args.log_format)
+    configure_logging(logs.level, logs.log_format)
     try:
         tasks = load_registry(args.tasks) if args.tasks else None
         config = _server_config(args)
         if config.identity_map:
             PeerIdPolicy.from_file(config.identity_map)  # a bad map fails here, not later
+        if config.otel:
+            tracer_provider_from_env().shutdown()  # a missing extra or bad exporter fails here
         if args.workers > 1:
-            _check_workers(config)
-    except ValueError as error:
+            _check_workers(config, args.workers)
+    except (ValueError, RuntimeError) as error:
         print(f"peer-grpc: error: {error}", file=sys.stderr)
         return 2
     if args.workers > 1:
         config = replace(config, reuse_port=True)
-        return run_workers(args.workers, _serve_worker, (config, args.tasks, args.log_level))
+        return run_workers(args.workers, _serve_worker, (config, args.tasks, logs))
     return _serve_until_stopped(config, tasks)
 
 
-def _configure_logging(level: str, worker: int | None = None) -> None:
-    who = "" if worker is None else f" worker-{worker}"
-    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s{who} %(name)s: %(message)s")
-
-
-def _check_workers(config: ServerConfig) -> None:
+def _check_workers(config: ServerConfig, workers: int) -> None:
     if not config.uses_redis:
         raise ValueError(
             "--workers above 1 needs a shared store: workers share no memory, and a peer's "
@@ -405,15 +450,46 @@ def _check_workers(config: ServerConfig) -> None:
         )
     if config.port == 0:
         raise ValueError("--workers above 1 needs a fixed --port for the workers to share")
+    if config.metrics_port == 0:
+        raise ValueError("--workers above 1 needs a fixed --metrics-port (worker i adds i)")
+    if config.metrics_port is not None and config.metrics_port + workers - 1 > 65535:
+        raise ValueError(
+            f"--metrics-port {config.metrics_port} leaves no port for worker {workers - 1}"
+        )
 
 
-def _serve_worker(config: ServerConfig, tasks_spec: str | None, log_level: str, index: int) -> int:
-    """One worker of ``serve --workers``: a server process of its own on the shared port."""
-    _configure_logging(log_level, index)
+def _serve_worker(config: ServerConfig, tasks_spec: str | None, logs: _Logging, index: int) -> int:
+    """One worker of ``serve --workers``: a server process of its own on the shared port,
+    with a metrics port of its own (each worker counts only its own calls)."""
+    configure_logging(logs.level, logs.log_format, worker=index)
+    if config.metrics_port is not None:
+        config = replace(config, metrics_port=config.metrics_port + index)
     return _serve_until_stopped(config, load_registry(tasks_spec) if tasks_spec else None)
 
 
 def _serve_until_stopped(config: ServerConfig, tasks: TaskRegistry | None) -> int:
+    with _tracing(config):
+        return _serve_and_report(config, tasks)
+
+
+@contextlib.contextmanager
+def _tracing(config: ServerConfig) -> Iterator[None]:
+    """The process's OpenTelemetry tracer provider while it serves, when ``config.otel``;
+    the spans still queued are sent on the way out."""
+    if not config.otel:
+        yield
+        return
+    from opentelemetry import trace
+
+    provider = tracer_provider_from_env()
+    trace.set_tracer_provider(provider)
+    try:
+        yield
+    finally:
+        provider.shutdown()
+
+
+def _serve_and_report(config: ServerConfig, tasks: TaskRegistry | None) -> int:
     try:
         asyncio.run(serve(config, tasks=tasks))
     except ServerBindError as error:
@@ -449,6 +525,10 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         identity_map=args.identity_map,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        log_calls=args.log_calls,
+        otel=args.otel,
         **{field: getattr(args, field) for _, field, _, _ in _LIMIT_OPTIONS},
     )
 

@@ -4,6 +4,8 @@ In this order (:func:`peer_interceptors`, which chains them into one grpc
 interceptor so that grpc enters one per call):
 
 1. :class:`ErrorStatusInterceptor` turns protocol errors into rich statuses.
+   :class:`ObservingInterceptor` comes next when metrics, call logs or traces are
+   on: it times each call and tells the observers how it ended.
 2. :class:`SessionMetadataInterceptor` parses the session metadata and turns
    away calls that need a session and carry none, before their body is looked at.
 3. :class:`RequestValidationInterceptor` rejects undecodable or invalid requests.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextvars import Token
 from dataclasses import dataclass, replace
@@ -29,10 +32,13 @@ import grpc.aio
 from peer_grpc.call_context import (
     NOT_PARSED,
     CallRecord,
+    bind_call_facts,
     bind_call_record,
     bind_credentials,
     bind_session,
+    current_call_facts,
     current_credentials,
+    unbind_call_facts,
     unbind_call_record,
     unbind_credentials,
     unbind_session,
@@ -52,6 +58,7 @@ from peer_grpc.metadata import (
     SessionCredentials,
     parse_session_metadata,
 )
+from peer_grpc.observability import CallObserver, ObservedCall, notify_ended, notify_started
 from peer_grpc.retry import FORGOTTEN, NOT_RUN, CallKey, CallOutcome
 from peer_grpc.rich_status import to_grpc_status
 from peer_grpc.service import SERVICE_NAME, ReceivedRequest
@@ -61,6 +68,7 @@ from peer_grpc.validation import RequestValidator
 
 __all__ = [
     "ErrorStatusInterceptor",
+    "ObservingInterceptor",
     "RequestValidationInterceptor",
     "SessionInterceptor",
     "SessionMetadataInterceptor",
@@ -196,6 +204,58 @@ class _Status(grpc.Status):  # type: ignore[misc]
     trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
+class ObservingInterceptor(_MethodWrappingInterceptor):
+    """Times every call and tells the :class:`CallObserver` s how it ended.
+
+    The call's :class:`ObservedCall` is bound as its :class:`CallFacts`, which the
+    session interceptor fills in with the session and its peer.
+    """
+
+    def __init__(self, observers: Sequence[CallObserver]) -> None:
+        super().__init__()
+        self._observers = tuple(observers)
+
+    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
+        observers = self._observers
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = ObservedCall(method=method, started=time.perf_counter())
+            notify_started(observers, call, context)
+            token = bind_call_facts(call)
+            error: BaseException | None = None
+            try:
+                return await behavior(request, context)
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                unbind_call_facts(token)
+                call.ended(error, context)
+                notify_ended(observers, call)
+
+        return observed
+
+    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        observers = self._observers
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            call = ObservedCall(method=method, streaming=True, started=time.perf_counter())
+            notify_started(observers, call, context)
+            error: BaseException | None = None
+            try:
+                stream = behavior(request, context)
+                async for response in _bound(bind_call_facts, unbind_call_facts, call, stream):  # type: ignore[arg-type]
+                    yield response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                call.ended(error, context)
+                notify_ended(observers, call)
+
+        return observed
+
+
 class RequestValidationInterceptor(_MethodWrappingInterceptor):
     """Rejects requests that do not decode, or whose fields break the method's rules."""
 
@@ -308,6 +368,9 @@ class SessionInterceptor(_MethodWrappingInterceptor):
             credentials = _parsed_credentials()
             if credentials is None:
                 return await behavior(request, context)
+            facts = current_call_facts()
+            if facts is not None:
+                facts.session_id = credentials.session_id
             sequence = credentials.sequence
             admission = await manager.admit(
                 credentials.session_id,
@@ -316,6 +379,8 @@ class SessionInterceptor(_MethodWrappingInterceptor):
                 identity_of(context) if check_identity else "",
             )
             session = admission.session
+            if facts is not None:
+                facts.peer_id = session.peer_id
             if admission.replay is not None:
                 return await _answer_resend(session, sequence, admission.replay, context)
             served = _Serving(manager, session, sequence)
@@ -347,6 +412,9 @@ class SessionInterceptor(_MethodWrappingInterceptor):
             credentials = _parsed_credentials()
             if credentials is None:  # the metadata interceptor lets no stream through without
                 raise InternalError(f"{method} reached admission without a session")
+            facts = current_call_facts()
+            if facts is not None:
+                facts.session_id = credentials.session_id
             sequence = credentials.sequence
             admission = await manager.admit(
                 credentials.session_id,
@@ -355,6 +423,8 @@ class SessionInterceptor(_MethodWrappingInterceptor):
                 identity_of(context) if check_identity else "",
             )
             session = admission.session
+            if facts is not None:
+                facts.peer_id = session.peer_id
             if admission.replay is not None:
                 # A stream's messages are not kept, so a resend cannot be answered from
                 # the record: the caller opens a new stream under a new sequence.
@@ -547,15 +617,19 @@ def peer_interceptors(
     *,
     allow_sessionless: bool = False,
     check_identity: bool = False,
+    observers: Sequence[CallObserver] = (),
 ) -> list[grpc.aio.ServerInterceptor]:
     """The PeerService's interceptors, in the order they must run (chained into one).
 
     With ``check_identity`` (mutual TLS), a call on a session must come from the
-    client certificate identity that opened it.
+    client certificate identity that opened it. ``observers`` are told of every
+    call; without any, calls are not timed at all.
     """
+    observing = [ObservingInterceptor(observers)] if observers else []
     chain = _Chain(
         [
             ErrorStatusInterceptor(),
+            *observing,
             SessionMetadataInterceptor(
                 allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else ()
             ),

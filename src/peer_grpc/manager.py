@@ -162,8 +162,20 @@ class SessionManager:
         )
         replaced = await self.store.create(session, self.max_sessions)
         if replaced is not None and not replaced.state.is_final:
-            log.info("peer %s handshook again; its previous session was terminated", peer_id)
+            log.info(
+                "peer %s handshook again; its previous session was terminated",
+                peer_id,
+                extra={"event": "session_replaced", "session": short_id(replaced.session_id)},
+            )
             await self._announce_end(replaced)
+        log.info(
+            "session opened",
+            extra={
+                "event": "session_opened",
+                "session": short_id(session.session_id),
+                "peer": peer_id,
+            },
+        )
         return session
 
     async def get_session(self, session_id: str) -> Session | None:
@@ -203,6 +215,14 @@ class SessionManager:
         except InvalidTransition:
             check_usable(await self.store.get(session_id), session_id, self.clock.now())
             raise
+        log.info(
+            "session terminated",
+            extra={
+                "event": "session_terminated",
+                "session": short_id(session_id),
+                "peer": ended.peer_id,
+            },
+        )
         await self._announce_end(ended)
         return ended
 

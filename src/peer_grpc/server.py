@@ -9,6 +9,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -27,12 +28,15 @@ from peer_grpc.limits import (
     HandshakeThrottle,
     RateLimiter,
 )
+from peer_grpc.logs import CallLog
 from peer_grpc.manager import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_LIFETIME,
     DEFAULT_MAX_SESSIONS,
     SessionManager,
 )
+from peer_grpc.metrics import MetricsEndpoint, ServerMetrics, StoreReadings
+from peer_grpc.observability import CallObserver
 from peer_grpc.reflection import enable_reflection
 from peer_grpc.retry import DEFAULT_RETRY_CACHE
 from peer_grpc.sequence import SequenceMode
@@ -55,8 +59,12 @@ from peer_grpc.task_manager import (
 )
 from peer_grpc.tasks import TaskRegistry, default_registry
 from peer_grpc.tls import server_credentials
+from peer_grpc.tracing import CallTracing
 from peer_grpc.validation import request_validators
 from peer_grpc.window import DEFAULT_WINDOW, ring_size
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider as AnyTracerProvider
 
 __all__ = ["PeerServer", "ServerBindError", "ServerConfig", "format_address", "serve"]
 
@@ -153,10 +161,21 @@ class ServerConfig:
     #: Share the port with other processes (SO_REUSEPORT), as ``serve --workers``
     #: does. Off otherwise, so that a port another server holds fails to bind.
     reuse_port: bool = False
+    #: The port of the Prometheus endpoint (``/metrics``); None: no metrics, 0: a free port.
+    metrics_port: int | None = None
+    #: The address the metrics endpoint listens on; the gRPC host when None.
+    metrics_host: str | None = None
+    #: Log every PeerService call as one event (method, code, duration, session, peer).
+    log_calls: bool = False
+    #: Trace every call with OpenTelemetry (the ``otel`` extra), configured by the
+    #: standard OTEL_* variables unless a tracer provider is given to the server.
+    otel: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be 0-65535, got {self.metrics_port}")
         if self.idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
         if self.sweep_interval <= 0:
@@ -280,7 +299,9 @@ class PeerServer:
         task_store: where tasks live; the one ``config.store`` names when omitted.
         clock: the time source; the system clock when omitted.
         outer_interceptors: interceptors that run before the PeerService's own
-            (for tracing, or for tests that delay or drop calls).
+            (for tests that delay or drop calls, say).
+        tracer_provider: trace every call with this OpenTelemetry tracer provider
+            (the ``otel`` extra), whatever ``config.otel`` says.
     """
 
     def __init__(
@@ -292,6 +313,7 @@ class PeerServer:
         task_store: TaskStore | None = None,
         clock: Clock | None = None,
         outer_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        tracer_provider: AnyTracerProvider | None = None,
     ) -> None:
         self.config = config = config or ServerConfig()
         store, task_store = _open_stores(config, store, task_store)
@@ -322,6 +344,10 @@ class PeerServer:
         )
         self.manager.on_session_end(lambda session: self.tasks.cancel_session(session.session_id))
         self.health = health.aio.HealthServicer()
+        #: The server's Prometheus metrics, when ``config.metrics_port`` asks for them.
+        self.metrics = ServerMetrics() if config.metrics_port is not None else None
+        self._observers = self._call_observers(tracer_provider)
+        self._metrics_endpoint: MetricsEndpoint | None = None
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._store_watch: asyncio.Task[None] | None = None
@@ -329,10 +355,25 @@ class PeerServer:
         self.store_available = True
         self._port = 0
 
+    def _call_observers(self, tracer_provider: AnyTracerProvider | None) -> list[CallObserver]:
+        observers: list[CallObserver] = []
+        if self.metrics is not None:
+            observers.append(self.metrics)
+        if self.config.log_calls:
+            observers.append(CallLog())
+        if tracer_provider is not None or self.config.otel:
+            observers.append(CallTracing(tracer_provider))
+        return observers
+
     @property
     def port(self) -> int:
         """The port the server listens on (useful when the config asked for port 0)."""
         return self._port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of the metrics endpoint while it serves (None without metrics)."""
+        return self._metrics_endpoint.port if self._metrics_endpoint is not None else None
 
     @property
     def address(self) -> str:
@@ -362,6 +403,7 @@ class PeerServer:
                     request_validators(self.tasks),
                     allow_sessionless=config.allow_sessionless,
                     check_identity=config.mutual_tls,
+                    observers=self._observers,
                 ),
             ],
             options=config.grpc_options(),
@@ -370,6 +412,7 @@ class PeerServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
         self._port = self._bind(server)
+        self._metrics_endpoint = self._serve_metrics()
         await server.start()
         self._server = server
         for name in ("", SERVICE_NAME):
@@ -393,6 +436,28 @@ class PeerServer:
                 self.address,
                 store,
             )
+
+    def _serve_metrics(self) -> MetricsEndpoint | None:
+        config = self.config
+        if self.metrics is None or config.metrics_port is None:
+            return None
+        self.metrics.read_stores_with(self._store_readings, asyncio.get_running_loop())
+        host = config.metrics_host or config.host
+        try:
+            endpoint = MetricsEndpoint(self.metrics, host, config.metrics_port)
+        except OSError as error:
+            raise ServerBindError(
+                f"cannot serve metrics on {format_address(host, config.metrics_port)}: {error}"
+            ) from error
+        log.info("metrics on http://%s/metrics", format_address(host, endpoint.port))
+        return endpoint
+
+    async def _store_readings(self) -> StoreReadings:
+        return StoreReadings(
+            sessions=await self.manager.get_session_stats(),
+            tasks_reached=dict(self.tasks.reached),
+            tasks_running=self.tasks.running,
+        )
 
     def _bind(self, server: grpc.aio.Server) -> int:
         config = self.config
@@ -432,6 +497,9 @@ class PeerServer:
         self._sweeper = self._store_watch = None
         # Together: calls that wait for tasks end as the tasks end (or are canceled).
         await asyncio.gather(self.tasks.shutdown(grace), server.stop(grace))
+        if self._metrics_endpoint is not None:
+            endpoint, self._metrics_endpoint = self._metrics_endpoint, None
+            await asyncio.to_thread(endpoint.close)
         await self.close_stores()
         log.info("peer-grpc stopped")
 
@@ -452,6 +520,7 @@ class PeerServer:
             try:
                 await self.sweep()
             except StoreUnavailable as error:
+                self._count_store_error("sweep")
                 log.warning("sweep skipped: %s", error.message)
             except Exception:
                 log.exception("sweep failed; retrying at the next interval")
@@ -463,6 +532,7 @@ class PeerServer:
                 await self.manager.store.check()
                 await self.tasks.store.check()
             except StoreUnavailable as error:
+                self._count_store_error("check")
                 await self._set_store_available(False, error.message)
             except Exception as error:
                 log.exception("the store check failed")
@@ -470,6 +540,10 @@ class PeerServer:
             else:
                 await self._set_store_available(True, "")
             await asyncio.sleep(self.config.store_check_interval)
+
+    def _count_store_error(self, operation: str) -> None:
+        if self.metrics is not None:
+            self.metrics.store_error(operation)
 
     async def _set_store_available(self, available: bool, why: str) -> None:
         if available == self.store_available:
@@ -494,7 +568,11 @@ class PeerServer:
         """
         expired = await self.manager.cleanup_expired_sessions()
         if expired:
-            log.info("swept %d expired sessions", expired)
+            log.info(
+                "swept %d expired sessions",
+                expired,
+                extra={"event": "sessions_expired", "count": expired},
+            )
         await self.tasks.cancel_orphans(self.manager.is_session_valid)
         await self.tasks.stop_ended_elsewhere()
         purged = await self.tasks.sweep()

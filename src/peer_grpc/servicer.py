@@ -9,7 +9,12 @@ from google.protobuf import json_format
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc._version import __version__
-from peer_grpc.call_context import answer_if_interrupted, current_session, current_session_or_none
+from peer_grpc.call_context import (
+    answer_if_interrupted,
+    current_call_facts,
+    current_session,
+    current_session_or_none,
+)
 from peer_grpc.convert import (
     duration,
     seconds,
@@ -82,6 +87,9 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         if self._throttle is not None:
             self._throttle.check_client(caller, now)
         self._peer_ids.check_claim(caller.identity, request.peer_id)
+        facts = current_call_facts()
+        if facts is not None:  # a refused handshake is logged with the peer it claimed
+            facts.peer_id = request.peer_id
         if self._throttle is not None:
             self._throttle.check_peer(request.peer_id, now)
         version = self._negotiate(request.protocol_versions)
@@ -99,6 +107,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         session = await manager.update_session_state(
             session.session_id, SessionState.HANDSHAKE_SENT
         )
+        if facts is not None:
+            facts.session_id = session.session_id
         response = self._handshake_response(session)
         response.session_token = token
         return response
@@ -110,6 +120,9 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         session = await self._manager.resume_session(
             resume.session_id, resume.session_token, request.peer_id, identity
         )
+        facts = current_call_facts()
+        if facts is not None:
+            facts.session_id = session.session_id
         if session.protocol_version != version:
             raise NoCommonProtocolVersion(request.protocol_versions, [session.protocol_version])
         response = self._handshake_response(session)

@@ -151,6 +151,8 @@ class TaskManager:
             max_workers=limits.max_running, thread_name_prefix="peer-grpc-task"
         )
         self._accepting = True
+        #: Tasks of this manager that reached each state, for metrics.
+        self.reached: Counter[TaskState] = Counter()
 
     @property
     def running(self) -> int:
@@ -203,6 +205,7 @@ class TaskManager:
         except BaseException:
             self._release(record)
             raise
+        self.reached[TaskState.SUBMITTED] += 1
         if not self._accepting:  # a shutdown began while the task was being stored
             with contextlib.suppress(InvalidTransition):
                 task = await self._cancel(
@@ -492,6 +495,7 @@ class TaskManager:
                 delay = min(delay * 2, 2.0)
                 retried = True
                 continue
+            self.reached[task.state] += 1
             self._resolve(task)
             return task
 
@@ -506,6 +510,7 @@ class TaskManager:
             TaskChange(TaskState.CANCELED, error_code=code, error_message=message),
             self.clock.now(),
         )
+        self.reached[task.state] += 1
         self._resolve(task)
         record = self._running.get(task_id)
         if record is not None:
