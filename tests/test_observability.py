@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import signal
+import socket
+import sys
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,7 +36,7 @@ from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.logs import CallLog, JsonFormatter, TextFormatter, configure_logging
 from peer_grpc.observability import ObservedCall
 from peer_grpc.server import ServerBindError
-from tests.conftest import open_session, session_metadata
+from tests.conftest import Gate, open_session, session_metadata
 from tests.redis_server import RedisServer
 from tests.test_cli import run_serve, start_serve
 
@@ -152,9 +154,9 @@ class TestPrometheusEndpoint:
 
         samples = await scrape(server.metrics_port)
 
-        for state in ("SUBMITTED", "WORKING", "COMPLETED"):
+        for state in ("submitted", "working", "completed"):
             assert value(samples, "peer_grpc_tasks_total", state=state) == 1, state
-        assert value(samples, "peer_grpc_tasks_total", state="FAILED") == 0
+        assert value(samples, "peer_grpc_tasks_total", state="failed") == 0
         assert value(samples, "peer_grpc_tasks_running") == 0
         assert handled(samples, "DelegateTask", "OK") == 1
         assert value(samples, "peer_grpc_sessions", state="terminated") == 1
@@ -185,21 +187,141 @@ class TestPrometheusEndpoint:
             == 1
         )
 
-    async def test_a_taken_metrics_port_fails_the_start(self, server: PeerServer) -> None:
-        taken = ServerConfig(host="127.0.0.1", port=0, metrics_port=server.metrics_port)
+    async def test_a_taken_metrics_port_fails_the_start_and_frees_the_grpc_port(
+        self, server: PeerServer
+    ) -> None:
+        grpc_port = free_port()
+        taken = ServerConfig(host="127.0.0.1", port=grpc_port, metrics_port=server.metrics_port)
         other = PeerServer(taken)
         try:
             with pytest.raises(ServerBindError, match="cannot serve metrics"):
                 await other.start()
         finally:
-            await other.stop(grace=0)
             await other.close_stores()
+        with socket.socket() as probe:  # no one holds it any more
+            probe.bind(("127.0.0.1", grpc_port))
 
-    async def test_without_a_metrics_port_there_is_no_endpoint_and_no_timing(self) -> None:
+    async def test_a_restarted_server_reports_each_metric_once(self) -> None:
+        server = PeerServer(ServerConfig(host="127.0.0.1", port=0, metrics_port=0))
+        for _ in range(2):
+            await server.start()
+            samples = await scrape(server.metrics_port)
+            await server.stop(grace=0)
+        assert len([name for name, _ in samples if name == "peer_grpc_sessions"]) == 4
+
+    async def test_a_failing_observer_does_not_fail_the_call(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class Broken:
+            def call_started(self, call: ObservedCall, context: object) -> None:
+                raise RuntimeError("observer bug")
+
+            def call_ended(self, call: ObservedCall) -> None:
+                raise RuntimeError("observer bug")
+
+        config = ServerConfig(host="127.0.0.1", port=0, metrics_port=0)
+        async with PeerServer(config, observers=[Broken()]) as server:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                stub = Stub(channel)
+                session = await open_session(stub, "unbothered")
+                assert await ping(stub, session.session_id, 1) == grpc.StatusCode.OK
+            samples = await scrape(server.metrics_port)
+        assert handled(samples, "Ping", "OK") == 1  # the observers before it still saw it
+        assert "call observer Broken failed" in caplog.text
+
+    async def test_without_a_metrics_port_there_is_no_endpoint(self) -> None:
         async with PeerServer(ServerConfig(host="127.0.0.1", port=0)) as server:
             assert server.metrics is None
             assert server.metrics_port is None
-            assert server._observers == []
+
+
+class TestStatusAttribution:
+    """Each call is counted with the status its caller received."""
+
+    async def test_a_resend_of_a_refused_call_counts_the_refusal_again(
+        self, server: PeerServer, stub: Stub
+    ) -> None:
+        session = await open_session(stub, "resender")
+        cancel = peer_pb2.CancelTaskRequest(task_id="no-such-task")
+        for _ in range(2):  # the same sequence and bytes: the second is a resend
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.CancelTask(cancel, metadata=session_metadata(session.session_id, 1))
+            assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+
+        assert handled(await scrape(server.metrics_port), "CancelTask", "NOT_FOUND") == 2
+
+    async def test_a_stream_past_its_deadline_is_deadline_exceeded(
+        self, server: PeerServer, stub: Stub, gate: Gate
+    ) -> None:
+        session = await open_session(stub, "impatient")
+        task = await stub.DelegateTask(
+            peer_pb2.DelegateTaskRequest(task_type="held", return_immediately=True),
+            metadata=session_metadata(session.session_id, 1),
+        )
+        watch = stub.WatchTask(
+            peer_pb2.WatchTaskRequest(task_id=task.task.task_id),
+            metadata=session_metadata(session.session_id, 2),
+            timeout=0.5,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            async for _ in watch:
+                pass
+        assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        gate.release.set()
+
+        await eventually_counted(server, "WatchTask", "DEADLINE_EXCEEDED")
+
+    async def test_a_stream_its_caller_cancels_is_cancelled_not_a_fault(
+        self, server: PeerServer, stub: Stub, gate: Gate
+    ) -> None:
+        session = await open_session(stub, "fickle")
+        task = await stub.DelegateTask(
+            peer_pb2.DelegateTaskRequest(task_type="held", return_immediately=True),
+            metadata=session_metadata(session.session_id, 1),
+        )
+        watch = stub.WatchTask(
+            peer_pb2.WatchTaskRequest(task_id=task.task.task_id),
+            metadata=session_metadata(session.session_id, 2),
+        )
+        await watch.read()  # the task as it stands; the stream then waits for a change
+        watch.cancel()
+        gate.release.set()
+
+        samples = await eventually_counted(server, "WatchTask", "CANCELLED")
+        assert handled(samples, "WatchTask", "INTERNAL") == 0
+
+    async def test_a_call_refused_by_validation_is_logged_with_its_session(
+        self, server: PeerServer, stub: Stub, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, logger="peer_grpc.calls")
+        session = await open_session(stub, "sloppy")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.DelegateTask(
+                peer_pb2.DelegateTaskRequest(task_type="no-such-type"),
+                metadata=session_metadata(session.session_id, 1),
+            )
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+        [event] = [r for r in caplog.records if getattr(r, "method", "") == "DelegateTask"]
+        assert event.code == "INVALID_ARGUMENT"  # type: ignore[attr-defined]
+        assert event.session == session.session_id[:8] + "..."  # type: ignore[attr-defined]
+
+
+async def eventually_counted(server: PeerServer, method: str, code: str) -> Samples:
+    """Scrape until the server counted a ``method`` call that ended ``code`` (a stream
+    ends on the server a moment after its caller saw it end)."""
+    for _ in range(50):
+        samples = await scrape(server.metrics_port)
+        if handled(samples, method, code):
+            return samples
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {method} call was counted {code}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -332,15 +454,23 @@ class TestLogFormats:
             "session=01234567... peer=p worker=3"
         )
 
-    def test_a_server_fault_is_an_error_and_a_traceback_stays_in_its_event(self) -> None:
-        [line] = emitted("json", observed(code=grpc.StatusCode.INTERNAL))
-        assert json.loads(line)["level"] == "ERROR"
+    @pytest.mark.parametrize(
+        ("code", "level"),
+        [
+            (grpc.StatusCode.ABORTED, "INFO"),  # the caller's mistake
+            (grpc.StatusCode.UNAVAILABLE, "WARNING"),  # an outage: the store, say
+            (grpc.StatusCode.INTERNAL, "ERROR"),  # a bug
+        ],
+    )
+    def test_the_level_says_whose_fault_it_was(self, code: grpc.StatusCode, level: str) -> None:
+        [line] = emitted("json", observed(code=code))
+        assert json.loads(line)["level"] == level
+
+    def test_a_traceback_stays_in_its_event(self) -> None:
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", (), None)
         try:
             raise ValueError("inner")
         except ValueError:
-            import sys
-
             record.exc_info = sys.exc_info()
         assert "ValueError: inner" in json.loads(JsonFormatter().format(record))["exception"]
         assert "ValueError: inner" in TextFormatter().format(record)
@@ -356,10 +486,16 @@ def spans() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-async def traced(spans: InMemorySpanExporter) -> AsyncIterator[PeerServer]:
+def task_parents() -> list[Any]:
+    """The span context current in each run of the ``traced`` task handler."""
+    return []
+
+
+@pytest.fixture
+async def traced(spans: InMemorySpanExporter, task_parents: list[Any]) -> AsyncIterator[PeerServer]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    parents: list[Any] = []
+    parents = task_parents
 
     async def remember_parent(payload: dict[str, Any]) -> dict[str, Any]:
         parents.append(trace.get_current_span().get_span_context())
@@ -369,7 +505,6 @@ async def traced(spans: InMemorySpanExporter) -> AsyncIterator[PeerServer]:
     registry.register("traced", remember_parent)
     config = ServerConfig(host="127.0.0.1", port=0, peer_handshake_rate=0, client_handshake_rate=0)
     server = PeerServer(config, tasks=registry, tracer_provider=provider)
-    server.task_parents = parents  # type: ignore[attr-defined]
     await server.start()
     try:
         yield server
@@ -380,7 +515,7 @@ async def traced(spans: InMemorySpanExporter) -> AsyncIterator[PeerServer]:
 
 class TestTracing:
     async def test_each_call_is_a_server_span_under_the_callers_trace(
-        self, traced: PeerServer, spans: InMemorySpanExporter
+        self, traced: PeerServer, spans: InMemorySpanExporter, task_parents: list[Any]
     ) -> None:
         provider = TracerProvider()
         caller = provider.get_tracer("caller").start_span("caller")
@@ -419,7 +554,7 @@ class TestTracing:
         # The caller's mistake is not the server's error.
         assert dict(refused.attributes or {})["rpc.grpc.status_code"] == 10
         assert refused.status.status_code is trace.StatusCode.UNSET
-        [parent] = traced.task_parents  # type: ignore[attr-defined]
+        [parent] = task_parents
         assert parent.span_id == delegate.context.span_id
 
 
@@ -469,7 +604,16 @@ class TestServeCommand:
     def test_tracing_with_an_unknown_exporter_is_refused_before_serving(self) -> None:
         done = run_serve("--port", "0", "--otel", env={"OTEL_TRACES_EXPORTER": "carrier-pigeon"})
         assert done.returncode == 2
-        assert "OTEL_TRACES_EXPORTER='carrier-pigeon': use otlp or console" in done.stderr
+        assert "OTEL_TRACES_EXPORTER='carrier-pigeon': use otlp, console or none" in done.stderr
+
+    async def test_no_exporter_and_a_format_in_capitals_are_taken(self) -> None:
+        served = start_serve(
+            *("--host", "127.0.0.1", "--port", "0", "--otel", "--log-format", "JSON"),
+            env={"OTEL_TRACES_EXPORTER": "none"},
+        )
+        code, log = served.stop()
+        assert code == 0
+        assert all(json.loads(line) for line in log.splitlines())
 
     def test_a_bad_log_format_in_the_environment_is_refused(self) -> None:
         done = run_serve("--port", "0", env={"PEER_GRPC_LOG_FORMAT": "xml"})

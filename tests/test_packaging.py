@@ -52,3 +52,32 @@ def test_the_wheel_installs_the_command_at_the_version_of_pyproject(wheel: zipfi
 
     assert "peer-grpc = peer_grpc.cli:main" in wheel.read(f"{info}/entry_points.txt").decode()
     assert f"\nVersion: {version}\n" in wheel.read(f"{info}/METADATA").decode()
+
+
+@pytest.mark.timeout(300)
+def test_tracing_is_an_extra_that_the_package_does_not_need(wheel: zipfile.ZipFile):
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    metadata = wheel.read(f"peer_grpc-{version}.dist-info/METADATA").decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+
+    assert "Provides-Extra: otel" in metadata
+    assert any(line.startswith("Requires-Dist: prometheus-client") for line in requires)
+    telemetry = [line for line in requires if "opentelemetry" in line]
+    assert telemetry
+    assert all('extra == "otel"' in line for line in telemetry)
+
+
+def test_serving_without_tracing_loads_no_tracer_or_exporter():
+    # The extra is installed in the test environment; without --otel nothing of the
+    # tracing loads. (redis-py imports OpenTelemetry's API and metrics SDK when they
+    # are installed, for instrumentation of its own that it leaves off.)
+    check = (
+        "import sys, peer_grpc.cli, peer_grpc.server\n"
+        "peer_grpc.server.PeerServer(peer_grpc.server.ServerConfig(port=0, metrics_port=0,"
+        " log_calls=True))\n"
+        "tracing = ('opentelemetry.propagate', 'opentelemetry.sdk.trace',"
+        " 'opentelemetry.exporter')\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(tracing))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)

@@ -230,6 +230,7 @@ def _add_serve_operations(serve_cmd: argparse.ArgumentParser) -> None:
     operations.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
+        type=str.lower,
         default=_env("LOG_FORMAT", _one_of(*LOG_FORMATS), "text"),
         help="one event per line, as text or as a JSON object (default: %(default)s)",
     )

@@ -232,6 +232,7 @@ class ObservingInterceptor(_MethodWrappingInterceptor):
                 unbind_call_facts(token)
                 call.ended(error, context)
                 notify_ended(observers, call)
+                call.forget()
 
         return observed
 
@@ -252,6 +253,7 @@ class ObservingInterceptor(_MethodWrappingInterceptor):
             finally:
                 call.ended(error, context)
                 notify_ended(observers, call)
+                call.forget()
 
         return observed
 
@@ -331,10 +333,15 @@ def _credentials_of(
 ) -> SessionCredentials | None:
     """The call's session metadata; SessionRequired if it has none and must."""
     credentials = parse_session_metadata(context.invocation_metadata())
-    if credentials is None and not sessionless_ok:
-        raise SessionRequired(
-            f"{method} needs the {SESSION_ID_KEY} and {SEQUENCE_KEY} metadata from a Handshake"
-        )
+    if credentials is None:
+        if not sessionless_ok:
+            raise SessionRequired(
+                f"{method} needs the {SESSION_ID_KEY} and {SEQUENCE_KEY} metadata from a Handshake"
+            )
+        return None
+    facts = current_call_facts()
+    if facts is not None:  # from here on, even a refused call is told by its session
+        facts.session_id = credentials.session_id
     return credentials
 
 
@@ -369,8 +376,6 @@ class SessionInterceptor(_MethodWrappingInterceptor):
             if credentials is None:
                 return await behavior(request, context)
             facts = current_call_facts()
-            if facts is not None:
-                facts.session_id = credentials.session_id
             sequence = credentials.sequence
             admission = await manager.admit(
                 credentials.session_id,
@@ -413,8 +418,6 @@ class SessionInterceptor(_MethodWrappingInterceptor):
             if credentials is None:  # the metadata interceptor lets no stream through without
                 raise InternalError(f"{method} reached admission without a session")
             facts = current_call_facts()
-            if facts is not None:
-                facts.session_id = credentials.session_id
             sequence = credentials.sequence
             admission = await manager.admit(
                 credentials.session_id,

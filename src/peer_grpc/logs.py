@@ -24,7 +24,7 @@ from typing import IO, Any
 import grpc
 import grpc.aio
 
-from peer_grpc.observability import ObservedCall
+from peer_grpc.observability import SERVER_FAULTS, ObservedCall
 from peer_grpc.session import short_id
 
 __all__ = ["EVENT_FIELDS", "LOG_FORMATS", "CallLog", "JsonFormatter", "TextFormatter"]
@@ -42,10 +42,8 @@ EVENT_FIELDS = (
     "worker",
     "count",
 )
-#: Codes that say the server failed, not the caller: their call events are errors.
-_SERVER_FAULTS = frozenset(
-    {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
-)
+#: Server faults that are bugs, not outages or slowness: their call events are errors.
+_BUGS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS})
 
 
 def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
@@ -128,8 +126,9 @@ class _WorkerField(logging.Filter):
 class CallLog:
     """Logs every PeerService call as one event (a :class:`CallObserver`).
 
-    Successes and the caller's errors are INFO; the server's own faults are ERROR
-    (their traceback is logged once more, by the error interceptor).
+    Successes and the caller's errors are INFO; the server's faults are WARNING
+    (UNAVAILABLE while the store is down, say), or ERROR for a bug (INTERNAL, whose
+    traceback the error interceptor logs too).
     """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
@@ -140,7 +139,14 @@ class CallLog:
 
     def call_ended(self, call: ObservedCall) -> None:
         """Log the call's method, code, duration, session prefix and peer."""
-        level = logging.ERROR if call.code in _SERVER_FAULTS else logging.INFO
+        code = call.code
+        level = (
+            logging.ERROR
+            if code in _BUGS
+            else logging.WARNING
+            if code in SERVER_FAULTS
+            else logging.INFO
+        )
         if not self._log.isEnabledFor(level):
             return
         milliseconds = round(call.duration * 1000, 3)

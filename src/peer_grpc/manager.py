@@ -168,7 +168,7 @@ class SessionManager:
                 extra={"event": "session_replaced", "session": short_id(replaced.session_id)},
             )
             await self._announce_end(replaced)
-        log.info(
+        log.debug(  # --log-calls logs the Handshake at INFO, with the same facts
             "session opened",
             extra={
                 "event": "session_opened",
@@ -215,7 +215,7 @@ class SessionManager:
         except InvalidTransition:
             check_usable(await self.store.get(session_id), session_id, self.clock.now())
             raise
-        log.info(
+        log.debug(
             "session terminated",
             extra={
                 "event": "session_terminated",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -100,8 +101,10 @@ class ServerMetrics:
         )
         # The label children of each (method, code): looked up once, not on every call.
         self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
+        self._stores = _StoreCollector(self)
+        self.registry.register(self._stores)
 
-    def call_started(self, call: ObservedCall, context: object) -> None:
+    def call_started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
         """Nothing to do until the call ends."""
 
     def call_ended(self, call: ObservedCall) -> None:
@@ -132,8 +135,17 @@ class ServerMetrics:
     def read_stores_with(
         self, read: Callable[[], Awaitable[StoreReadings]], loop: asyncio.AbstractEventLoop
     ) -> None:
-        """Report session and task figures at each scrape, from ``read`` run on ``loop``."""
-        self.registry.register(_StoreCollector(self, read, loop))
+        """Report session and task figures at each scrape, from ``read`` run on ``loop``
+        (until :meth:`stop_reading`)."""
+        self._stores.source = (read, loop)
+
+    def stop_reading(self) -> None:
+        """Leave the session and task figures out of scrapes from now on (the stores
+        are closing)."""
+        self._stores.source = None
+
+
+_Source = tuple[Callable[[], Awaitable[StoreReadings]], asyncio.AbstractEventLoop]
 
 
 class _StoreCollector(Collector):
@@ -143,15 +155,10 @@ class _StoreCollector(Collector):
     to the server's loop: the reading runs there, and the scrape waits for it.
     """
 
-    def __init__(
-        self,
-        metrics: ServerMetrics,
-        read: Callable[[], Awaitable[StoreReadings]],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
-        self._read = read
-        self._loop = loop
+        #: Where the figures come from; None while the server does not serve.
+        self.source: _Source | None = None
 
     def describe(self) -> Iterable[Metric]:
         # Registering would otherwise call collect() to learn the names, from the loop
@@ -188,25 +195,33 @@ class _StoreCollector(Collector):
             labels=("state",),
         )
         for task_state in TaskState:
-            tasks.add_metric((task_state.name,), readings.tasks_reached.get(task_state, 0))
+            count = readings.tasks_reached.get(task_state, 0)
+            tasks.add_metric((task_state.name.lower(),), count)
         yield tasks
         yield GaugeMetricFamily(
             "peer_grpc_tasks_running", "Tasks this server runs now.", readings.tasks_running
         )
 
     def _readings(self) -> StoreReadings | None:
+        source = self.source
+        if source is None:
+            return None
+        read, loop = source
         try:
-            if asyncio.get_running_loop() is self._loop:
+            if asyncio.get_running_loop() is loop:
                 return None  # a scrape from the loop itself could not wait for it
         except RuntimeError:
             pass  # no loop in this thread: the usual case, prometheus-client's thread
-        future = asyncio.run_coroutine_threadsafe(_awaited(self._read), self._loop)
+        if loop.is_closed():
+            return None
+        future = asyncio.run_coroutine_threadsafe(_awaited(read), loop)
         try:
             return future.result(STATS_TIMEOUT)
         except Exception as error:  # the store is down or slow: the rest of the scrape stands
             future.cancel()
-            self._metrics.store_error("stats")
-            log.warning("metrics: session and task figures left out of a scrape: %r", error)
+            if self.source is source:  # not a reading cut short by the server stopping
+                self._metrics.store_error("stats")
+                log.warning("metrics: session and task figures left out of a scrape: %r", error)
             return None
 
 

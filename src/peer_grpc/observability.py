@@ -24,9 +24,22 @@ from peer_grpc.call_context import CallFacts
 from peer_grpc.errors import PeerError
 from peer_grpc.rich_status import status_code_of
 
-__all__ = ["CallObserver", "ObservedCall", "notify_ended", "notify_started"]
+__all__ = ["SERVER_FAULTS", "CallObserver", "ObservedCall", "notify_ended", "notify_started"]
 
 log = logging.getLogger(__name__)
+
+#: Codes that say the server failed the call rather than the caller erring
+#: (OpenTelemetry's RPC conventions): traces mark these as errors, logs warn of them.
+SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -55,6 +68,11 @@ class ObservedCall(CallFacts):
             self.error = error
             self.code = _status_code(error, context)
 
+    def forget(self) -> None:
+        """Drop what only the observers needed: the facts stay bound in the context of
+        tasks the call started (a delegated task's), which can outlive it by far."""
+        self.error = self.span = None
+
 
 def _status_code(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     """The status the client receives for a call that ended by ``error``."""
@@ -63,7 +81,12 @@ def _status_code(error: BaseException, context: grpc.aio.ServicerContext) -> grp
     if isinstance(error, grpc.aio.AbortError):  # aborted with a status already set
         code = context.code()
         return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        # grpc cancels a call whose caller went away or whose deadline passed; a stream
+        # cut off that way is closed at its `yield` (GeneratorExit).
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.INTERNAL  # the error interceptor answers any other fault so
 

@@ -302,6 +302,8 @@ class PeerServer:
             (for tests that delay or drop calls, say).
         tracer_provider: trace every call with this OpenTelemetry tracer provider
             (the ``otel`` extra), whatever ``config.otel`` says.
+        observers: more :class:`~peer_grpc.observability.CallObserver` s to tell of
+            every call (an audit log, metrics of your own), after the built-in ones.
     """
 
     def __init__(
@@ -314,6 +316,7 @@ class PeerServer:
         clock: Clock | None = None,
         outer_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         tracer_provider: AnyTracerProvider | None = None,
+        observers: Sequence[CallObserver] = (),
     ) -> None:
         self.config = config = config or ServerConfig()
         store, task_store = _open_stores(config, store, task_store)
@@ -346,7 +349,7 @@ class PeerServer:
         self.health = health.aio.HealthServicer()
         #: The server's Prometheus metrics, when ``config.metrics_port`` asks for them.
         self.metrics = ServerMetrics() if config.metrics_port is not None else None
-        self._observers = self._call_observers(tracer_provider)
+        self._observers = [*self._call_observers(tracer_provider), *observers]
         self._metrics_endpoint: MetricsEndpoint | None = None
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -411,9 +414,15 @@ class PeerServer:
         server.add_generic_rpc_handlers((peer_service_handler(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
-        self._port = self._bind(server)
+        # Metrics first: a grpc server that bound its port holds it until it is collected,
+        # even when it never started.
         self._metrics_endpoint = self._serve_metrics()
-        await server.start()
+        try:
+            self._port = self._bind(server)
+            await server.start()
+        except BaseException:
+            await self._close_metrics()
+            raise
         self._server = server
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -495,13 +504,22 @@ class PeerServer:
                 background.cancel()
                 await asyncio.wait({background}, timeout=0.5)
         self._sweeper = self._store_watch = None
-        # Together: calls that wait for tasks end as the tasks end (or are canceled).
-        await asyncio.gather(self.tasks.shutdown(grace), server.stop(grace))
+        try:
+            # Together: calls that wait for tasks end as the tasks end (or are canceled).
+            await asyncio.gather(self.tasks.shutdown(grace), server.stop(grace))
+        finally:
+            await self._close_metrics()
+            await self.close_stores()
+        log.info("peer-grpc stopped")
+
+    async def _close_metrics(self) -> None:
+        """Stop reading the stores for scrapes, and close the metrics endpoint."""
+        if self.metrics is not None:
+            self.metrics.stop_reading()
         if self._metrics_endpoint is not None:
             endpoint, self._metrics_endpoint = self._metrics_endpoint, None
+            # Its shutdown waits for the serving thread's next poll: not on the loop.
             await asyncio.to_thread(endpoint.close)
-        await self.close_stores()
-        log.info("peer-grpc stopped")
 
     async def close_stores(self) -> None:
         """Close the session and task stores (:meth:`stop` does; call it yourself only

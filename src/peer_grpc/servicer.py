@@ -82,14 +82,14 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     async def Handshake(
         self, request: peer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.HandshakeResponse:
+        facts = current_call_facts()
+        if facts is not None:  # a refused handshake is logged with the peer it claimed
+            facts.peer_id = request.peer_id
         caller = caller_of(context)
         now = self._manager.clock.now()
         if self._throttle is not None:
             self._throttle.check_client(caller, now)
         self._peer_ids.check_claim(caller.identity, request.peer_id)
-        facts = current_call_facts()
-        if facts is not None:  # a refused handshake is logged with the peer it claimed
-            facts.peer_id = request.peer_id
         if self._throttle is not None:
             self._throttle.check_peer(request.peer_id, now)
         version = self._negotiate(request.protocol_versions)
@@ -117,12 +117,12 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self, request: peer_pb2.HandshakeRequest, version: str, identity: str
     ) -> peer_pb2.HandshakeResponse:
         resume = request.resume
+        facts = current_call_facts()
+        if facts is not None:  # a refused resume is logged with the session it named
+            facts.session_id = resume.session_id
         session = await self._manager.resume_session(
             resume.session_id, resume.session_token, request.peer_id, identity
         )
-        facts = current_call_facts()
-        if facts is not None:
-            facts.session_id = session.session_id
         if session.protocol_version != version:
             raise NoCommonProtocolVersion(request.protocol_versions, [session.protocol_version])
         response = self._handshake_response(session)

@@ -14,13 +14,14 @@ every rich error of this server leaves, so it would report them all as OK.
 from __future__ import annotations
 
 import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 
 from peer_grpc._version import __version__
-from peer_grpc.observability import ObservedCall
+from peer_grpc.observability import SERVER_FAULTS, ObservedCall
 from peer_grpc.service import SERVICE_NAME
 from peer_grpc.session import short_id
 
@@ -32,18 +33,6 @@ __all__ = ["OTEL_MISSING", "CallTracing", "tracer_provider_from_env"]
 
 #: What to tell someone who asks for traces without the extra installed.
 OTEL_MISSING = "tracing needs the otel extra: pip install 'peer-grpc[otel]'"
-#: Codes that mean the server failed (OpenTelemetry's RPC conventions): only these
-#: mark a server span as an error; the caller's mistakes do not.
-_SERVER_ERRORS = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
 
 
 class CallTracing:
@@ -100,7 +89,7 @@ class CallTracing:
         if call.peer_id:
             attributes["peer.peer_id"] = call.peer_id
         span.set_attributes(attributes)
-        if call.code in _SERVER_ERRORS:
+        if call.code in SERVER_FAULTS:  # the caller's mistakes are not the server's errors
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, call.code.name))
         span.end()
 
@@ -109,9 +98,10 @@ def tracer_provider_from_env() -> TracerProvider:
     """An SDK tracer provider configured by OpenTelemetry's standard variables.
 
     ``OTEL_TRACES_EXPORTER``: ``otlp`` (the default: OTLP over gRPC, to
-    ``OTEL_EXPORTER_OTLP_ENDPOINT``, http://localhost:4317 unless set) or
-    ``console`` (spans as JSON on stdout). ``OTEL_SERVICE_NAME`` names the
-    service (``peer-grpc`` unless set); ``OTEL_RESOURCE_ATTRIBUTES`` adds to it.
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``, http://localhost:4317 unless set),
+    ``console`` (spans as JSON on stdout) or ``none``. ``OTEL_SERVICE_NAME`` names
+    the service (``peer-grpc`` unless it or ``OTEL_RESOURCE_ATTRIBUTES`` does);
+    every process gets a ``service.instance.id`` of its own.
     Call its ``shutdown()`` on exit, to send the spans still queued.
 
     Raises:
@@ -129,7 +119,7 @@ def tracer_provider_from_env() -> TracerProvider:
     except ImportError as error:
         raise RuntimeError(OTEL_MISSING) from error
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
-    exporter: SpanExporter
+    exporter: SpanExporter | None = None
     if exporter_name == "console":
         exporter = ConsoleSpanExporter()
     elif exporter_name == "otlp":
@@ -138,9 +128,17 @@ def tracer_provider_from_env() -> TracerProvider:
         except ImportError as error:
             raise RuntimeError(OTEL_MISSING) from error
         exporter = OTLPSpanExporter()
-    else:
-        raise ValueError(f"OTEL_TRACES_EXPORTER={exporter_name!r}: use otlp or console")
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "peer-grpc")})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    elif exporter_name != "none":
+        raise ValueError(f"OTEL_TRACES_EXPORTER={exporter_name!r}: use otlp, console or none")
+    # Each process is an instance of its own (serve --workers runs several); the
+    # variables, which Resource.create reads, name the service unless they do not.
+    attributes = {"service.instance.id": f"{socket.gethostname()}-{os.getpid()}"}
+    named = "OTEL_SERVICE_NAME" in os.environ or "service.name=" in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    )
+    if not named:
+        attributes["service.name"] = "peer-grpc"
+    provider = TracerProvider(resource=Resource.create(attributes))
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
