@@ -248,7 +248,10 @@ class TestStatusAttribution:
                 await stub.CancelTask(cancel, metadata=session_metadata(session.session_id, 1))
             assert refused.value.code() is grpc.StatusCode.NOT_FOUND
 
-        assert handled(await scrape(server.metrics_port), "CancelTask", "NOT_FOUND") == 2
+        # The resend is aborted from within, so its caller may see the answer a moment
+        # before the server has counted it.
+        samples = await eventually_counted(server, "CancelTask", "NOT_FOUND", times=2)
+        assert handled(samples, "CancelTask", "NOT_FOUND") == 2
 
     async def test_a_stream_past_its_deadline_is_deadline_exceeded(
         self, server: PeerServer, stub: Stub, gate: Gate
@@ -271,6 +274,10 @@ class TestStatusAttribution:
 
         await eventually_counted(server, "WatchTask", "DEADLINE_EXCEEDED")
 
+    # The memory store only: on Redis a WatchTask whose caller cancels runs on until its
+    # task ends (the cancellation does not reach the handler waiting in redis-py), a
+    # known fault of the Redis watch, not of the counting.
+    @pytest.mark.parametrize("backend", ["memory"])
     async def test_a_stream_its_caller_cancels_is_cancelled_not_a_fault(
         self, server: PeerServer, stub: Stub, gate: Gate
     ) -> None:
@@ -285,10 +292,14 @@ class TestStatusAttribution:
         )
         await watch.read()  # the task as it stands; the stream then waits for a change
         watch.cancel()
-        gate.release.set()
-
-        samples = await eventually_counted(server, "WatchTask", "CANCELLED")
+        try:
+            # The task is held until the server has seen the cancellation: a stream that
+            # could end first would be counted OK instead.
+            samples = await eventually_counted(server, "WatchTask", "CANCELLED")
+        finally:
+            gate.release.set()
         assert handled(samples, "WatchTask", "INTERNAL") == 0
+        assert handled(samples, "WatchTask", "OK") == 0
 
     async def test_a_call_refused_by_validation_is_logged_with_its_session(
         self, server: PeerServer, stub: Stub, caplog: pytest.LogCaptureFixture
@@ -307,15 +318,15 @@ class TestStatusAttribution:
         assert event.session == session.session_id[:8] + "..."  # type: ignore[attr-defined]
 
 
-async def eventually_counted(server: PeerServer, method: str, code: str) -> Samples:
-    """Scrape until the server counted a ``method`` call that ended ``code`` (a stream
-    ends on the server a moment after its caller saw it end)."""
-    for _ in range(50):
+async def eventually_counted(server: PeerServer, method: str, code: str, times: int = 1) -> Samples:
+    """Scrape until the server counted ``times`` ``method`` calls that ended ``code`` (a
+    call can end on the server a moment after its caller saw it end)."""
+    for _ in range(100):
         samples = await scrape(server.metrics_port)
-        if handled(samples, method, code):
+        if handled(samples, method, code) >= times:
             return samples
         await asyncio.sleep(0.1)
-    raise AssertionError(f"no {method} call was counted {code}")
+    raise AssertionError(f"{method} was not counted {code} {times} times: {samples}")
 
 
 def free_port() -> int:
