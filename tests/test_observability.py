@@ -16,8 +16,8 @@ import socket
 import sys
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -37,6 +37,7 @@ from peer_grpc.logs import CallLog, JsonFormatter, TextFormatter, configure_logg
 from peer_grpc.observability import ObservedCall
 from peer_grpc.server import ServerBindError
 from tests.conftest import Gate, open_session, session_metadata
+from tests.ports import free_port
 from tests.redis_server import RedisServer
 from tests.test_cli import run_serve, start_serve
 
@@ -46,18 +47,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
-def server_config() -> ServerConfig:
-    """The shared ``server`` fixture, with metrics on a free port and every call logged."""
-    return ServerConfig(
-        host="127.0.0.1",
-        port=0,
-        idle_timeout=30.0,
-        shutdown_grace=0.5,
-        peer_handshake_rate=0,
-        client_handshake_rate=0,
-        metrics_port=0,
-        log_calls=True,
-    )
+def server_config(server_config: ServerConfig) -> ServerConfig:
+    """The shared ``server`` fixture's, with metrics on a free port and every call logged."""
+    return replace(server_config, metrics_port=0, log_calls=True)
 
 
 async def scrape(port: int | None) -> Samples:
@@ -256,16 +248,7 @@ class TestStatusAttribution:
     async def test_a_stream_past_its_deadline_is_deadline_exceeded(
         self, server: PeerServer, stub: Stub, gate: Gate
     ) -> None:
-        session = await open_session(stub, "impatient")
-        task = await stub.DelegateTask(
-            peer_pb2.DelegateTaskRequest(task_type="held", return_immediately=True),
-            metadata=session_metadata(session.session_id, 1),
-        )
-        watch = stub.WatchTask(
-            peer_pb2.WatchTaskRequest(task_id=task.task.task_id),
-            metadata=session_metadata(session.session_id, 2),
-            timeout=0.5,
-        )
+        watch = await watch_held_task(stub, "impatient", deadline=0.5)
         with pytest.raises(grpc.aio.AioRpcError) as late:
             async for _ in watch:
                 pass
@@ -281,15 +264,7 @@ class TestStatusAttribution:
     async def test_a_stream_its_caller_cancels_is_cancelled_not_a_fault(
         self, server: PeerServer, stub: Stub, gate: Gate
     ) -> None:
-        session = await open_session(stub, "fickle")
-        task = await stub.DelegateTask(
-            peer_pb2.DelegateTaskRequest(task_type="held", return_immediately=True),
-            metadata=session_metadata(session.session_id, 1),
-        )
-        watch = stub.WatchTask(
-            peer_pb2.WatchTaskRequest(task_id=task.task.task_id),
-            metadata=session_metadata(session.session_id, 2),
-        )
+        watch = await watch_held_task(stub, "fickle")
         await watch.read()  # the task as it stands; the stream then waits for a change
         watch.cancel()
         try:
@@ -318,6 +293,21 @@ class TestStatusAttribution:
         assert event.session == session.session_id[:8] + "..."  # type: ignore[attr-defined]
 
 
+async def watch_held_task(stub: Stub, peer_id: str, deadline: float | None = None) -> Any:
+    """Open a session as ``peer_id``, delegate a ``held`` task (it runs until the test
+    releases the gate) and return a WatchTask stream of it, with ``deadline`` seconds."""
+    session = await open_session(stub, peer_id)
+    task = await stub.DelegateTask(
+        peer_pb2.DelegateTaskRequest(task_type="held", return_immediately=True),
+        metadata=session_metadata(session.session_id, 1),
+    )
+    return stub.WatchTask(
+        peer_pb2.WatchTaskRequest(task_id=task.task.task_id),
+        metadata=session_metadata(session.session_id, 2),
+        timeout=deadline,
+    )
+
+
 async def eventually_counted(server: PeerServer, method: str, code: str, times: int = 1) -> Samples:
     """Scrape until the server counted ``times`` ``method`` calls that ended ``code`` (a
     call can end on the server a moment after its caller saw it end)."""
@@ -327,22 +317,6 @@ async def eventually_counted(server: PeerServer, method: str, code: str, times: 
             return samples
         await asyncio.sleep(0.1)
     raise AssertionError(f"{method} was not counted {code} {times} times: {samples}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -16,16 +16,11 @@ import pytest
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import open_session, session_metadata, shared_redis
+from tests.ports import free_port
 from tests.test_cli import run_serve
 from tests.test_observability import handled, scrape, value
 
 CONNECTIONS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def free_port_pair() -> int:
