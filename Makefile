@@ -53,11 +53,12 @@ fuzz: $(VENV_STAMP) $(NODE_STAMP)
 bench: $(VENV_STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
-## lint: ruff, mypy and buf lint/format
+## lint: ruff, mypy, the layer contracts (import-linter) and buf lint/format
 lint: $(VENV_STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 

@@ -29,7 +29,7 @@ import psutil
 import redis
 
 from peer_grpc._proto.peer.v1 import peer_pb2
-from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 
 PING = "/peer.v1.PeerService/Ping"
 DELEGATE = "/peer.v1.PeerService/DelegateTask"

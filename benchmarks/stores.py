@@ -1,7 +1,7 @@
 """Session-store micro-benchmarks: memory, admission time and sweep cost against session count.
 
 ``python -m benchmarks.stores N [--window W]`` fills a fresh
-:class:`~peer_grpc.stores.memory.MemorySessionStore` with N established sessions
+:class:`~peer_grpc.stores.memory.sessions.MemorySessionStore` with N established sessions
 and prints one JSON object:
 
 - ``bytes_per_session``: what the store allocated per session (tracemalloc),
@@ -33,11 +33,10 @@ import time
 import tracemalloc
 from typing import Any
 
-from peer_grpc.manager import SWEEP_BATCH, hash_session_token, new_session_token
-from peer_grpc.retry import CallKey, CallOutcome
-from peer_grpc.session import Session
-from peer_grpc.state import SessionState
-from peer_grpc.stores.memory import MemorySessionStore
+from peer_grpc.core.retry import CallKey, CallOutcome
+from peer_grpc.core.session import Session, SessionState
+from peer_grpc.sessions.manager import SWEEP_BATCH, hash_session_token, new_session_token
+from peer_grpc.stores.memory.sessions import MemorySessionStore
 
 #: Seconds of idle timeout; the benchmark's clock stays far below it except when sweeping.
 IDLE = 60.0

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from peer_grpc.tls import channel_credentials
+from peer_grpc.wire.tls import channel_credentials
 
 
 @dataclass(frozen=True)

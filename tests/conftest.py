@@ -29,8 +29,8 @@ from peer_grpc import (
     default_registry,
 )
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
-from peer_grpc.retry import CallKey
+from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.core.retry import CallKey
 from peer_grpc.stores import MemoryTaskStore, RedisSessionStore, RedisTaskStore, TaskStore
 from tests.redis_server import RedisServer
 

@@ -39,8 +39,8 @@ from peer_grpc import (
     default_registry,
 )
 from peer_grpc._proto.peer.v1 import peer_pb2
-from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
-from peer_grpc.sequence import MAX_SEQUENCE
+from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.core.sequence import MAX_SEQUENCE
 from peer_grpc.stores import SessionStore, TaskStore
 from peer_grpc.tasks import MAX_JSON_DEPTH
 from tests.conftest import STORE_FACTORIES, TASK_STORE_FACTORIES

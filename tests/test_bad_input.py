@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from peer_grpc import PeerServer
 from peer_grpc._proto.peer.v1 import peer_pb2
-from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
-from peer_grpc.service import SERVICE_DESCRIPTOR
+from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.wire.contract import SERVICE_DESCRIPTOR
 from tests.conftest import open_session
 
 METHODS = [method.name for method in SERVICE_DESCRIPTOR.methods]

@@ -13,7 +13,7 @@ import pytest
 
 from peer_grpc import PeerClient, PeerServer, ServerConfig, TaskRegistry
 from peer_grpc._proto.peer.v1 import peer_pb2
-from peer_grpc.errors import RemoteError, TaskLimitReached, TaskNotCancelable, TaskNotFound
+from peer_grpc.core.errors import RemoteError, TaskLimitReached, TaskNotCancelable, TaskNotFound
 from tests.conftest import Gate, eventually
 
 FINAL = {

@@ -35,9 +35,9 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from packaging.specifiers import SpecifierSet
 
-from peer_grpc.cli import build_parser
+from peer_grpc.cli.main import build_parser
 from peer_grpc.server import ServerConfig
-from peer_grpc.service import SERVICE_NAME
+from peer_grpc.wire.contract import SERVICE_NAME
 from tests.certs import Pki
 from tests.conftest import shared_redis
 from tests.ports import free_port

@@ -6,11 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer_grpc.retry import CallKey
-from peer_grpc.session import Session
-from peer_grpc.state import SessionState
-from peer_grpc.stores.expiry import ExpiryWheel
-from peer_grpc.stores.memory import MemorySessionStore
+from peer_grpc.core.retry import CallKey
+from peer_grpc.core.session import Session, SessionState
+from peer_grpc.stores.memory.expiry import ExpiryWheel
+from peer_grpc.stores.memory.sessions import MemorySessionStore
 
 
 def never_asked(key: str) -> float:

@@ -34,8 +34,8 @@ from hypothesis.stateful import (
 
 from peer_grpc import SequenceMode, Session, SessionState
 from peer_grpc._proto.peer.v1 import peer_pb2
-from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
-from peer_grpc.sequence import MAX_SEQUENCE
+from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.core.sequence import MAX_SEQUENCE
 from tests.fuzz_support import (
     METHODS,
     METHODS_BY_NAME,

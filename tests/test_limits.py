@@ -17,12 +17,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.clock import ManualClock
-from peer_grpc.errors import HandshakeRateLimited, PeerError, SessionExpired, SessionLimitReached
-from peer_grpc.identity import Caller
-from peer_grpc.limits import HandshakeThrottle, RateLimiter
-from peer_grpc.rich_status import error_from_rpc_error
+from peer_grpc.core.clock import ManualClock
+from peer_grpc.core.errors import (
+    HandshakeRateLimited,
+    PeerError,
+    SessionExpired,
+    SessionLimitReached,
+)
+from peer_grpc.core.identity import Caller
+from peer_grpc.core.limits import HandshakeThrottle, RateLimiter
 from peer_grpc.server import PeerServer, ServerConfig
+from peer_grpc.wire.rich_status import error_from_rpc_error
 from tests.conftest import StoreFactory, TaskStoreFactory, open_session, session_metadata
 from tests.rpc_details import details_of
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer_grpc import window
-from peer_grpc.sequence import MAX_SEQUENCE
-from peer_grpc.session import Session
-from peer_grpc.state import SessionState
-from peer_grpc.stores.memory_records import deadline_of, ended, pack, ring_of, state_of, unpack
+from peer_grpc.core import window
+from peer_grpc.core.sequence import MAX_SEQUENCE
+from peer_grpc.core.session import Session, SessionState
+from peer_grpc.stores.memory.records import deadline_of, ended, pack, ring_of, state_of, unpack
 
 times = st.floats(min_value=0, max_value=4e9, allow_nan=False)
 widths = st.sampled_from([0, 1, 8, 64, 65, window.MAX_WINDOW])

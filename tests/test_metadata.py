@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from peer_grpc import InvalidArgument, SessionRequired
-from peer_grpc.metadata import (
+from peer_grpc.core.metadata import (
     SEQUENCE_KEY,
     SESSION_ID_KEY,
     SessionCredentials,

@@ -17,8 +17,8 @@ import pytest
 
 from peer_grpc import PeerClient
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.clock import ManualClock
-from peer_grpc.errors import PeerIdNotAllowed, SessionIdentityMismatch
+from peer_grpc.core.clock import ManualClock
+from peer_grpc.core.errors import PeerIdNotAllowed, SessionIdentityMismatch
 from peer_grpc.server import PeerServer, ServerConfig
 from tests.certs import CertFiles, Pki
 from tests.conftest import StoreFactory, TaskStoreFactory, session_metadata

@@ -33,8 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from peer_grpc import PeerClient, PeerServer, ServerConfig, default_registry
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.logs import CallLog, JsonFormatter, TextFormatter, configure_logging
-from peer_grpc.observability import ObservedCall
+from peer_grpc.observability.calls import ObservedCall
+from peer_grpc.observability.logs import CallLog, JsonFormatter, TextFormatter, configure_logging
 from peer_grpc.server import ServerBindError
 from tests.conftest import Gate, open_session, session_metadata
 from tests.ports import free_port

@@ -15,7 +15,7 @@ import pytest
 
 from peer_grpc import ManualClock, PeerServer, Session, SessionState
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from tests.conftest import open_session, session_metadata
 from tests.rpc_details import details_of
 

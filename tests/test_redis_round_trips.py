@@ -14,7 +14,8 @@ import redis.asyncio
 
 from peer_grpc import PeerServer, ServerConfig
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.stores import MemoryTaskStore, RedisSessionStore, redis_sessions
+from peer_grpc.stores import MemoryTaskStore, RedisSessionStore
+from peer_grpc.stores.redis import sessions as redis_sessions
 from tests.conftest import open_session, session_metadata, shared_redis
 
 

@@ -28,8 +28,8 @@ from peer_grpc import (
     default_registry,
 )
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.metadata import SEQUENCE_KEY
-from peer_grpc.sequence import MAX_SEQUENCE, SequenceMode
+from peer_grpc.core.metadata import SEQUENCE_KEY
+from peer_grpc.core.sequence import MAX_SEQUENCE, SequenceMode
 from tests.conftest import StoreFactory, TaskStoreFactory, open_session, session_metadata
 from tests.rpc_details import details_of
 

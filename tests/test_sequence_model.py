@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from peer_grpc import ManualClock, SequenceError, SequenceErrorKind, SessionManager, SessionState
-from peer_grpc.retry import CallKey
-from peer_grpc.sequence import SequenceMode
+from peer_grpc.core.retry import CallKey
+from peer_grpc.core.sequence import SequenceMode
 from tests.conftest import STORE_FACTORIES
 
 RETRY_CACHE = 4

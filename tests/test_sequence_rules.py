@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from peer_grpc import SequenceError, SequenceErrorKind
-from peer_grpc.sequence import FIRST_SEQUENCE, MAX_SEQUENCE, check_strict
+from peer_grpc.core.sequence import FIRST_SEQUENCE, MAX_SEQUENCE, check_strict
 
 SESSION_ID = "0123456789abcdef0123456789abcdef"
 

@@ -21,12 +21,12 @@ from google.protobuf.message import Message
 
 from peer_grpc import ManualClock, PeerError, Session, SessionManager, SessionState, TaskRegistry
 from peer_grpc._proto.peer.v1 import peer_pb2
-from peer_grpc.call_context import bind_session, unbind_session
-from peer_grpc.rich_status import status_code_of
-from peer_grpc.service import SERVICE_DESCRIPTOR
-from peer_grpc.servicer import PeerServicer
-from peer_grpc.task_manager import TaskManager
+from peer_grpc.server.call_context import bind_session, unbind_session
+from peer_grpc.server.servicer import PeerServicer
 from peer_grpc.tasks import default_registry
+from peer_grpc.tasks.manager import TaskManager
+from peer_grpc.wire.contract import SERVICE_DESCRIPTOR
+from peer_grpc.wire.rich_status import status_code_of
 from tests.conftest import admit
 
 

@@ -18,7 +18,7 @@ from peer_grpc import (
     SessionStore,
 )
 from peer_grpc._proto.peer.v1 import peer_pb2
-from peer_grpc.state import TRANSITIONS, check_transition
+from peer_grpc.core.session import SESSION_MACHINE
 from tests.conftest import admit, state_slug, transition_params
 
 S = SessionState
@@ -50,8 +50,8 @@ def test_the_pairs_cover_every_combination_of_states() -> None:
 
 def test_transition_table_is_the_spec() -> None:
     """The code's table lists exactly the legal moves, with an entry for every state."""
-    assert set(TRANSITIONS) == set(SessionState)
-    assert {(s, t) for s, targets in TRANSITIONS.items() for t in targets} == LEGAL
+    assert set(SESSION_MACHINE.transitions) == set(SessionState)
+    assert {(s, t) for s, targets in SESSION_MACHINE.transitions.items() for t in targets} == LEGAL
 
 
 @pytest.mark.parametrize(
@@ -70,13 +70,13 @@ def test_state_values_match_the_proto_enum(state: SessionState, wire_value: int)
 
 @pytest.mark.parametrize(("source", "target"), LEGAL_PAIRS)
 def test_legal_transition_returns_the_target(source: SessionState, target: SessionState) -> None:
-    assert check_transition(source, target) is target
+    assert SESSION_MACHINE.check(source, target) is target
 
 
 @pytest.mark.parametrize(("source", "target"), ILLEGAL_PAIRS)
 def test_illegal_transition_is_refused(source: SessionState, target: SessionState) -> None:
     with pytest.raises(InvalidTransition) as caught:
-        check_transition(source, target)
+        SESSION_MACHINE.check(source, target)
     error = caught.value
     assert error.source == source.name
     assert error.target == target.name

@@ -14,10 +14,9 @@ import pytest
 
 from peer_grpc import InvalidTransition, ManualClock
 from peer_grpc._proto.peer.v1 import peer_pb2
-from peer_grpc.errors import TaskNotFound
+from peer_grpc.core.errors import TaskNotFound
+from peer_grpc.core.task import TASK_MACHINE, Task, TaskChange, TaskState
 from peer_grpc.stores import TaskStore
-from peer_grpc.task import Task, TaskChange
-from peer_grpc.task_state import TASK_TRANSITIONS, TaskState, check_task_transition
 from tests.conftest import TaskStoreFactory, state_slug, transition_params
 
 T = TaskState
@@ -48,8 +47,8 @@ def test_the_pairs_cover_every_combination_of_states() -> None:
 
 
 def test_transition_table_is_the_spec() -> None:
-    assert set(TASK_TRANSITIONS) == set(TaskState)
-    assert {(s, t) for s, targets in TASK_TRANSITIONS.items() for t in targets} == LEGAL
+    assert set(TASK_MACHINE.transitions) == set(TaskState)
+    assert {(s, t) for s, targets in TASK_MACHINE.transitions.items() for t in targets} == LEGAL
 
 
 @pytest.mark.parametrize("state", list(TaskState), ids=state_slug)
@@ -64,13 +63,13 @@ def test_only_completed_failed_canceled_and_rejected_are_final(state: TaskState)
 
 @pytest.mark.parametrize(("source", "target"), LEGAL_PAIRS)
 def test_legal_transition_is_allowed(source: TaskState, target: TaskState) -> None:
-    assert check_task_transition(source, target) is target
+    assert TASK_MACHINE.check(source, target) is target
 
 
 @pytest.mark.parametrize(("source", "target"), ILLEGAL_PAIRS)
 def test_illegal_transition_is_refused(source: TaskState, target: TaskState) -> None:
     with pytest.raises(InvalidTransition) as caught:
-        check_task_transition(source, target)
+        TASK_MACHINE.check(source, target)
     assert caught.value.error_metadata() == {
         "from_state": source.name,
         "to_state": target.name,

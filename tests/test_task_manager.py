@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 
 from peer_grpc import InvalidArgument, ManualClock, TaskRegistry, default_registry
-from peer_grpc.errors import ShuttingDown, TaskLimitReached, TaskNotCancelable, TaskNotFound
+from peer_grpc.core.errors import ShuttingDown, TaskLimitReached, TaskNotCancelable, TaskNotFound
+from peer_grpc.core.task import Task, TaskState
 from peer_grpc.stores import TaskStore
-from peer_grpc.task import Task
-from peer_grpc.task_manager import MAX_PAGE_SIZE, TaskLimits, TaskManager
-from peer_grpc.task_state import TaskState
 from peer_grpc.tasks import TaskRejected, current_task
+from peer_grpc.tasks.manager import MAX_PAGE_SIZE, TaskLimits, TaskManager
 from tests.conftest import Gate, TaskStoreFactory, eventually
 
 T = TaskState

@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 
 from peer_grpc import ManualClock, PeerServer, ServerConfig
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.metadata import SEQUENCE_KEY
+from peer_grpc.core.metadata import SEQUENCE_KEY
 from tests.conftest import Gate, eventually, open_session, session_metadata
 from tests.rpc_details import details_of
 

@@ -11,8 +11,8 @@ import pytest
 
 from peer_grpc import InvalidArgument, TaskRegistry, default_registry
 from peer_grpc._proto.peer.v1 import peer_pb2
+from peer_grpc.server.validation import validate_handshake
 from peer_grpc.tasks import TaskOutcome
-from peer_grpc.validation import validate_handshake
 
 # --- registration ----------------------------------------------------------------------------
 

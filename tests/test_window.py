@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from peer_grpc import window
-from peer_grpc.window import Verdict
+from peer_grpc.core import window
+from peer_grpc.core.window import Verdict
 
 
 def ring_with(width: int, *accepted: int) -> tuple[bytearray, int]:

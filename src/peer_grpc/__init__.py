@@ -1,10 +1,9 @@
 """peer-grpc: gRPC peer sessions with ordered, replay-protected messages."""
 
 from peer_grpc._version import __version__
-from peer_grpc.call_context import current_session, current_session_or_none
-from peer_grpc.client import PeerClient, SessionTicket
-from peer_grpc.clock import Clock, ManualClock, SystemClock
-from peer_grpc.errors import (
+from peer_grpc.client.peer_client import PeerClient, SessionTicket
+from peer_grpc.core.clock import Clock, ManualClock, SystemClock
+from peer_grpc.core.errors import (
     FieldViolation,
     HandshakeRateLimited,
     InternalError,
@@ -33,18 +32,23 @@ from peer_grpc.errors import (
     TaskNotCancelable,
     TaskNotFound,
 )
-from peer_grpc.identity import PeerIdPolicy
-from peer_grpc.manager import SessionManager
-from peer_grpc.sequence import SequenceMode
-from peer_grpc.server import PeerServer, ServerBindError, ServerConfig, serve
-from peer_grpc.session import Session, SessionStats
-from peer_grpc.state import SessionState
+from peer_grpc.core.identity import PeerIdPolicy
+from peer_grpc.core.sequence import SequenceMode
+from peer_grpc.core.session import Session, SessionState, SessionStats
+from peer_grpc.core.task import Task, TaskState
+from peer_grpc.server.call_context import current_session, current_session_or_none
+from peer_grpc.server.peer_server import PeerServer, ServerBindError, ServerConfig, serve
+from peer_grpc.sessions.manager import SessionManager
 from peer_grpc.stores import MemorySessionStore, MemoryTaskStore, SessionStore, TaskStore
-from peer_grpc.task import Task
-from peer_grpc.task_manager import TaskLimits, TaskManager
-from peer_grpc.task_state import TaskState
-from peer_grpc.tasks import TaskContext, TaskRegistry, TaskRejected, current_task, default_registry
-from peer_grpc.tls import channel_credentials
+from peer_grpc.tasks.manager import TaskLimits, TaskManager
+from peer_grpc.tasks.registry import (
+    TaskContext,
+    TaskRegistry,
+    TaskRejected,
+    current_task,
+    default_registry,
+)
+from peer_grpc.wire.tls import channel_credentials
 
 __all__ = [
     "Clock",

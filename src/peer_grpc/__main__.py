@@ -2,6 +2,6 @@
 
 import sys
 
-from peer_grpc.cli import main
+from peer_grpc.cli.main import main
 
 sys.exit(main())

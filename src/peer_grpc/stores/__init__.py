@@ -1,11 +1,12 @@
-"""Stores: the :class:`SessionStore` and :class:`TaskStore` interfaces and their implementations."""
+"""Stores: the :class:`SessionStore` and :class:`TaskStore` protocols and their engines.
 
-from peer_grpc.stores.base import SessionStore, SweepResult, TaskStore
-from peer_grpc.stores.memory import MemorySessionStore
-from peer_grpc.stores.memory_tasks import MemoryTaskStore
-from peer_grpc.stores.redis_connection import RedisOptions
-from peer_grpc.stores.redis_sessions import RedisSessionStore
-from peer_grpc.stores.redis_tasks import RedisTaskStore
+``stores.memory`` keeps everything in one process (the default); ``stores.redis``
+shares sessions and tasks between replicas. Both pass the same conformance suites.
+"""
+
+from peer_grpc.stores.memory import MemorySessionStore, MemoryTaskStore
+from peer_grpc.stores.protocols import SessionStore, SweepResult, TaskStore
+from peer_grpc.stores.redis import RedisOptions, RedisSessionStore, RedisTaskStore
 
 __all__ = [
     "MemorySessionStore",

@@ -1,0 +1,5 @@
+"""The Python client: handshakes, numbers its calls, resends safely and raises typed errors."""
+
+from peer_grpc.client.peer_client import PeerClient, SessionTicket
+
+__all__ = ["PeerClient", "SessionTicket"]

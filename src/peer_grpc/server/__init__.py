@@ -1,0 +1,5 @@
+"""The gRPC server: the PeerService behind its interceptors, with health, reflection and TLS."""
+
+from peer_grpc.server.peer_server import PeerServer, ServerBindError, ServerConfig, serve
+
+__all__ = ["PeerServer", "ServerBindError", "ServerConfig", "serve"]

@@ -1,0 +1,112 @@
+"""The PeerService's method handlers, built from the contract's descriptors.
+
+Requests are decoded here rather than by grpc itself: grpc.aio answers a request
+whose bytes do not decode with UNKNOWN, while this service owes the caller
+INVALID_ARGUMENT. Every request reaches the interceptors as a
+:class:`ReceivedRequest`: the decoded message (or why it does not decode) and a
+digest of its bytes, which tells a resend from a different message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError, Message
+
+from peer_grpc.core.errors import InvalidArgument
+from peer_grpc.core.retry import request_digest
+from peer_grpc.wire.contract import SERVICE_DESCRIPTOR, SERVICE_NAME
+
+__all__ = ["ReceivedRequest", "peer_service_handler"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """A request as it travels through the interceptors: decoded, or why not, and its digest."""
+
+    #: The decoded message; None when the bytes do not decode.
+    message: Message | None
+    #: :func:`peer_grpc.core.retry.request_digest` of the bytes as received.
+    digest: bytes
+    #: The request's message type, e.g. ``peer.v1.PingRequest``.
+    type_name: str
+    #: Why the bytes do not decode; empty when they do.
+    decode_error: str = ""
+
+    def decoded(self) -> Message:
+        """The decoded message.
+
+        Raises:
+            InvalidArgument: the bytes do not decode as the method's request type.
+        """
+        if self.message is None:
+            raise InvalidArgument.of(
+                "request", f"bytes do not decode as {self.type_name}: {self.decode_error}"
+            )
+        return self.message
+
+
+def _receiving_deserializer(message_type: type[Message]) -> Callable[[bytes], ReceivedRequest]:
+    type_name = message_type.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> ReceivedRequest:
+        digest = request_digest(data)
+        try:
+            return ReceivedRequest(message_type.FromString(data), digest, type_name)
+        except (DecodeError, ValueError, RuntimeError) as error:
+            return ReceivedRequest(None, digest, type_name, str(error) or type(error).__name__)
+
+    return deserialize
+
+
+def _unwrapping(method: Callable[[Message, Any], Awaitable[Message]]) -> Callable[..., Any]:
+    """Hand the servicer method the decoded message out of its envelope."""
+
+    async def call(request: ReceivedRequest, context: Any) -> Message:
+        # The validation interceptor rejects undecodable requests first; this covers a
+        # handler served without it.
+        return await method(request.decoded(), context)
+
+    return call
+
+
+def _unwrapping_stream(
+    method: Callable[[Message, Any], AsyncIterator[Message]],
+) -> Callable[..., AsyncIterator[Message]]:
+    """Hand a server-streaming servicer method the decoded message out of its envelope."""
+
+    async def stream(request: ReceivedRequest, context: Any) -> AsyncIterator[Message]:
+        async for response in method(request.decoded(), context):
+            yield response
+
+    return stream
+
+
+def peer_service_handler(servicer: object) -> grpc.GenericRpcHandler:
+    """The generic handler that serves ``servicer``'s PeerService methods.
+
+    Serve it behind :func:`peer_grpc.server.interceptors.peer_interceptors`, which reject
+    undecodable requests and admit sessions before these methods run.
+    """
+    handlers = {}
+    for method in SERVICE_DESCRIPTOR.methods:
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        implementation = getattr(servicer, method.name)
+        if method.client_streaming:
+            raise TypeError(f"{method.full_name}: client streaming is not served")
+        make_handler, behavior = (
+            (grpc.unary_stream_rpc_method_handler, _unwrapping_stream(implementation))
+            if method.server_streaming
+            else (grpc.unary_unary_rpc_method_handler, _unwrapping(implementation))
+        )
+        handlers[method.name] = make_handler(
+            behavior,
+            request_deserializer=_receiving_deserializer(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

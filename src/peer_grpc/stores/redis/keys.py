@@ -1,0 +1,113 @@
+"""Where the Redis stores keep what: the key layout, in one place.
+
+Every key starts with a prefix (``peer-grpc`` unless configured), so that several
+deployments can share one Redis. The part in braces is the Redis Cluster hash
+tag: keys with the same tag live in the same slot, which is what lets one Lua
+script touch all of them atomically.
+
+Per session (tag ``{s:<session id>}``; one script admits a call on all three)::
+
+    <prefix>:{s:<id>}:session   HASH  the session: peer, state, times, the highest
+                                      accepted sequence as two 32-bit halves (hi, lo),
+                                      the server's seqnum, window width and ring
+    <prefix>:{s:<id>}:calls     HASH  the retry record: <seq> -> method and digest,
+                                      <seq>:a -> the admission's id, <seq>:o -> outcome
+    <prefix>:{s:<id>}:order     LIST  the remembered sequences, oldest first
+
+All three carry a PEXPIRE of (idle deadline - now + ended retention), renewed by
+every admitted call, so a session nobody sweeps still vanishes by itself.
+
+Per task (tag ``{t:<task id>}``) and per task owner (tag ``{o:<peer id>}``)::
+
+    <prefix>:{t:<id>}:task      STREAM every snapshot of the task as JSON, entry id
+                                       <version>-0, so watchers XREAD what follows theirs
+    <prefix>:{o:<peer>}:tasks   ZSET   the peer's task ids, scored by ordinal (ListTasks)
+
+Shared indexes and counters (tag ``{global}``; one script updates them together)::
+
+    <prefix>:{global}:peers          HASH  peer id -> its live session id
+    <prefix>:{global}:handshaking    ZSET  live sessions in INITIAL or HANDSHAKE_SENT
+    <prefix>:{global}:established    ZSET  live ESTABLISHED sessions
+    <prefix>:{global}:terminated     ZSET  ended sessions kept for their retention
+    <prefix>:{global}:expired        ZSET  likewise
+    <prefix>:{global}:stats          HASH  created/expired/terminated/sequence_errors totals
+    <prefix>:{global}:task-ordinal   STRING the last task ordinal handed out (INCR)
+    <prefix>:{global}:tasks-ended    ZSET  finished tasks, scored by when to forget them
+
+Members of the session ZSETs are ``["<session id>","<peer id>"]`` (JSON), scored
+by the idle deadline as it was when last looked at (live sets) or by when to
+forget the session (ended sets); the sweep corrects live scores lazily, so
+activity never writes outside the session's own slot. Members of
+``tasks-ended`` are ``["<task id>","<peer id>"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from peer_grpc.core.session import SessionState
+
+__all__ = ["DEFAULT_KEY_PREFIX", "RedisKeys", "index_member", "parse_index_member"]
+
+#: The prefix of every key when none is configured.
+DEFAULT_KEY_PREFIX = "peer-grpc"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Builds every key the Redis stores use (see the module's docstring)."""
+
+    prefix: str = DEFAULT_KEY_PREFIX
+
+    def session(self, session_id: str) -> tuple[str, str, str]:
+        """The session's hash, retry record and its order, in that order."""
+        tag = f"{self.prefix}:{{s:{session_id}}}"
+        return f"{tag}:session", f"{tag}:calls", f"{tag}:order"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}:{{t:{task_id}}}:task"
+
+    def owned_tasks(self, peer_id: str) -> str:
+        return f"{self.prefix}:{{o:{peer_id}}}:tasks"
+
+    def _global(self, name: str) -> str:
+        return f"{self.prefix}:{{global}}:{name}"
+
+    @property
+    def peers(self) -> str:
+        return self._global("peers")
+
+    @property
+    def stats(self) -> str:
+        return self._global("stats")
+
+    @property
+    def task_ordinal(self) -> str:
+        return self._global("task-ordinal")
+
+    @property
+    def tasks_ended(self) -> str:
+        return self._global("tasks-ended")
+
+    @property
+    def live_sets(self) -> tuple[str, str]:
+        """The ZSETs of live sessions: handshaking, established."""
+        return self._global("handshaking"), self._global("established")
+
+    def state_set(self, state: SessionState) -> str:
+        """The ZSET that holds sessions in ``state``."""
+        if state in (SessionState.INITIAL, SessionState.HANDSHAKE_SENT):
+            return self._global("handshaking")
+        return self._global(state.name.lower())
+
+
+def index_member(entity_id: str, peer_id: str) -> str:
+    """The member naming a session or task in the shared ZSETs."""
+    return json.dumps([entity_id, peer_id], separators=(",", ":"))
+
+
+def parse_index_member(member: bytes | str) -> tuple[str, str]:
+    """The (id, peer id) of an :func:`index_member`."""
+    entity_id, peer_id = json.loads(member)
+    return str(entity_id), str(peer_id)

@@ -1,0 +1,346 @@
+"""The Lua scripts of the Redis stores: every step that must be atomic, run inside Redis.
+
+redis-py sends each with EVALSHA and loads it on NOSCRIPT. A script touches
+keys of one hash tag only (see :mod:`peer_grpc.stores.redis.keys`), so it runs
+on Redis Cluster too.
+
+Two rules hold throughout:
+
+- Redis hands Lua numbers to commands formatted with 14 significant digits, so
+  times travel as the strings Python wrote (exact) and are only compared as
+  numbers, never written back from a Lua number.
+- Lua numbers are doubles, exact only to 2^53, while sequences go to 2^64-1;
+  sequences are therefore split into two 32-bit halves, ``hi`` and ``lo``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ADMIT",
+    "CREATE_SESSION",
+    "END_SESSION",
+    "INDEX_CREATED",
+    "INDEX_ENDED",
+    "INDEX_ESTABLISHED",
+    "NEXT_SEND",
+    "SETTLE_CALL",
+    "TASK_APPEND",
+    "TASK_CREATE",
+    "TOUCH",
+    "TRANSITION",
+]
+
+_COMMON = """
+local TWO32 = 4294967296
+local INITIAL, HANDSHAKE_SENT, ESTABLISHED, TERMINATED, EXPIRED = 1, 2, 3, 4, 5
+
+local function is_final(state) return state == TERMINATED or state == EXPIRED end
+
+-- Milliseconds until a key may vanish: the idle deadline, then the retention.
+local function ttl_ms(until_, now, retention)
+  local ms = math.floor((tonumber(until_) - tonumber(now) + tonumber(retention)) * 1000)
+  if ms < 1 then return 1 end
+  return ms
+end
+
+local function expire_all(ms)
+  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ms) end
+end
+
+local function int(x) return string.format('%.0f', x) end
+
+-- The idle deadline, or the session's lifetime end if that comes first (both as
+-- the strings Python wrote; a lifetime end of 0, or none, means no lifetime).
+local function capped(deadline, lifeend)
+  if lifeend and tonumber(lifeend) > 0 and tonumber(lifeend) < tonumber(deadline) then
+    return lifeend
+  end
+  return deadline
+end
+
+-- Give accepted call seq its outcome, once, if it is still the admission that ran it.
+local function settle(calls, seq, admission, outcome)
+  if redis.call('HGET', calls, seq .. ':a') ~= admission then return 0 end
+  if redis.call('HEXISTS', calls, seq .. ':o') == 1 then return 0 end
+  redis.call('HSET', calls, seq .. ':o', outcome)
+  return 1
+end
+"""
+
+#: KEYS: session, calls, order. ARGV: now, idle deadline, retention, then field/value pairs.
+#: Returns 1, or 0 if the id is taken.
+CREATE_SESSION = (
+    _COMMON
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+expire_all(ttl_ms(ARGV[2], ARGV[1], ARGV[3]))
+return 1
+"""
+)
+
+#: KEYS: session, calls, order. ARGV: target state, now, retention, then every state
+#: the target may follow. Returns {'OK', old state, session} | {'NOT_FOUND'} |
+#: {'INVALID', state}.
+TRANSITION = (
+    _COMMON
+    + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'NOT_FOUND'} end
+state = tonumber(state)
+local allowed = false
+for i = 4, #ARGV do
+  if tonumber(ARGV[i]) == state then allowed = true end
+end
+if not allowed then return {'INVALID', state} end
+local target = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if is_final(target) then
+  redis.call('HSET', KEYS[1], 'ended', ARGV[2])
+  expire_all(ttl_ms(ARGV[2], ARGV[2], ARGV[3]))
+end
+return {'OK', state, redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+#: End a live session. KEYS: session, calls, order. ARGV: now, retention, mode:
+#: 'replace' ends it TERMINATED (EXPIRED if its deadline passed), 'due' only if its
+#: deadline passed. Returns {'ENDED_NOW', final state, session before} |
+#: {'LIVE', idle deadline} | {'ENDED', state} | {'GONE'}.
+END_SESSION = (
+    _COMMON
+    + """
+local fields = redis.call('HMGET', KEYS[1], 'state', 'expires')
+if not fields[1] then return {'GONE'} end
+local state = tonumber(fields[1])
+if is_final(state) then return {'ENDED', state} end
+local due = tonumber(ARGV[1]) >= tonumber(fields[2])
+if ARGV[3] == 'due' and not due then return {'LIVE', fields[2]} end
+local final = TERMINATED
+if due then final = EXPIRED end
+local before = redis.call('HGETALL', KEYS[1])
+redis.call('HSET', KEYS[1], 'state', final, 'ended', ARGV[1])
+expire_all(ttl_ms(ARGV[1], ARGV[1], ARGV[2]))
+return {'ENDED_NOW', final, before}
+"""
+)
+
+#: KEYS: session, calls, order. ARGV: now, idle deadline, retention.
+#: Returns {'OK', session} | {'NOT_FOUND'} | {'EXPIRED'} | {'TERMINATED'}.
+TOUCH = (
+    _COMMON
+    + """
+local fields = redis.call('HMGET', KEYS[1], 'state', 'expires', 'lifeend')
+if not fields[1] then return {'NOT_FOUND'} end
+local state = tonumber(fields[1])
+if state == EXPIRED or (not is_final(state) and tonumber(ARGV[1]) >= tonumber(fields[2])) then
+  return {'EXPIRED'}
+end
+if is_final(state) then return {'TERMINATED'} end
+local deadline = capped(ARGV[2], fields[3])
+redis.call('HSET', KEYS[1], 'last', ARGV[1], 'expires', deadline)
+expire_all(ttl_ms(deadline, ARGV[1], ARGV[3]))
+return {'OK', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+#: Admit a received call: the sequence check-and-advance and the retry record, at once.
+#: KEYS: session, calls, order. ARGV: now, idle deadline, retention, received hi,
+#: received lo, received (decimal), call key, admission id, retry record size,
+#: the caller's identity, then (sequence, admission id, outcome) of each earlier call
+#: of the session whose outcome is still to be written (see SETTLE_CALL).
+#: Returns one of
+#:   {'FORBIDDEN'} (another identity's session; checked first)
+#:   {'OK', 1 if the session became ESTABLISHED else 0, session}
+#:   {'RESEND', outcome or '' while the original runs, session}
+#:   {'NOT_FOUND'} | {'EXPIRED'} | {'TERMINATED'} | {'INVALID_STATE', state}
+#:   {'SEQUENCE', 'GAP' | 'REPLAY', 1 if outside the window else 0, highest hi, highest lo}
+#:   {'EXHAUSTED'}
+ADMIT = (
+    _COMMON
+    + """
+local session, calls, order = KEYS[1], KEYS[2], KEYS[3]
+local now, deadline, retention = ARGV[1], ARGV[2], ARGV[3]
+local rhi, rlo = tonumber(ARGV[4]), tonumber(ARGV[5])
+local seq, call_key, admission = ARGV[6], ARGV[7], ARGV[8]
+local cache_size = tonumber(ARGV[9])
+
+-- The outcomes of this session's earlier calls ride on its next admission: settle them
+-- first, whatever this admission's fate.
+for i = 11, #ARGV, 3 do settle(calls, ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+
+local f = redis.call('HMGET', session, 'state', 'expires', 'hi', 'lo', 'window', 'ident', 'lifeend')
+if not f[1] then return {'NOT_FOUND'} end
+if (f[6] or '') ~= ARGV[10] then return {'FORBIDDEN'} end
+deadline = capped(deadline, f[7])
+
+-- A call with this sequence and key was accepted before: a resend, not a new call.
+local known = redis.call('HMGET', calls, seq, seq .. ':a', seq .. ':o')
+if known[1] == call_key then
+  if known[2] == admission then
+    -- This very admission, sent again by the client library after a lost reply.
+    local established = 0
+    if tonumber(f[1]) == ESTABLISHED then established = 1 end
+    return {'OK', established, redis.call('HGETALL', session)}
+  end
+  if known[3] == 'NOT_RUN' then
+    -- Admitted once but never served (the admission's reply was lost): run it now.
+    redis.call('HSET', calls, seq .. ':a', admission)
+    redis.call('HDEL', calls, seq .. ':o')
+    redis.call('HINCRBY', session, 'seqnum', 1)
+    return {'OK', 0, redis.call('HGETALL', session)}
+  end
+  return {'RESEND', known[3] or '', redis.call('HGETALL', session)}
+end
+
+local state = tonumber(f[1])
+if state == EXPIRED or (not is_final(state) and tonumber(now) >= tonumber(f[2])) then
+  return {'EXPIRED'}
+end
+if state == TERMINATED then return {'TERMINATED'} end
+if state ~= HANDSHAKE_SENT and state ~= ESTABLISHED then return {'INVALID_STATE', state} end
+
+local hhi, hlo, width = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
+local exhausted = hhi == TWO32 - 1 and hlo == TWO32 - 1
+-- received - highest: exact whenever it is small, which is all that is asked of it.
+local ahead = (rhi - hhi) * TWO32 + (rlo - hlo)
+local ring = nil
+
+if width == 0 then
+  if exhausted then return {'EXHAUSTED'} end
+  if ahead ~= 1 then
+    local kind = 'REPLAY'
+    if ahead > 1 then kind = 'GAP' end
+    return {'SEQUENCE', kind, 0, int(hhi), int(hlo)}
+  end
+else
+  -- The anti-replay window (peer_grpc.core.window): a ring of bytes, bit s % bits for s.
+  ring = redis.call('HGET', session, 'ring')
+  local size = #ring
+  local bits = size * 8
+  local verdict = 'ACCEPT'
+  local bit_index = ((rhi % bits) * (TWO32 % bits) + (rlo % bits)) % bits
+  if ahead > 0 then
+    if ahead > width then verdict = 'AHEAD' end
+  elseif -ahead >= width or (rhi == 0 and rlo == 0) then
+    verdict = 'BEHIND'
+  else
+    local byte = string.byte(ring, math.floor(bit_index / 8) + 1)
+    if bit.band(byte, bit.lshift(1, bit_index % 8)) ~= 0 then verdict = 'DUPLICATE' end
+  end
+  if verdict ~= 'ACCEPT' then
+    if exhausted then return {'EXHAUSTED'} end
+    if verdict == 'AHEAD' then return {'SEQUENCE', 'GAP', 0, int(hhi), int(hlo)} end
+    local outside = 0
+    if verdict == 'BEHIND' then outside = 1 end
+    return {'SEQUENCE', 'REPLAY', outside, int(hhi), int(hlo)}
+  end
+  local bytes = {string.byte(ring, 1, size)}
+  if ahead > 0 then
+    -- Zero the bytes the window moves into, as peer_grpc.core.window does.
+    local blocks = (rhi - hhi) * 536870912 + (math.floor(rlo / 8) - math.floor(hlo / 8))
+    if blocks >= size then
+      for i = 1, size do bytes[i] = 0 end
+    else
+      local first = ((hhi % size) * (536870912 % size) + math.floor(hlo / 8) + 1) % size
+      for k = 0, blocks - 1 do bytes[((first + k) % size) + 1] = 0 end
+    end
+  end
+  local at = math.floor(bit_index / 8) + 1
+  bytes[at] = bit.bor(bytes[at], bit.lshift(1, bit_index % 8))
+  ring = string.char(unpack(bytes))
+end
+
+local new_hi, new_lo = hhi, hlo
+if ahead > 0 then new_hi, new_lo = rhi, rlo end
+local new_state = state
+if state == HANDSHAKE_SENT then new_state = ESTABLISHED end
+redis.call('HSET', session, 'state', new_state, 'hi', int(new_hi), 'lo', int(new_lo),
+  'last', now, 'expires', deadline)
+if ring then redis.call('HSET', session, 'ring', ring) end
+redis.call('HINCRBY', session, 'seqnum', 1)
+if cache_size > 0 then
+  redis.call('HSET', calls, seq, call_key, seq .. ':a', admission)
+  redis.call('HDEL', calls, seq .. ':o')
+  redis.call('RPUSH', order, seq)
+  while redis.call('LLEN', order) > cache_size do
+    local old = redis.call('LPOP', order)
+    redis.call('HDEL', calls, old, old .. ':a', old .. ':o')
+  end
+end
+expire_all(ttl_ms(deadline, now, retention))
+local became = 0
+if state == HANDSHAKE_SENT then became = 1 end
+return {'OK', became, redis.call('HGETALL', session)}
+"""
+)
+
+#: Give an admitted call its outcome, once. KEYS: calls. ARGV: sequence, admission id,
+#: outcome. Returns 1 if stored, 0 if the call was forgotten, re-admitted or settled.
+SETTLE_CALL = _COMMON + "return settle(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
+
+#: KEYS: session. Returns the server's next sequence number, or false if no session.
+NEXT_SEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('HINCRBY', KEYS[1], 'seqnum', 1)
+"""
+
+#: A new session in the shared indexes, if there is room for it. KEYS: peers,
+#: handshaking, established, stats. ARGV: peer id, session id, member, idle
+#: deadline, the most live sessions allowed (0: no limit). Returns {'OK', the
+#: peer's previous session id or ''}, or {'FULL'} when the limit is reached and
+#: the peer has no session to replace (nothing is indexed then).
+INDEX_CREATED = """
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+local limit = tonumber(ARGV[5])
+if limit > 0 and not previous
+    and redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) >= limit then
+  return {'FULL'}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'created_total', 1)
+return {'OK', previous or ''}
+"""
+
+#: KEYS: handshaking, established. ARGV: member, idle deadline.
+INDEX_ESTABLISHED = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+end
+return 1
+"""
+
+#: A session ended, counted once however often this runs. KEYS: handshaking,
+#: established, the final state's ZSET, stats, peers. ARGV: member, peer id,
+#: session id, when to forget it, the final state's name. Returns 1 if counted now.
+INDEX_ENDED = """
+local was_live = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[5], ARGV[2]) == ARGV[3] then redis.call('HDEL', KEYS[5], ARGV[2]) end
+if was_live == 0 then return 0 end
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('HINCRBY', KEYS[4], ARGV[5] .. '_total', 1)
+return 1
+"""
+
+#: KEYS: task. ARGV: snapshot JSON, milliseconds to keep the task. Returns 1, or 0 if
+#: the id is taken.
+TASK_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('XADD', KEYS[1], '1-0', 'task', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+#: Append a task's next snapshot if nobody else did first. KEYS: task. ARGV: the
+#: version it follows, snapshot JSON, milliseconds to keep the task from now.
+#: Returns 'OK' | 'GONE' | 'CONFLICT'.
+TASK_APPEND = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 0 then return 'GONE' end
+local version = string.match(last[1][1], '^(%d+)-')
+if version ~= ARGV[1] then return 'CONFLICT' end
+redis.call('XADD', KEYS[1], (tonumber(version) + 1) .. '-0', 'task', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 'OK'
+"""

@@ -1,0 +1,625 @@
+"""The Redis session store: sessions shared by every server replica, surviving restarts.
+
+Each step of :class:`~peer_grpc.stores.protocols.SessionStore` that changes a session
+is one Lua script on that session's keys (see :mod:`peer_grpc.stores.redis.scripts`);
+admitting a call is one round trip. Shared indexes and counters (the peer ->
+session map, the sessions by state, the totals) live under another hash tag and
+are updated by a second script after the session's own step. If that second step
+is lost (Redis went away between the two), the sweep puts the indexes right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections import deque
+from collections.abc import Generator, Sequence
+from dataclasses import replace
+from typing import Any, cast
+
+import redis.asyncio
+from redis.commands.core import AsyncScript
+
+from peer_grpc.core import window
+from peer_grpc.core.errors import (
+    SequenceError,
+    SequenceErrorKind,
+    SequenceExhausted,
+    SessionExpired,
+    SessionLimitReached,
+    SessionNotFound,
+    SessionTerminated,
+)
+from peer_grpc.core.retry import (
+    DEFAULT_RETRY_CACHE,
+    FORGOTTEN,
+    NOT_RUN,
+    CallKey,
+    CallOutcome,
+    decode_outcome,
+    encode_outcome,
+)
+from peer_grpc.core.session import (
+    SESSION_MACHINE,
+    Session,
+    SessionState,
+    SessionStats,
+    check_usable,
+    identity_mismatch,
+    short_id,
+)
+from peer_grpc.stores.memory.sessions import DEFAULT_ENDED_RETENTION
+from peer_grpc.stores.protocols import Admission, SweepResult, WindowSnapshot
+from peer_grpc.stores.redis import scripts
+from peer_grpc.stores.redis.connection import (
+    RedisOptions,
+    connect,
+    store_unavailable,
+    translate_unavailable,
+    unavailable_errors,
+)
+from peer_grpc.stores.redis.keys import (
+    DEFAULT_KEY_PREFIX,
+    RedisKeys,
+    index_member,
+    parse_index_member,
+)
+
+__all__ = ["OUTCOME_DELAY", "RedisSessionStore"]
+
+log = logging.getLogger(__name__)
+
+_U32 = 0xFFFFFFFF
+#: Settlements kept while Redis is away; beyond this the oldest are dropped (their
+#: resends then wait until their deadline instead of getting the outcome).
+_MAX_BACKLOG = 10_000
+_NOT_RUN_MARK = b"NOT_RUN"
+#: Seconds an outcome waits to ride on its session's next admission before it is
+#: written on its own. A resend of the call meanwhile waits as long, at most.
+OUTCOME_DELAY = 0.05
+#: An outcome to write: session id, sequence, admission id, encoded outcome.
+_Settlement = tuple[str, int, str, bytes]
+
+
+class RedisSessionStore:
+    """Sessions in Redis, for any number of server replicas.
+
+    Args:
+        client: a ``redis.asyncio`` client (see :meth:`from_url`); closed with the store.
+        key_prefix: the start of every key, so deployments can share a Redis.
+        ended_retention: seconds ended sessions are remembered, as in memory.
+        retry_cache_size: accepted calls per session remembered for resends.
+        retry_after: seconds callers are told to wait while Redis is away.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        ended_retention: float = DEFAULT_ENDED_RETENTION,
+        retry_cache_size: int = DEFAULT_RETRY_CACHE,
+        retry_after: float = 1.0,
+    ) -> None:
+        if ended_retention < 0:
+            raise ValueError("ended_retention must not be negative")
+        self._redis = client
+        self._keys = RedisKeys(key_prefix)
+        self._retention = ended_retention
+        self._cache_size = retry_cache_size
+        self._retry_after = retry_after
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name))
+            for name in scripts.__all__
+            if not name.startswith("TASK_")
+        }
+        # Admitted calls whose outcome is still to be recorded: (session, sequence) -> admission.
+        self._admissions: dict[tuple[str, int], str] = {}
+        # Outcomes (or NOT_RUN marks) to write once Redis answers again.
+        self._backlog: deque[_Settlement] = deque(maxlen=_MAX_BACKLOG)
+        # Outcomes still to be written, by session (see record()).
+        self._unsettled: dict[str, list[_Settlement]] = {}
+        self._settler: asyncio.TimerHandle | None = None
+        self._settling: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, options: RedisOptions | None = None, **kwargs: Any
+    ) -> RedisSessionStore:
+        """A store on the Redis at ``url``; ``kwargs`` as for the constructor."""
+        options = options or RedisOptions()
+        return cls(connect(url, options), retry_after=options.retry_after, **kwargs)
+
+    # --- SessionStore ---------------------------------------------------------------
+
+    async def create(self, session: Session, max_live: int = 0) -> Session | None:
+        now = session.created_at
+        created = await self._script(
+            "CREATE_SESSION",
+            self._keys.session(session.session_id),
+            [_time(now), _time(session.expires_at), _time(self._retention), *_fields(session)],
+            "creating a session",
+        )
+        if not created:
+            raise ValueError(f"session id collision: {short_id(session.session_id)}")
+        handshaking, established = self._keys.live_sets
+        indexed = await self._script(
+            "INDEX_CREATED",
+            [self._keys.peers, handshaking, established, self._keys.stats],
+            [
+                session.peer_id,
+                session.session_id,
+                index_member(session.session_id, session.peer_id),
+                _time(session.expires_at),
+                max_live,
+            ],
+            "indexing a session",
+        )
+        if indexed[0] == b"FULL":
+            with self._unavailable("withdrawing a session"):
+                await self._redis.delete(*self._keys.session(session.session_id))
+            raise SessionLimitReached(max_live)
+        previous_id = indexed[1]
+        if not previous_id:
+            return None
+        return await self._replace(previous_id.decode(), session.peer_id, now)
+
+    async def _replace(self, session_id: str, peer_id: str, now: float) -> Session | None:
+        """End the peer's previous session; returns it as it was before."""
+        reply = await self._script(
+            "END_SESSION",
+            self._keys.session(session_id),
+            [_time(now), _time(self._retention), "replace"],
+            "ending the replaced session",
+        )
+        if reply[0] == b"ENDED_NOW":
+            await self._index_ended(session_id, peer_id, SessionState(int(reply[1])), now)
+            return _decode(session_id, reply[2])
+        return await self.get(session_id) if reply[0] == b"ENDED" else None
+
+    async def get(self, session_id: str) -> Session | None:
+        with self._unavailable("reading a session"):
+            flat = cast(
+                dict[bytes, bytes], await self._redis.hgetall(self._keys.session(session_id)[0])
+            )
+        return _decode_mapping(session_id, flat) if flat else None
+
+    async def get_by_peer(self, peer_id: str) -> Session | None:
+        with self._unavailable("looking up a peer's session"):
+            session_id = cast(bytes | None, await self._redis.hget(self._keys.peers, peer_id))
+        if session_id is None:
+            return None
+        session = await self.get(session_id.decode())
+        return session if session is not None and not session.state.is_final else None
+
+    async def transition(self, session_id: str, target: SessionState, now: float) -> Session:
+        sources = sorted(int(source) for source in SESSION_MACHINE.sources_of(target))
+        reply = await self._script(
+            "TRANSITION",
+            self._keys.session(session_id),
+            [int(target), _time(now), _time(self._retention), *sources],
+            "changing a session's state",
+        )
+        if reply[0] == b"NOT_FOUND":
+            raise SessionNotFound(f"no session {short_id(session_id)}")
+        if reply[0] == b"INVALID":
+            SESSION_MACHINE.check(SessionState(int(reply[1])), target)  # raises InvalidTransition
+        session = _decode(session_id, reply[2])
+        if target.is_final:
+            await self._index_ended(session_id, session.peer_id, target, now)
+        elif target is SessionState.ESTABLISHED:
+            await self._index_established(session)
+        return session
+
+    async def touch(self, session_id: str, now: float, expires_at: float) -> Session:
+        reply = await self._script(
+            "TOUCH",
+            self._keys.session(session_id),
+            [_time(now), _time(expires_at), _time(self._retention)],
+            "recording activity",
+        )
+        if reply[0] == b"NOT_FOUND":
+            raise SessionNotFound(f"no session {short_id(session_id)}")
+        if reply[0] == b"EXPIRED":
+            raise SessionExpired(f"session {short_id(session_id)} expired")
+        if reply[0] == b"TERMINATED":
+            raise SessionTerminated(f"session {short_id(session_id)} was terminated")
+        return _decode(session_id, reply[1])
+
+    async def admit(
+        self,
+        session_id: str,
+        sequence: int,
+        key: CallKey,
+        now: float,
+        expires_at: float,
+        identity: str = "",
+    ) -> Admission:
+        admission = secrets.token_hex(8)
+        keys = self._keys.session(session_id)
+        call_key = _call_key(key)
+        riding = self._unsettled.pop(session_id, ())
+        args: list[str | bytes | int] = [
+            _time(now),
+            _time(expires_at),
+            _time(self._retention),
+            sequence >> 32,
+            sequence & _U32,
+            str(sequence),
+            call_key,
+            admission,
+            self._cache_size,
+            identity,
+        ]
+        for _, earlier, earlier_admission, outcome in riding:
+            args += [str(earlier), earlier_admission, outcome]
+        try:
+            reply = await self._scripts["ADMIT"](keys=keys, args=args)
+        except unavailable_errors as error:
+            # The script may have run with its reply lost: once Redis is back, mark the
+            # call as never served, so that a resend of it runs it instead of waiting.
+            self._backlog.extend(riding)
+            self._backlog.append((session_id, sequence, admission, _NOT_RUN_MARK))
+            raise store_unavailable("admitting a call", error, self._retry_after) from error
+        verdict = reply[0]
+        if verdict == b"FORBIDDEN":
+            raise identity_mismatch(session_id)
+        if verdict == b"OK":
+            session = _decode(session_id, reply[2])
+            if reply[1]:
+                await self._index_established(session)
+            if self._cache_size:
+                self._admissions[(session_id, sequence)] = admission
+            return Admission(session)
+        if verdict == b"RESEND":
+            session = _decode(session_id, reply[2])
+            return Admission(session, _Outcome(self, session_id, sequence, call_key, reply[1]))
+        return await self._refuse(session_id, sequence, reply, now)
+
+    async def _refuse(
+        self, session_id: str, sequence: int, reply: Sequence[Any], now: float
+    ) -> Admission:
+        """Raise what a refused admission means."""
+        verdict = reply[0]
+        if verdict in (b"SEQUENCE", b"EXHAUSTED"):
+            await self._count_sequence_error()
+        if verdict == b"SEQUENCE":
+            highest = int(reply[3]) << 32 | int(reply[4])
+            width = await self._window_width(session_id)
+            raise SequenceError(
+                session_id,
+                highest + 1,
+                sequence,
+                SequenceErrorKind[reply[1].decode()],
+                outside_window=bool(reply[2]),
+                replay_window=width,
+            )
+        if verdict == b"EXHAUSTED":
+            raise SequenceExhausted(
+                f"session {short_id(session_id)} used its last sequence number (2^64-1); "
+                "sequences never wrap: terminate it and open a new session"
+            )
+        # Not usable: let the one rule say why, from the session as it stands.
+        check_usable(await self.get(session_id), session_id, now)
+        raise SessionNotFound(f"no session {short_id(session_id)}")  # it vanished meanwhile
+
+    async def record(self, session_id: str, sequence: int, outcome: CallOutcome) -> None:
+        admission = self._admissions.pop((session_id, sequence), None)
+        if admission is None:
+            return
+        value = _NOT_RUN_MARK if _is_not_run(outcome) else encode_outcome(outcome)
+        # Not written now, so that the answer does not wait for a second round trip: the
+        # outcome rides on the session's next admission, or, if none comes within
+        # OUTCOME_DELAY, goes in one pipeline with the other outcomes still waiting. A
+        # resend that comes first waits for it.
+        self._unsettled.setdefault(session_id, []).append((session_id, sequence, admission, value))
+        if self._settler is None:
+            loop = asyncio.get_running_loop()
+            self._settler = loop.call_later(OUTCOME_DELAY, self._settle_later)
+
+    def _settle_later(self) -> None:
+        self._settler = None
+        task = asyncio.get_running_loop().create_task(self._settle_waiting())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle_waiting(self) -> None:
+        """Write every outcome still waiting, in one pipeline."""
+        batch = [entry for entries in self._unsettled.values() for entry in entries]
+        self._unsettled.clear()
+        if not batch:
+            return
+        try:
+            await self._settle_batch(batch)
+        except unavailable_errors:
+            # The callers have their answers; a resend gets one once Redis is back.
+            log.warning("Redis unavailable: recording %d outcomes later", len(batch))
+            self._backlog.extend(batch)
+
+    async def _settle_batch(self, batch: list[_Settlement]) -> None:
+        if len(batch) == 1:
+            await self._settle(batch[0])
+            return
+        sha = self._scripts["SETTLE_CALL"].sha
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id, sequence, admission, value in batch:
+                calls_key = self._keys.session(session_id)[1]
+                pipe.evalsha(sha, 1, calls_key, str(sequence), admission, value)
+            results = await pipe.execute(raise_on_error=False)
+        for entry, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):  # NOSCRIPT after a restart of Redis, say
+                await self._settle(entry)
+
+    async def window(self, session_id: str) -> WindowSnapshot:
+        with self._unavailable("reading a session's window"):
+            fields = await self._redis.hmget(
+                self._keys.session(session_id)[0], ["hi", "lo", "window", "ring"]
+            )
+        hi, lo, width, ring = cast(list[bytes], fields)
+        if hi is None:
+            raise SessionNotFound(f"no session {short_id(session_id)}")
+        highest = int(hi) << 32 | int(lo)
+        if not int(width):
+            return WindowSnapshot(highest, b"")
+        return WindowSnapshot(highest, window.window_bitmap(bytearray(ring), int(width), highest))
+
+    async def next_send_sequence(self, session_id: str) -> int:
+        sequence = await self._script(
+            "NEXT_SEND", self._keys.session(session_id)[:1], [], "numbering a message"
+        )
+        if sequence is None:
+            raise SessionNotFound(f"no session {short_id(session_id)}")
+        return int(sequence)
+
+    async def sweep(self, now: float, limit: int) -> SweepResult:
+        expired = purged = work = 0
+        for live_set in self._keys.live_sets:
+            with self._unavailable("sweeping"):
+                due = cast(
+                    list[bytes],
+                    await self._redis.zrangebyscore(
+                        live_set, "-inf", _time(now), start=0, num=max(limit - work, 0)
+                    ),
+                )
+            for member in due:
+                work += 1
+                expired += await self._expire_if_due(live_set, member, now)
+        for final in (SessionState.TERMINATED, SessionState.EXPIRED):
+            ended_set = self._keys.state_set(final)
+            with self._unavailable("sweeping"):
+                due = cast(
+                    list[bytes],
+                    await self._redis.zrangebyscore(
+                        ended_set, "-inf", _time(now), start=0, num=max(limit - work, 0)
+                    ),
+                )
+                for member in due:
+                    work += 1
+                    session_id, _ = parse_index_member(member)
+                    await self._redis.delete(*self._keys.session(session_id))
+                    purged += await self._redis.zrem(ended_set, member)
+        return SweepResult(expired=expired, purged=purged, more=work >= limit)
+
+    async def _expire_if_due(self, live_set: str, member: bytes, now: float) -> int:
+        """Expire one live session whose deadline (as last indexed) has come; 1 if it did."""
+        session_id, peer_id = parse_index_member(member)
+        reply = await self._script(
+            "END_SESSION",
+            self._keys.session(session_id),
+            [_time(now), _time(self._retention), "due"],
+            "sweeping",
+        )
+        verdict = reply[0]
+        if verdict == b"LIVE":  # activity moved its deadline since
+            with self._unavailable("sweeping"):
+                await self._redis.zadd(live_set, {member: float(reply[1])}, xx=True)
+            return 0
+        if verdict == b"ENDED":  # ended, but the index step was lost: put it right
+            await self._index_ended(session_id, peer_id, SessionState(int(reply[1])), now)
+            return 0
+        # Expired now, or vanished with its keys' TTL while nobody swept.
+        await self._index_ended(session_id, peer_id, SessionState.EXPIRED, now)
+        return 1
+
+    async def stats(self) -> SessionStats:
+        keys = self._keys
+        with self._unavailable("reading statistics"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in ("handshaking", "established", "terminated", "expired"):
+                    pipe.zcard(f"{keys.prefix}:{{global}}:{name}")
+                pipe.hgetall(keys.stats)
+                handshaking, established, terminated, expired, totals = await pipe.execute()
+        count = {name.decode(): int(value) for name, value in totals.items()}
+        return SessionStats(
+            handshaking=handshaking,
+            established=established,
+            terminated=terminated,
+            expired=expired,
+            created_total=count.get("created_total", 0),
+            expired_total=count.get("expired_total", 0),
+            terminated_total=count.get("terminated_total", 0),
+            sequence_errors_total=count.get("sequence_errors_total", 0),
+        )
+
+    async def check(self) -> None:
+        """Raise :class:`StoreUnavailable` unless Redis answers; then write what waited for it."""
+        with self._unavailable("answering a health check"):
+            await self._redis.ping()
+        while self._backlog:
+            entry = self._backlog[0]
+            with self._unavailable("recording outcomes"):
+                await self._settle(entry)
+            self._backlog.popleft()
+
+    async def close(self) -> None:
+        """Write the outcomes still waiting to be written, then close the Redis client."""
+        if self._settler is not None:
+            self._settler.cancel()
+            self._settler = None
+        with contextlib.suppress(*unavailable_errors):
+            await self._settle_waiting()
+        if self._settling:
+            await asyncio.wait(self._settling, timeout=self._retry_after + 1)
+        await self._redis.aclose()
+
+    # --- helpers --------------------------------------------------------------------
+
+    async def _settle(self, entry: _Settlement) -> None:
+        session_id, sequence, admission, value = entry
+        args: list[str | bytes] = [str(sequence), admission, value]
+        await self._scripts["SETTLE_CALL"](keys=self._keys.session(session_id)[1:2], args=args)
+
+    async def _index_established(self, session: Session) -> None:
+        await self._index(
+            "INDEX_ESTABLISHED",
+            list(self._keys.live_sets),
+            [index_member(session.session_id, session.peer_id), _time(session.expires_at)],
+        )
+
+    async def _index_ended(
+        self, session_id: str, peer_id: str, final: SessionState, now: float
+    ) -> None:
+        keys = self._keys
+        await self._index(
+            "INDEX_ENDED",
+            [*keys.live_sets, keys.state_set(final), keys.stats, keys.peers],
+            [
+                index_member(session_id, peer_id),
+                peer_id,
+                session_id,
+                _time(now + self._retention),
+                final.name.lower(),
+            ],
+        )
+
+    async def _index(self, name: str, keys: list[str], args: list[Any]) -> None:
+        """Update the shared indexes; if Redis went away, the sweep will put them right."""
+        try:
+            await self._scripts[name](keys=keys, args=args)
+        except unavailable_errors:
+            log.warning("Redis unavailable: %s deferred to the sweep", name)
+
+    async def _count_sequence_error(self) -> None:
+        try:
+            await self._redis.hincrby(self._keys.stats, "sequence_errors_total", 1)
+        except unavailable_errors:
+            log.warning("Redis unavailable: a sequence error went uncounted")
+
+    async def _window_width(self, session_id: str) -> int:
+        with self._unavailable("reading a session"):
+            width = await self._redis.hget(self._keys.session(session_id)[0], "window")
+        return int(width or 0)
+
+    async def _script(self, name: str, keys: Sequence[str], args: list[Any], what: str) -> Any:
+        script: AsyncScript = self._scripts[name]
+        with self._unavailable(what):
+            return await script(keys=list(keys), args=args)
+
+    def _unavailable(self, what: str) -> Any:
+        return translate_unavailable(what, self._retry_after)
+
+
+class _Outcome:
+    """The outcome of an accepted call, for a resend: known already, or awaited from Redis.
+
+    An awaitable rather than a coroutine, so that one nobody awaits (a resent
+    stream is refused at once) leaves nothing behind.
+    """
+
+    def __init__(
+        self,
+        store: RedisSessionStore,
+        session_id: str,
+        sequence: int,
+        call_key: bytes,
+        known: bytes,
+    ) -> None:
+        self._store = store
+        self._calls = store._keys.session(session_id)[1]
+        self._sequence = str(sequence)
+        self._call_key = call_key
+        self._known = known
+
+    def __await__(self) -> Generator[Any, None, CallOutcome]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> CallOutcome:
+        value = self._known
+        delay = 0.002
+        while not value:  # the original still runs, here or on another replica
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            with self._store._unavailable("waiting for a call's outcome"):
+                fields = await self._store._redis.hmget(
+                    self._calls, [self._sequence, f"{self._sequence}:o"]
+                )
+            key, value = cast(list[bytes], fields)
+            if key != self._call_key:
+                return FORGOTTEN
+        return NOT_RUN if value == _NOT_RUN_MARK else decode_outcome(value)
+
+
+def _is_not_run(outcome: CallOutcome) -> bool:
+    return replace(outcome, server_sequence=0) == NOT_RUN
+
+
+def _time(seconds: float) -> str:
+    """A time as Lua gets it: the exact decimal Python reads back."""
+    return repr(float(seconds))
+
+
+def _call_key(key: CallKey) -> bytes:
+    return key.method.encode() + b"\0" + key.digest
+
+
+def _fields(session: Session) -> list[Any]:
+    highest = session.highest_accepted
+    ring = bytes(window.new_ring(session.window)) if session.window else b""
+    return [
+        *("peer", session.peer_id),
+        *("state", int(session.state)),
+        *("ver", session.protocol_version),
+        *("caps", json.dumps(list(session.capabilities))),
+        *("created", _time(session.created_at)),
+        *("last", _time(session.last_activity)),
+        *("expires", _time(session.expires_at)),
+        *("ended", _time(session.ended_at)),
+        *("seqnum", session.sequence_num),
+        *("hi", highest >> 32),
+        *("lo", highest & _U32),
+        *("window", session.window),
+        *("token", session.token_hash),
+        *("ring", ring),
+        *("ident", session.identity),
+        *("lifeend", _time(session.lifetime_ends_at)),
+    ]
+
+
+def _decode(session_id: str, flat: Sequence[bytes]) -> Session:
+    """A session from a script's HGETALL reply (field, value, field, value, ...)."""
+    return _decode_mapping(session_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def _decode_mapping(session_id: str, fields: dict[bytes, bytes]) -> Session:
+    highest = int(fields[b"hi"]) << 32 | int(fields[b"lo"])
+    return Session(
+        session_id=session_id,
+        peer_id=fields[b"peer"].decode(),
+        state=SessionState(int(fields[b"state"])),
+        protocol_version=fields[b"ver"].decode(),
+        capabilities=tuple(json.loads(fields[b"caps"])),
+        created_at=float(fields[b"created"]),
+        last_activity=float(fields[b"last"]),
+        expires_at=float(fields[b"expires"]),
+        sequence_num=int(fields[b"seqnum"]),
+        ended_at=float(fields[b"ended"]),
+        window=int(fields[b"window"]),
+        highest_accepted=highest,
+        token_hash=fields[b"token"],
+        # Absent from sessions written before these fields existed.
+        identity=fields.get(b"ident", b"").decode(),
+        lifetime_ends_at=float(fields.get(b"lifeend", b"0")),
+    )

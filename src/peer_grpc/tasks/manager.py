@@ -1,0 +1,571 @@
+"""Delegated tasks: their lifecycle on a task store, the handlers that run them, and the limits.
+
+No gRPC here. The servicer calls :class:`TaskManager` with the caller's peer and
+session; everything a peer can do to a task goes through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import contextlib
+import logging
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from peer_grpc.core.clock import Clock, SystemClock
+from peer_grpc.core.errors import (
+    InternalError,
+    InvalidArgument,
+    InvalidTransition,
+    PeerError,
+    ShuttingDown,
+    StoreUnavailable,
+    TaskLimitReached,
+    TaskNotCancelable,
+    TaskNotFound,
+)
+from peer_grpc.core.task import Task, TaskChange, TaskState
+from peer_grpc.stores.memory.tasks import MemoryTaskStore
+from peer_grpc.stores.protocols import TaskStore
+from peer_grpc.tasks.registry import TaskContext, TaskOutcome, TaskRegistry
+
+__all__ = [
+    "DEFAULT_MAX_RUNNING_TASKS",
+    "DEFAULT_MAX_TASKS_PER_SESSION",
+    "DEFAULT_MAX_TASK_TIMEOUT",
+    "DEFAULT_PAGE_SIZE",
+    "DEFAULT_TASK_TIMEOUT",
+    "MAX_PAGE_SIZE",
+    "TaskLimits",
+    "TaskManager",
+    "TaskPage",
+    "decode_page_token",
+]
+
+log = logging.getLogger(__name__)
+
+#: ListTasks page size when the request gives none, and the largest it may ask for.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+#: Units of store work per sweep batch; the sweep yields to the event loop between batches.
+SWEEP_BATCH = 1000
+#: Defaults of :class:`TaskLimits` (and of the ``serve`` flags that set them).
+DEFAULT_TASK_TIMEOUT = 300.0
+DEFAULT_MAX_TASK_TIMEOUT = 3600.0
+DEFAULT_MAX_RUNNING_TASKS = 64
+DEFAULT_MAX_TASKS_PER_SESSION = 8
+#: Seconds a task's change is retried while the store is unavailable.
+_RECORD_PATIENCE = 60.0
+#: How long a shutdown waits for canceled tasks to record their end before leaving them.
+_SHUTDOWN_SETTLE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLimits:
+    """How long tasks may run and how many may run at once."""
+
+    #: Seconds a task may run when its request names no timeout.
+    default_timeout: float = DEFAULT_TASK_TIMEOUT
+    #: The longest timeout a request may ask for.
+    max_timeout: float = DEFAULT_MAX_TASK_TIMEOUT
+    #: Tasks running at once in this server process; also its worker threads.
+    max_running: int = DEFAULT_MAX_RUNNING_TASKS
+    #: Tasks running at once for one session.
+    max_running_per_session: int = DEFAULT_MAX_TASKS_PER_SESSION
+    #: Seconds a caller over a limit is told to wait (``google.rpc.RetryInfo``).
+    retry_after: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.default_timeout <= self.max_timeout:
+            raise ValueError("the default task timeout must be positive and at most the maximum")
+        if self.max_running < 1 or self.max_running_per_session < 1:
+            raise ValueError("task limits must be at least 1")
+        if self.retry_after <= 0:
+            raise ValueError("retry_after must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of a peer's tasks, oldest first."""
+
+    tasks: tuple[Task, ...]
+    #: Where the next page starts (see :meth:`TaskManager.list_tasks`); empty on the last page.
+    next_page_token: str = ""
+
+
+@dataclass(slots=True)
+class _Running:
+    """This process's hold on a task it runs: its slot under the limits and its handler."""
+
+    task_id: str
+    session_id: str
+    context: TaskContext
+    #: Resolved with the task once it reaches a final state (None if that went unrecorded).
+    finished: asyncio.Future[Task | None]
+    handler: asyncio.Task[TaskOutcome] | None = None
+    lifecycle: asyncio.Task[None] | None = None
+    failure: BaseException | None = field(default=None, repr=False)
+
+
+def new_task_id() -> str:
+    """A fresh task id: 128 bits from the OS's CSPRNG, hex encoded."""
+    return secrets.token_hex(16)
+
+
+class TaskManager:
+    """Delegates, runs, cancels, lists and watches tasks.
+
+    Handlers run in this process: async ones on the event loop, plain ones on a
+    pool of :attr:`TaskLimits.max_running` threads. The task records live in the
+    store, so that any process sharing it can answer for them.
+
+    Args:
+        registry: the handlers tasks may run.
+        store: where tasks live; in memory when omitted.
+        clock: the time source; the system clock when omitted.
+        limits: timeouts and running limits; the defaults when omitted.
+    """
+
+    def __init__(
+        self,
+        registry: TaskRegistry,
+        store: TaskStore | None = None,
+        *,
+        clock: Clock | None = None,
+        limits: TaskLimits | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store: TaskStore = store if store is not None else MemoryTaskStore()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.limits = limits = limits if limits is not None else TaskLimits()
+        self._running: dict[str, _Running] = {}
+        self._per_session: Counter[str] = Counter()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=limits.max_running, thread_name_prefix="peer-grpc-task"
+        )
+        self._accepting = True
+        #: Tasks of this manager that reached each state, for metrics.
+        self.reached: Counter[TaskState] = Counter()
+
+    @property
+    def running(self) -> int:
+        """Tasks this process holds a slot for (running, or a canceled thread still returning)."""
+        return len(self._running)
+
+    async def delegate(
+        self,
+        *,
+        peer_id: str,
+        session_id: str,
+        task_type: str,
+        payload: Mapping[str, Any],
+        timeout: float | None = None,  # noqa: ASYNC109 - the task's own timeout, not this call's
+        wait: bool = True,
+        max_wait: float | None = None,
+        on_created: Callable[[Task], object] | None = None,
+    ) -> Task:
+        """Create a task and start its handler.
+
+        Returns the task once it reaches a final state, or after ``max_wait``
+        seconds as it stands then, or at once (SUBMITTED or WORKING) when ``wait``
+        is false. The task runs on if the waiting caller goes away; ``on_created``
+        is called with it as soon as it exists, before any waiting.
+
+        Raises:
+            InvalidArgument: an unknown task type, or a timeout out of range.
+            TaskLimitReached: too many tasks run on this server or for this
+                session; no task was created.
+            ShuttingDown: the server is stopping; no task was created.
+        """
+        if task_type not in self.registry:
+            raise InvalidArgument.of("task_type", f"unknown task type {task_type[:64]!r}")
+        seconds = self.resolve_timeout(timeout)
+        record = self._reserve(peer_id, session_id, task_type, seconds)
+        now = self.clock.now()
+        try:
+            task = await self.store.create(
+                Task(
+                    task_id=record.task_id,
+                    task_type=task_type,
+                    owner_peer_id=peer_id,
+                    session_id=session_id,
+                    state=TaskState.SUBMITTED,
+                    created_at=now,
+                    updated_at=now,
+                    timeout=seconds,
+                )
+            )
+        except BaseException:
+            self._release(record)
+            raise
+        self.reached[TaskState.SUBMITTED] += 1
+        if not self._accepting:  # a shutdown began while the task was being stored
+            with contextlib.suppress(InvalidTransition):
+                task = await self._cancel(
+                    task.task_id, "SHUTDOWN", "the server stopped before the task started"
+                )
+            self._release(record)
+            return task
+        record.lifecycle = asyncio.create_task(
+            self._lifecycle(record, task, dict(payload)), name=f"peer-grpc-task-{task_type}"
+        )
+        if on_created is not None:
+            on_created(task)
+        if not wait:
+            return task
+        try:
+            finished = await asyncio.wait_for(asyncio.shield(record.finished), max_wait)
+        except TimeoutError:
+            return await self.get(peer_id, task.task_id)
+        if finished is None:
+            raise _unrecorded(record.failure)
+        return finished
+
+    def resolve_timeout(self, timeout: float | None) -> float:
+        """The timeout a task gets when its request asks for ``timeout`` (None: the default).
+
+        Raises:
+            InvalidArgument: not positive, or above the maximum.
+        """
+        if timeout is None:
+            return self.limits.default_timeout
+        if not 0 < timeout <= self.limits.max_timeout:
+            raise InvalidArgument.of(
+                "timeout", f"must be positive and at most {self.limits.max_timeout:g}s"
+            )
+        return timeout
+
+    async def get(self, peer_id: str, task_id: str) -> Task:
+        """The peer's task ``task_id``.
+
+        Raises:
+            TaskNotFound: no such task, or it is another peer's (the two look alike).
+        """
+        task = await self.store.get(task_id)
+        if task is None or task.owner_peer_id != peer_id:
+            raise TaskNotFound(f"no task {task_id} of peer {peer_id}")
+        return task
+
+    async def cancel(self, peer_id: str, task_id: str) -> Task:
+        """Cancel the peer's task ``task_id``; returns it CANCELED.
+
+        Raises:
+            TaskNotFound: as for :meth:`get`.
+            TaskNotCancelable: the task already reached a final state.
+        """
+        task = await self.get(peer_id, task_id)
+        try:
+            return await self._cancel(task_id, "CANCELED", "canceled by its owner")
+        except InvalidTransition:
+            task = await self.get(peer_id, task_id)  # it ended first; say how
+            raise TaskNotCancelable(
+                f"task {task_id} already ended {task.state.name}", task.state.name
+            ) from None
+
+    async def list_tasks(
+        self,
+        peer_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        state: TaskState | None = None,
+    ) -> TaskPage:
+        """A page of the peer's tasks, oldest first, optionally only those in ``state``.
+
+        ``page_size`` 0 means :data:`DEFAULT_PAGE_SIZE`; above :data:`MAX_PAGE_SIZE`
+        it is taken as that.
+
+        Raises:
+            InvalidArgument: a negative page size, or a page token not from here.
+        """
+        if page_size < 0:
+            raise InvalidArgument.of("page_size", "must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_page_token(page_token)
+        found = await self.store.list_owned(peer_id, after=after, limit=size + 1, state=state)
+        page = tuple(found[:size])
+        more = len(found) > size
+        return TaskPage(page, _page_token(page[-1].ordinal) if more else "")
+
+    async def watch(self, peer_id: str, task_id: str) -> AsyncIterator[Task]:
+        """The peer's task as it stands, then after every change, ending at a final state.
+
+        Raises:
+            TaskNotFound: as for :meth:`get`.
+        """
+        latest = await self.get(peer_id, task_id)
+        yield latest
+        while not latest.state.is_final:
+            for change in await self.store.changes_after(task_id, latest.version):
+                latest = change
+                yield change
+
+    async def cancel_session(self, session_id: str, reason: str = "its session ended") -> int:
+        """Cancel the running tasks of a session that ended; returns how many."""
+        canceled = 0
+        for record in [r for r in self._running.values() if r.session_id == session_id]:
+            with contextlib.suppress(InvalidTransition, TaskNotFound):
+                await self._cancel(record.task_id, "SESSION_ENDED", reason)
+                canceled += 1
+        if canceled:
+            log.info("canceled %d running tasks: %s", canceled, reason)
+        return canceled
+
+    async def cancel_orphans(self, session_is_live: Callable[[str], Awaitable[bool]]) -> int:
+        """Cancel running tasks whose session is no longer live (expired, say); returns how many.
+
+        Costs one session look-up per session with running tasks, which the
+        running limit bounds.
+        """
+        canceled = 0
+        for session_id in {r.session_id for r in self._running.values()}:
+            if not await session_is_live(session_id):
+                canceled += await self.cancel_session(session_id, "its session expired")
+        return canceled
+
+    async def stop_ended_elsewhere(self) -> int:
+        """Stop the handlers of tasks that ended through another replica; returns how many.
+
+        A CancelTask that reaches another replica sharing the store ends the task
+        there; this replica learns of it here, at its next sweep.
+        """
+        stopped = 0
+        for record in list(self._running.values()):
+            task = await self.store.get(record.task_id)
+            if task is not None and not task.state.is_final:
+                continue
+            record.context.cancel()
+            if record.handler is not None and not record.handler.done():
+                record.handler.cancel()
+                stopped += 1
+            if task is not None:
+                self._resolve(task)
+        if stopped:
+            log.info("stopped %d tasks that ended on another replica", stopped)
+        return stopped
+
+    async def sweep(self, batch: int = SWEEP_BATCH) -> int:
+        """Forget tasks that ended longer ago than the retention; returns how many.
+
+        Works in bounded batches and yields to the event loop between them.
+        """
+        purged = 0
+        while True:
+            result = await self.store.sweep(self.clock.now(), batch)
+            purged += result.purged
+            if not result.more:
+                return purged
+            await asyncio.sleep(0)
+
+    async def shutdown(self, grace: float) -> None:
+        """Take no new tasks, let running ones finish within ``grace`` seconds, cancel the rest.
+
+        A plain handler that never looks at :meth:`TaskContext.cancelled` keeps
+        its thread until it returns; the shutdown does not wait for it.
+        """
+        self._accepting = False
+        lifecycles = self._lifecycles()
+        if lifecycles and grace > 0:
+            await asyncio.wait(lifecycles, timeout=grace)
+        for record in list(self._running.values()):
+            with contextlib.suppress(InvalidTransition, TaskNotFound):
+                await self._cancel(
+                    record.task_id, "SHUTDOWN", "the server stopped before the task finished"
+                )
+        lifecycles = self._lifecycles()
+        if lifecycles:
+            _, pending = await asyncio.wait(lifecycles, timeout=_SHUTDOWN_SETTLE)
+            for lifecycle in pending:
+                lifecycle.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _lifecycles(self) -> list[asyncio.Task[None]]:
+        return [
+            r.lifecycle for r in self._running.values() if r.lifecycle and not r.lifecycle.done()
+        ]
+
+    def _reserve(self, peer_id: str, session_id: str, task_type: str, timeout: float) -> _Running:
+        """Take a slot under the limits, in one step with no await so that none is oversold."""
+        if not self._accepting:
+            raise ShuttingDown("the server is shutting down and takes no new tasks")
+        limits = self.limits
+        if len(self._running) >= limits.max_running:
+            raise TaskLimitReached("server", limits.max_running, limits.retry_after)
+        if self._per_session[session_id] >= limits.max_running_per_session:
+            raise TaskLimitReached("session", limits.max_running_per_session, limits.retry_after)
+        task_id = new_task_id()
+        record = _Running(
+            task_id=task_id,
+            session_id=session_id,
+            context=TaskContext(task_id, task_type, peer_id, timeout),
+            finished=asyncio.get_running_loop().create_future(),
+        )
+        self._running[task_id] = record
+        self._per_session[session_id] += 1
+        return record
+
+    def _release(self, record: _Running) -> None:
+        if self._running.pop(record.task_id, None) is None:
+            return
+        self._per_session[record.session_id] -= 1
+        if self._per_session[record.session_id] <= 0:
+            del self._per_session[record.session_id]
+        if not record.finished.done():
+            record.finished.set_result(None)
+
+    async def _lifecycle(self, record: _Running, task: Task, payload: dict[str, Any]) -> None:
+        """Run the task's handler under its timeout and record how it ended."""
+        try:
+            await self._run(record, task, payload)
+        except Exception as error:  # the store failed: the task's fate goes unrecorded
+            record.failure = error
+            log.exception("task %s: recording its state failed", task.task_id)
+        finally:
+            try:
+                await record.context.worker_done()
+            finally:
+                self._release(record)
+
+    async def _run(self, record: _Running, task: Task, payload: dict[str, Any]) -> None:
+        if await self._change(task.task_id, TaskChange(TaskState.WORKING)) is None:
+            return  # it ended before it started (canceled)
+        handler = asyncio.create_task(
+            self.registry.run(task.task_type, payload, record.context, executor=self._executor)
+        )
+        record.handler = handler
+        done, _ = await asyncio.wait({handler}, timeout=task.timeout)
+        if not done:
+            record.context.cancel()
+            handler.cancel()
+            late = f"the task did not finish within its timeout of {task.timeout:g}s"
+            await self._change(
+                task.task_id,
+                TaskChange(TaskState.FAILED, error_code="DEADLINE_EXCEEDED", error_message=late),
+            )
+            # The slot stays taken until the handler has really stopped (its cleanup may
+            # take a while, or it may ignore the cancellation altogether).
+            await asyncio.wait({handler})
+        elif handler.cancelled():
+            # Canceled by CancelTask, a session's end or a shutdown, which recorded why
+            # (then this change is refused as coming too late); or by the handler itself.
+            await self._change(
+                task.task_id,
+                TaskChange(
+                    TaskState.FAILED,
+                    error_code="HANDLER_ERROR",
+                    error_message="the handler was cancelled from within",
+                ),
+            )
+        else:
+            await self._change(task.task_id, _ending(handler.result()))
+
+    async def _change(self, task_id: str, change: TaskChange) -> Task | None:
+        """Apply ``change``; None if the task ended another way first.
+
+        While the store is unavailable the change is tried again, with backoff, for
+        up to :data:`_RECORD_PATIENCE` seconds: a handler's result is not given up
+        for a store that is restarting or failing over.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _RECORD_PATIENCE
+        delay = 0.05
+        retried = False
+        while True:
+            try:
+                task = await self.store.change(task_id, change, self.clock.now())
+            except InvalidTransition:
+                if not retried:
+                    return None
+                # A try whose answer was lost may have made the change already.
+                current = await self.store.get(task_id)
+                if current is None or current.state is not change.state:
+                    return None
+                task = current
+            except StoreUnavailable:
+                if loop.time() + delay > give_up:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                retried = True
+                continue
+            self.reached[task.state] += 1
+            self._resolve(task)
+            return task
+
+    async def _cancel(self, task_id: str, code: str, message: str) -> Task:
+        """End the task CANCELED and stop its handler.
+
+        Raises:
+            InvalidTransition: it already ended.
+        """
+        task = await self.store.change(
+            task_id,
+            TaskChange(TaskState.CANCELED, error_code=code, error_message=message),
+            self.clock.now(),
+        )
+        self.reached[task.state] += 1
+        self._resolve(task)
+        record = self._running.get(task_id)
+        if record is not None:
+            record.context.cancel()
+            if record.handler is not None:
+                record.handler.cancel()
+        return task
+
+    def _resolve(self, task: Task) -> None:
+        record = self._running.get(task.task_id)
+        if task.state.is_final and record is not None and not record.finished.done():
+            record.finished.set_result(task)
+
+
+def _unrecorded(failure: BaseException | None) -> PeerError:
+    """Why a waited-on task has no recorded end."""
+    if isinstance(failure, PeerError):
+        return failure
+    if failure is None:  # its lifecycle was cut short by a shutdown
+        return ShuttingDown("the server stopped before the task's end was recorded")
+    return InternalError("the task's end could not be recorded")
+
+
+def _ending(outcome: TaskOutcome) -> TaskChange:
+    """The final change a handler's outcome makes."""
+    if outcome.ok:
+        return TaskChange(TaskState.COMPLETED, result=outcome.result)
+    state = TaskState.REJECTED if outcome.rejected else TaskState.FAILED
+    return TaskChange(state, error_code=outcome.error_code, error_message=outcome.error_message)
+
+
+_TOKEN_PREFIX = "after:"
+
+
+def _page_token(ordinal: int) -> str:
+    raw = f"{_TOKEN_PREFIX}{ordinal}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int:
+    """The ordinal a ListTasks page token continues after (0 for the first page).
+
+    Raises:
+        InvalidArgument: the token did not come from ListTasks.
+    """
+    if not token:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    digits = raw.removeprefix(_TOKEN_PREFIX)
+    if (
+        len(token) > 64
+        or not raw.startswith(_TOKEN_PREFIX)
+        or not (digits.isascii() and digits.isdigit())
+    ):
+        raise InvalidArgument.of("page_token", "is not a next_page_token from ListTasks")
+    return int(digits)

@@ -1,0 +1,328 @@
+"""Task handlers that applications register, and running one handler. No gRPC here.
+
+The lifecycle around a handler (states, limits, timeouts, cancellation) lives in
+:mod:`peer_grpc.tasks.manager`; this module only knows how to call a handler and
+what its answer means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import inspect
+import json
+import logging
+import math
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
+
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_SLEEP_SECONDS",
+    "TaskContext",
+    "TaskHandler",
+    "TaskOutcome",
+    "TaskRegistry",
+    "TaskRejected",
+    "current_task",
+    "default_registry",
+    "json_depth",
+]
+
+log = logging.getLogger(__name__)
+
+#: A handler takes the task's JSON payload and returns a JSON object, directly or awaited.
+TaskHandler: TypeAlias = Callable[
+    [dict[str, Any]], Mapping[str, Any] | Awaitable[Mapping[str, Any]]
+]
+_H = TypeVar("_H", bound=TaskHandler)
+
+#: The longest the built-in ``sleep`` handler sleeps.
+MAX_SLEEP_SECONDS = 300.0
+#: How deeply a task's payload or result may nest objects and arrays. Each level is two
+#: messages (Struct, Value) on the wire, and protobuf decoders stop at 100.
+MAX_JSON_DEPTH = 32
+
+
+class TaskRejected(Exception):
+    """Raise from a handler to refuse a task without doing its work (it ends REJECTED).
+
+    The message is sent to the caller, so say what was wrong with the input.
+    """
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What a running handler may know about its task; see :func:`current_task`.
+
+    Async handlers are canceled the asyncio way. A plain handler runs in a thread
+    that cannot be interrupted, so it should look at :meth:`cancelled` (or wait with
+    :meth:`wait_cancelled` instead of sleeping) and return early once it is set:
+    its result is thrown away by then, and it holds a worker until it returns.
+    """
+
+    task_id: str
+    task_type: str
+    #: The peer that delegated the task.
+    peer_id: str
+    #: Seconds the task may run.
+    timeout: float
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: The worker thread's future while a plain handler runs (see :meth:`worker_done`).
+    _worker: concurrent.futures.Future[Any] | None = field(default=None, repr=False)
+
+    def cancelled(self) -> bool:
+        """Whether the task was canceled or ran out of time: stop working."""
+        return self._cancel.is_set()
+
+    def wait_cancelled(self, seconds: float) -> bool:
+        """Block up to ``seconds`` (in a thread handler); True as soon as the task is canceled."""
+        return self._cancel.wait(seconds)
+
+    def cancel(self) -> None:
+        """Ask the handler to stop (the task manager calls this)."""
+        self._cancel.set()
+
+    async def worker_done(self) -> None:
+        """Wait until a plain handler's thread has returned (at once for async handlers).
+
+        Cancelling a plain handler ends its task at once, but its thread runs on
+        until the handler notices; the task manager holds the task's slot until then.
+        """
+        worker = self._worker
+        if worker is not None and not worker.done():
+            # Its outcome was handled (or thrown away) already; only its end matters here.
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(worker)
+
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "peer_grpc_task", default=None
+)
+
+
+def current_task() -> TaskContext:
+    """The task the calling handler runs for.
+
+    Raises:
+        RuntimeError: called outside a task handler.
+    """
+    context = _current.get()
+    if context is None:
+        raise RuntimeError("current_task() is only available inside a task handler")
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """What a handler produced: a result, or an error code and message (never both)."""
+
+    result: Mapping[str, Any] | None = None
+    error_code: str = ""
+    error_message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the handler completed with a result."""
+        return not self.error_code
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the handler refused the task (see :class:`TaskRejected`)."""
+        return self.error_code == "REJECTED"
+
+
+class TaskRegistry:
+    """Named task handlers.
+
+    Register with the decorator::
+
+        registry = TaskRegistry()
+
+        @registry.task("resize")
+        async def resize(payload: dict[str, Any]) -> dict[str, Any]:
+            ...
+
+    Plain (non-async) handlers run in a worker thread, never on the event loop.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, TaskHandler] = {}
+
+    def task(self, name: str) -> Callable[[_H], _H]:
+        """Decorator that registers the function as the handler of task type ``name``."""
+
+        def register(handler: _H) -> _H:
+            self.register(name, handler)
+            return handler
+
+        return register
+
+    def register(self, name: str, handler: TaskHandler) -> None:
+        """Register ``handler`` for task type ``name``; a name is registered once."""
+        if not name:
+            raise ValueError("a task type needs a name")
+        if name in self._handlers:
+            raise ValueError(f"task type {name!r} is already registered")
+        self._handlers[name] = handler
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The registered task types, sorted."""
+        return tuple(sorted(self._handlers))
+
+    async def run(
+        self,
+        name: str,
+        payload: dict[str, Any],
+        context: TaskContext | None = None,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> TaskOutcome:
+        """Run the handler of ``name``; whatever it raises becomes a failed outcome.
+
+        ``context`` is what :func:`current_task` returns inside the handler. Plain
+        handlers run on ``executor`` (asyncio's default one when omitted). A
+        handler's traceback is logged here and never returned to the caller.
+        Cancelling this coroutine cancels an async handler, and asks a plain one
+        to stop through its context.
+        """
+        handler = self._handlers[name]
+        token = _current.set(context)
+        try:
+            result = await _call(handler, payload, context, executor)
+        except TaskRejected as refusal:
+            return TaskOutcome(error_code="REJECTED", error_message=str(refusal) or name)
+        except Exception as error:
+            log.exception("task handler %r failed", name)
+            return TaskOutcome(error_code="HANDLER_ERROR", error_message=_describe(error))
+        finally:
+            _current.reset(token)
+        return _as_json_result(result)
+
+
+async def _call(
+    handler: TaskHandler,
+    payload: dict[str, Any],
+    context: TaskContext | None,
+    executor: concurrent.futures.Executor | None,
+) -> Any:
+    if _is_async(handler):
+        return await handler(payload)  # type: ignore[misc]
+    # The copied context carries current_task() into the worker thread.
+    in_context = contextvars.copy_context().run
+    if executor is None:
+        work = asyncio.get_running_loop().run_in_executor(None, in_context, handler, payload)
+    else:
+        worker = executor.submit(in_context, handler, payload)
+        if context is not None:
+            context._worker = worker
+        work = asyncio.wrap_future(worker)
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        if context is not None:
+            context.cancel()  # a thread cannot be interrupted: ask it to stop
+        raise
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _is_async(handler: TaskHandler) -> bool:
+    """Whether calling ``handler`` makes a coroutine: an async function, or an object
+    with an async ``__call__`` (which would otherwise be called, uselessly, in a thread)."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - the method itself, not callability
+    )
+
+
+def _as_json_result(result: object) -> TaskOutcome:
+    """The outcome for a handler's return value, which must be a JSON object."""
+    if not isinstance(result, Mapping):
+        return TaskOutcome(
+            error_code="INVALID_RESULT",
+            error_message=f"handler returned {type(result).__name__}, expected a JSON object",
+        )
+    try:
+        # A round trip through JSON leaves plain dicts, lists, strings, numbers and
+        # booleans that any store can keep. Numbers become doubles, as in the
+        # contract's Struct, so one too large for a double is refused here.
+        text = json.dumps(result, allow_nan=False, default=_plain_mapping)
+        plain = json.loads(text, parse_int=_finite_double, parse_float=_finite_double)
+    except (TypeError, ValueError, RecursionError) as error:
+        return TaskOutcome(
+            error_code="INVALID_RESULT", error_message=f"handler result is not JSON: {error}"
+        )
+    if json_depth(plain) > MAX_JSON_DEPTH:
+        return TaskOutcome(
+            error_code="INVALID_RESULT",
+            error_message=f"handler result is nested deeper than {MAX_JSON_DEPTH} levels",
+        )
+    return TaskOutcome(result=plain)
+
+
+def _finite_double(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]}... does not fit a double")
+    return value
+
+
+def json_depth(value: object) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar is 0, ``{}`` is 1)."""
+    if isinstance(value, dict):
+        return 1 + max(map(json_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(json_depth, value), default=0)
+    return 0
+
+
+def _plain_mapping(value: object) -> dict[Any, Any]:
+    """Let json take any Mapping as an object; anything else it cannot take stays an error."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _describe(error: Exception) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+async def _echo(payload: dict[str, Any]) -> dict[str, Any]:
+    """Return the payload unchanged."""
+    return payload
+
+
+async def _sleep(payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``payload["seconds"]`` (0 to :data:`MAX_SLEEP_SECONDS`), then say so."""
+    seconds = payload.get("seconds", 1)
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or not 0 <= seconds <= MAX_SLEEP_SECONDS
+    ):
+        raise TaskRejected(f"seconds must be a number from 0 to {MAX_SLEEP_SECONDS:g}")
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+def default_registry() -> TaskRegistry:
+    """A registry with the built-in handlers.
+
+    ``echo`` returns its payload; ``sleep`` waits ``{"seconds": N}`` (at most
+    :data:`MAX_SLEEP_SECONDS`, default 1) and returns ``{"slept": N}``.
+    """
+    registry = TaskRegistry()
+    registry.register("echo", _echo)
+    registry.register("sleep", _sleep)
+    return registry

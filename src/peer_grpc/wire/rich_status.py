@@ -1,0 +1,248 @@
+"""The one place that maps protocol errors to gRPC statuses with rich details, and back.
+
+Servers abort with :func:`to_grpc_status`; clients turn a failed call back into the
+same typed exception with :func:`error_from_rpc_error`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from peer_grpc._proto.peer.v1 import peer_pb2
+from peer_grpc.core.errors import (
+    ERROR_DOMAIN,
+    FieldViolation,
+    HandshakeRateLimited,
+    InternalError,
+    InvalidArgument,
+    InvalidSessionState,
+    InvalidTransition,
+    NoCommonProtocolVersion,
+    PeerError,
+    PeerIdNotAllowed,
+    PermissionDenied,
+    RemoteError,
+    SequenceError,
+    SequenceErrorKind,
+    SequenceExhausted,
+    SessionExpired,
+    SessionIdentityMismatch,
+    SessionLimitReached,
+    SessionNotFound,
+    SessionRequired,
+    SessionTerminated,
+    SessionTokenInvalid,
+    ShuttingDown,
+    StoreUnavailable,
+    TaskLimitReached,
+    TaskNotCancelable,
+    TaskNotFound,
+)
+
+__all__ = ["error_from_rpc_error", "status_code_of", "to_grpc_status"]
+
+#: The gRPC status code of each protocol error; subclasses inherit their base's code.
+STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    SequenceError: grpc.StatusCode.ABORTED,
+    SessionRequired: grpc.StatusCode.UNAUTHENTICATED,
+    SessionNotFound: grpc.StatusCode.UNAUTHENTICATED,
+    SessionExpired: grpc.StatusCode.UNAUTHENTICATED,
+    SessionTerminated: grpc.StatusCode.UNAUTHENTICATED,
+    SessionTokenInvalid: grpc.StatusCode.UNAUTHENTICATED,
+    SequenceExhausted: grpc.StatusCode.FAILED_PRECONDITION,
+    InvalidSessionState: grpc.StatusCode.FAILED_PRECONDITION,
+    InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
+    NoCommonProtocolVersion: grpc.StatusCode.FAILED_PRECONDITION,
+    TaskNotFound: grpc.StatusCode.NOT_FOUND,
+    TaskNotCancelable: grpc.StatusCode.FAILED_PRECONDITION,
+    TaskLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    SessionLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    HandshakeRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    InternalError: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_code_of(error: PeerError) -> grpc.StatusCode:
+    """The status code for ``error``: that of the nearest class in :data:`STATUS_CODES`."""
+    for cls in type(error).__mro__:
+        code = STATUS_CODES.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_grpc_status(error: PeerError) -> grpc.Status:
+    """The status a server aborts with for ``error``, details in ``grpc-status-details-bin``."""
+    code = status_code_of(error)
+    status = status_pb2.Status(code=code.value[0], message=error.message)
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        _pack(status, bad_request)
+    else:
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.error_metadata())
+        )
+        _pack(status, info)
+    if error.retry_after is not None:
+        retry_info = error_details_pb2.RetryInfo()
+        retry_info.retry_delay.FromNanoseconds(round(error.retry_after * 1e9))
+        _pack(status, retry_info)
+    if isinstance(error, SequenceError):
+        _pack(
+            status,
+            peer_pb2.SequenceError(
+                session_id=error.session_id,
+                expected_sequence=error.expected_sequence,
+                received_sequence=error.received_sequence,
+                kind=f"SEQUENCE_ERROR_KIND_{error.kind.name}",
+                outside_window=error.outside_window,
+                replay_window=error.replay_window,
+            ),
+        )
+    return rpc_status.to_status(status)
+
+
+def _pack(status: status_pb2.Status, detail: object) -> None:
+    packed = any_pb2.Any()
+    packed.Pack(detail)  # type: ignore[arg-type]
+    status.details.append(packed)
+
+
+_Decoder = Callable[[str, Mapping[str, str], peer_pb2.SequenceError | None], PeerError]
+
+
+def _sequence_error(
+    message: str, meta: Mapping[str, str], typed: peer_pb2.SequenceError | None
+) -> PeerError:
+    if typed is not None:
+        return SequenceError(
+            typed.session_id,
+            typed.expected_sequence,
+            typed.received_sequence,
+            SequenceErrorKind(typed.kind),
+            outside_window=typed.outside_window,
+            replay_window=typed.replay_window,
+        )
+    return SequenceError(
+        "",
+        int(meta["expected_sequence"]),
+        int(meta["received_sequence"]),
+        SequenceErrorKind[meta["kind"]],
+        outside_window=meta.get("outside_window") == "true",
+        replay_window=int(meta.get("replay_window", "0")),
+    )
+
+
+def _with_message(cls: Callable[[str], PeerError]) -> _Decoder:
+    return lambda message, _meta, _typed: cls(message)
+
+
+_DECODERS: Mapping[str, _Decoder] = {
+    SequenceError.reason: _sequence_error,
+    SessionRequired.reason: _with_message(SessionRequired),
+    SessionNotFound.reason: _with_message(SessionNotFound),
+    SessionExpired.reason: _with_message(SessionExpired),
+    SessionTerminated.reason: _with_message(SessionTerminated),
+    SessionTokenInvalid.reason: _with_message(SessionTokenInvalid),
+    SequenceExhausted.reason: _with_message(SequenceExhausted),
+    InternalError.reason: _with_message(InternalError),
+    InvalidSessionState.reason: lambda message, meta, _: InvalidSessionState(
+        message, meta.get("state", "")
+    ),
+    InvalidTransition.reason: lambda _message, meta, _: InvalidTransition(
+        meta.get("from_state", ""), meta.get("to_state", ""), subject=meta.get("subject", "session")
+    ),
+    TaskNotFound.reason: _with_message(TaskNotFound),
+    TaskNotCancelable.reason: lambda message, meta, _: TaskNotCancelable(
+        message, meta.get("state", "")
+    ),
+    TaskLimitReached.reason: lambda _message, meta, _: TaskLimitReached(
+        meta.get("scope", ""), int(meta.get("limit", "0") or 0), 0.0
+    ),
+    ShuttingDown.reason: _with_message(ShuttingDown),
+    PermissionDenied.reason: _with_message(PermissionDenied),
+    SessionIdentityMismatch.reason: _with_message(SessionIdentityMismatch),
+    PeerIdNotAllowed.reason: _with_message(PeerIdNotAllowed),
+    SessionLimitReached.reason: lambda _message, meta, _: SessionLimitReached(
+        int(meta.get("limit", "0") or 0)
+    ),
+    HandshakeRateLimited.reason: lambda _message, meta, _: HandshakeRateLimited(
+        meta.get("scope", ""), 0.0
+    ),
+    StoreUnavailable.reason: _with_message(StoreUnavailable),
+    NoCommonProtocolVersion.reason: lambda _message, meta, _: NoCommonProtocolVersion(
+        meta.get("offered_versions", "").split(","), meta.get("supported_versions", "").split(",")
+    ),
+}
+
+
+def error_from_rpc_error(error: grpc.RpcError) -> PeerError:
+    """Turn a failed call back into the typed exception the server raised.
+
+    A status without this protocol's details becomes a :class:`RemoteError`
+    carrying the status code's name and message.
+    """
+    code: grpc.StatusCode = error.code()
+    message: str = error.details() or ""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:
+        status = None
+    if status is not None:
+        decoded = _decode_details(status)
+        if decoded is not None:
+            return decoded
+    return RemoteError(code.name, message)
+
+
+def _decode_details(status: status_pb2.Status) -> PeerError | None:
+    info: error_details_pb2.ErrorInfo | None = None
+    typed: peer_pb2.SequenceError | None = None
+    retry_after: float | None = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations = [
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            ]
+            if violations and status.code == code_pb2.INVALID_ARGUMENT:
+                return InvalidArgument(violations)
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+        elif detail.Is(peer_pb2.SequenceError.DESCRIPTOR):
+            typed = peer_pb2.SequenceError()
+            detail.Unpack(typed)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry_info = error_details_pb2.RetryInfo()
+            detail.Unpack(retry_info)
+            retry_after = retry_info.retry_delay.ToNanoseconds() / 1e9
+    if info is None or info.domain != ERROR_DOMAIN:
+        return None
+    decoder = _DECODERS.get(info.reason)
+    if decoder is None:
+        return None
+    error = decoder(status.message, info.metadata, typed)
+    if retry_after is not None:
+        error.retry_after = retry_after
+    # The server's words, not a re-rendering of them from the details.
+    error.message = status.message
+    error.args = (status.message,)
+    return error
