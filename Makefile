@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
+# Serving needs the runtime dependencies alone; the development set comes with `make test`.
+RUNTIME_STAMP := $(VENV)/.runtime
 NODE_STAMP := node_modules/.installed
-# The Node.js example client (examples/node) that tests/test_node_client.py runs.
+# The Node.js example client (examples/node) that tests/client/test_node_client.py runs.
 NODE_EXAMPLE_STAMP := examples/node/node_modules/.installed
 BUF := node_modules/.bin/buf
 PROTO_OUT := src/peer_grpc/_proto
@@ -14,14 +16,18 @@ PROTO_SRC := protos/peer/v1/peer.proto
 # breaks a client generated from it. Move it forward when a release is cut.
 PROTO_BASELINE ?= ffbacc593aaf51184c7d49dd3150b49266f8a253
 
-.PHONY: all serve test fuzz lint proto proto-check proto-breaking bench venv node clean
+.PHONY: all serve test test-unit fuzz lint proto proto-check proto-breaking bench venv node clean
 
 all: lint test
 
-$(VENV_STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "peer-grpc needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+
+$(VENV_STAMP): $(RUNTIME_STAMP)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
@@ -37,16 +43,20 @@ venv: $(VENV_STAMP)
 node: $(NODE_STAMP)
 
 ## serve: start a server on 127.0.0.1:50051 with the in-memory store
-serve: $(VENV_STAMP)
+serve: $(RUNTIME_STAMP)
 	$(VENV)/bin/peer-grpc serve
 
 ## test: the whole test suite
 test: $(VENV_STAMP) $(NODE_STAMP) $(NODE_EXAMPLE_STAMP)
 	$(PY) -m pytest
 
+## test-unit: the fast tests alone (core rules, stores, managers): no gRPC server, no Node
+test-unit: $(VENV_STAMP)
+	$(PY) -m pytest -m "not e2e"
+
 ## fuzz: the fuzz tests with ten times the inputs that `make test` gives them
 fuzz: $(VENV_STAMP) $(NODE_STAMP)
-	PEER_GRPC_FUZZ_SCALE=10 $(PY) -m pytest tests/test_fuzz.py --timeout=0
+	PEER_GRPC_FUZZ_SCALE=10 $(PY) -m pytest tests/server/test_fuzz.py --timeout=0
 
 ## bench: measure against bare grpcio; writes BENCHMARKS.md, docs/benchmarks.png and the
 ## README's headline (about 15 minutes; BENCH_ARGS=--quick for a smoke run)

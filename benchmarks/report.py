@@ -448,8 +448,8 @@ def _markdown(results: Results, found: list[Target]) -> str:
         "Round trips are Redis's own count of the reads it served (`total_reads_processed`), "
         "per call, the server's health checks (one a second) and sweeps included; "
         "commands likewise (`total_commands_processed`, which counts each `redis.call` of a "
-        "Lua script too). `tests/test_redis_round_trips.py` counts them on the wire: exactly "
-        "one per call. The admission is one "
+        "Lua script too). `tests/server/test_redis_round_trips.py` counts them on the wire: "
+        "exactly one per call. The admission is one "
         "round trip on the call's path; the outcome kept for resends is written after the "
         "answer, riding on the session's next admission when one comes soon.",
         "",

@@ -52,6 +52,22 @@ def shared_redis() -> RedisServer:
     return _shared_redis
 
 
+#: Folders (and top-level files) of end-to-end tests: real servers, processes, Node,
+#: packaging. ``make test-unit`` leaves them out (``-m "not e2e"``).
+_END_TO_END = frozenset(
+    {"server", "client", "cli", "docs", "test_packaging.py", "test_benchmarks.py", "test_deploy.py"}
+)
+_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under an end-to-end folder ``e2e``, so the fast ones run alone."""
+    for item in items:
+        first = item.path.resolve().relative_to(_TESTS).parts[0]
+        if first in _END_TO_END:
+            item.add_marker(pytest.mark.e2e)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _shared_redis is not None:
         _shared_redis.stop()

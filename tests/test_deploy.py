@@ -39,9 +39,9 @@ from peer_grpc.cli.main import build_parser
 from peer_grpc.server import ServerConfig
 from peer_grpc.wire.contract import SERVICE_NAME
 from tests.certs import Pki
+from tests.cli.test_cli import ServeProcess, start_serve
 from tests.conftest import shared_redis
 from tests.ports import free_port
-from tests.test_cli import ServeProcess, start_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -53,7 +53,10 @@ def test_the_package_keeps_every_contract(package_copy: Path) -> None:
             "layers", "stores/protocols.py", "peer_grpc.tasks.manager", id="store-imports-tasks"
         ),
         pytest.param(
-            "layers", "client/peer_client.py", "peer_grpc.server.servicer", id="client-imports-server"
+            "layers",
+            "client/peer_client.py",
+            "peer_grpc.server.servicer",
+            id="client-imports-server",
         ),
         pytest.param("core-without-transport", "core/clock.py", "grpc", id="core-imports-grpc"),
         pytest.param(

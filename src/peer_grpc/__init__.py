@@ -37,7 +37,8 @@ from peer_grpc.core.sequence import SequenceMode
 from peer_grpc.core.session import Session, SessionState, SessionStats
 from peer_grpc.core.task import Task, TaskState
 from peer_grpc.server.call_context import current_session, current_session_or_none
-from peer_grpc.server.peer_server import PeerServer, ServerBindError, ServerConfig, serve
+from peer_grpc.server.config import ServerConfig
+from peer_grpc.server.peer_server import PeerServer, ServerBindError, serve
 from peer_grpc.sessions.manager import SessionManager
 from peer_grpc.stores import MemorySessionStore, MemoryTaskStore, SessionStore, TaskStore
 from peer_grpc.tasks.manager import TaskLimits, TaskManager

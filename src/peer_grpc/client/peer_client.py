@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -15,26 +15,35 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
+from peer_grpc.client.cursor import SessionCursor
+from peer_grpc.client.interceptors import (
+    CHANNEL_OPTIONS,
+    FINAL_TASK_STATES,
+    RESEND_CODE_NAMES,
+    RESEND_CODES,
+    SequencingInterceptor,
+    StreamSequencingInterceptor,
+)
+from peer_grpc.client.reachability import (
+    ConnectionFailure,
+    ServerUnreachable,
+    connection_failure,
+)
 from peer_grpc.core.errors import (
     PeerError,
     RemoteError,
-    SequenceError,
     SequenceExhausted,
     SessionExpired,
     SessionNotFound,
     SessionTerminated,
     SessionTokenInvalid,
 )
-from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
-from peer_grpc.core.sequence import FIRST_SEQUENCE, MAX_SEQUENCE
-from peer_grpc.wire.contract import SERVICE_NAME
 from peer_grpc.wire.rich_status import error_from_rpc_error
 
 __all__ = ["PeerClient", "SessionTicket"]
 
 log = logging.getLogger(__name__)
 
-_HANDSHAKE_METHOD = f"/{SERVICE_NAME}/Handshake"
 _Response = TypeVar("_Response", bound=Message)
 
 
@@ -46,324 +55,8 @@ class SessionTicket:
     """
 
     session_id: str
-    session_token: str
-
-
-class _FlightLimit:
-    """Bounds the calls in flight; one object for the client's life, its limit adjustable.
-
-    Replacing a semaphore when the limit changes would let calls queued on the old
-    one through beside calls on the new one.
-    """
-
-    def __init__(self, limit: int = 1) -> None:
-        self.limit = limit
-        self._active = 0
-        self._changed = asyncio.Condition()
-
-    async def __aenter__(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._active < self.limit)
-            self._active += 1
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        async with self._changed:
-            self._active -= 1
-            self._changed.notify_all()
-
-    async def set_limit(self, limit: int) -> None:
-        async with self._changed:
-            self.limit = limit
-            self._changed.notify_all()
-
-
-#: Metadata as grpc hands it over: key and value pairs.
-_Metadata = Sequence[tuple[str, str | bytes]]
-
-
-@dataclass
-class _SessionCursor:
-    """The client's view of its session: which id, and which sequence comes next."""
-
-    session_id: str | None = None
-    session_token: str = ""
-    next_sequence: int = FIRST_SEQUENCE
-    #: The window's width in window mode; 0 in strict mode (one call in flight).
-    window: int = 0
-    #: The last ``peer-sequence`` the server sent on this session.
-    server_sequence: int = 0
-    #: Set when a call's fate is unknown (the connection failed): resume before the next call.
-    needs_resume: bool = False
-    #: Bounds the calls in flight: 1 in strict mode, the window's width in window mode.
-    in_flight: _FlightLimit = field(default_factory=_FlightLimit)
-
-    async def start(self, response: peer_pb2.HandshakeResponse) -> None:
-        """Follow the session a handshake (new or resumed) describes."""
-        window = response.replay_window if response.sequence_mode == _WINDOW_MODE else 0
-        same_window = response.resumed and response.session_id == self.session_id and window
-        if same_window:
-            # Calls still in flight hold numbers above the server's highest: never reuse them.
-            self.next_sequence = max(self.next_sequence, response.next_sequence)
-        else:
-            self.next_sequence = response.next_sequence
-            self.server_sequence = 0
-        self.session_id = response.session_id
-        if response.session_token:
-            self.session_token = response.session_token
-        self.needs_resume = False
-        self.window = window
-        await self.in_flight.set_limit(max(window, 1))
-
-    def take_number(self) -> int:
-        """Reserve the sequence for a new call; no two calls ever carry the same one."""
-        sequence = self.next_sequence
-        if sequence > MAX_SEQUENCE:
-            raise SequenceExhausted("this session used its last sequence number")
-        self.next_sequence += 1
-        return sequence
-
-    def unused(self, session_id: str, sequence: int) -> None:
-        """The server refused ``sequence`` before admitting it: strict mode gives it back."""
-        if session_id == self.session_id and not self.window and self.next_sequence == sequence + 1:
-            self.next_sequence = sequence
-
-    def spent(self, session_id: str, sequence: int, metadata: _Metadata | None) -> None:
-        """The server admitted ``sequence``; ``metadata`` announced it."""
-        if session_id == self.session_id:  # else it belonged to a session since replaced
-            self.server_sequence = _server_sequence(metadata, self.server_sequence)
-
-
-_WINDOW_MODE = peer_pb2.SEQUENCE_MODE_WINDOW
-#: States a task never leaves.
-_FINAL_TASK_STATES = frozenset(
-    {
-        peer_pb2.TASK_STATE_COMPLETED,
-        peer_pb2.TASK_STATE_FAILED,
-        peer_pb2.TASK_STATE_CANCELED,
-        peer_pb2.TASK_STATE_REJECTED,
-    }
-)
-#: Codes after which a call's fate is unknown and it is resent with the same sequence.
-_RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-_RESEND_CODE_NAMES = frozenset(code.name for code in _RESEND_CODES)
-#: Reconnect soon after a server comes back (gRPC's default first backoff is a second).
-_CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-)
-
-
-class _SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Numbers every call but Handshake and recovers what can be recovered safely.
-
-    - Strict mode sends one call at a time, in the order callers made them; window
-      mode keeps up to the window's width in flight, each with its own number.
-    - A call that fails with UNAVAILABLE or a deadline is resent with the same
-      sequence and bytes, at most ``attempts`` times with exponential backoff. The
-      server answers a resend of a call it already ran with that call's outcome,
-      so nothing runs twice.
-    - A SequenceError on a first attempt proves the call did not run: the cursor
-      moves to the number the server expects and the call goes again, once.
-    - A call the server admitted (its response or error carries ``peer-sequence``)
-      has spent its number, whatever happened next.
-    - Streams go through :class:`_StreamSequencingInterceptor`, which shares the
-      cursor.
-    """
-
-    def __init__(
-        self, cursor: _SessionCursor, *, attempts: int, backoff: float, resync: bool
-    ) -> None:
-        self._cursor = cursor
-        self.attempts = attempts
-        self.backoff = backoff
-        self.resync = resync
-
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]
-        ],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> grpc.aio.UnaryUnaryCall:
-        method = client_call_details.method
-        if isinstance(method, bytes):
-            method = method.decode()
-        cursor = self._cursor
-        if method == _HANDSHAKE_METHOD or cursor.session_id is None:
-            return await continuation(client_call_details, request)
-        async with cursor.in_flight:
-            call, resynced = await self._send(continuation, client_call_details, request)
-            if resynced and self.resync:
-                call, _ = await self._send(continuation, client_call_details, request)
-            return call
-
-    async def _send(
-        self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]
-        ],
-        details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> tuple[grpc.aio.UnaryUnaryCall, bool]:
-        """Send with one sequence number, resending it while the outcome is unknown.
-
-        Returns the finished call, and whether it failed a first attempt with a
-        SequenceError that the cursor has followed (so the call never ran).
-        """
-        cursor = self._cursor
-        session_id, sequence, numbered = self._numbered(details)
-        loop = asyncio.get_running_loop()
-        deadline = None if details.timeout is None else loop.time() + details.timeout
-        for attempt in range(self.attempts):
-            remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
-            # A resend waits for the channel to reconnect rather than failing at once, and
-            # all sends of one call share the call's deadline.
-            attempt_details = numbered._replace(timeout=remaining, wait_for_ready=attempt > 0)
-            call = await continuation(attempt_details, request)
-            try:
-                await call
-            except grpc.aio.AioRpcError as error:
-                announced = _announcement(error.initial_metadata(), error.trailing_metadata())
-                admitted = bool(_server_sequence(announced, 0))
-                if error.code() in _RESEND_CODES:
-                    # Lost on the way, there or back: the server answers a resend of a call
-                    # it already ran from its record, so resending is always safe.
-                    out_of_time = deadline is not None and loop.time() >= deadline
-                    if attempt + 1 < self.attempts and not out_of_time:
-                        log.info("resending sequence %d after %s", sequence, error.code().name)
-                        await asyncio.sleep(self.backoff * 2**attempt)
-                        continue
-                    if admitted:
-                        cursor.spent(session_id, sequence, announced)
-                    else:
-                        cursor.needs_resume = True  # fate unknown: ask where we stand
-                    return call, False
-                if admitted:  # it ran, then failed: the number is spent
-                    cursor.spent(session_id, sequence, announced)
-                    return call, False
-                if attempt > 0:  # a resend refused: the first send may have run; keep it spent
-                    return call, False
-                if self._follow_sequence_error(session_id, error):
-                    return call, True
-                cursor.unused(session_id, sequence)
-                return call, False
-            announced = _announcement(await call.initial_metadata(), await call.trailing_metadata())
-            cursor.spent(session_id, sequence, announced)
-            return call, False
-        raise AssertionError("unreachable: the last attempt returns")
-
-    def _numbered(
-        self, details: grpc.aio.ClientCallDetails
-    ) -> tuple[str, int, grpc.aio.ClientCallDetails]:
-        """Take the next sequence number for a call: its session, number and metadata."""
-        cursor = self._cursor
-        session_id = cursor.session_id
-        assert session_id is not None
-        sequence = cursor.take_number()
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata.add(SESSION_ID_KEY, session_id)
-        metadata.add(SEQUENCE_KEY, str(sequence))
-        return session_id, sequence, details._replace(metadata=metadata)
-
-    def _follow_sequence_error(self, session_id: str, error: grpc.aio.AioRpcError) -> bool:
-        """After a SequenceError, number the next call as the server expects.
-
-        Returns whether ``error`` was a SequenceError.
-        """
-        if error.code() != grpc.StatusCode.ABORTED:
-            return False
-        decoded = error_from_rpc_error(error)
-        if not isinstance(decoded, SequenceError):
-            return False
-        cursor = self._cursor
-        if cursor.session_id != session_id:
-            return False
-        if cursor.window:
-            cursor.next_sequence = max(cursor.next_sequence, decoded.expected_sequence)
-        else:
-            cursor.next_sequence = decoded.expected_sequence
-        return True
-
-
-class _StreamSequencingInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """Numbers server-streaming calls (WatchTask) like :class:`_SequencingInterceptor`
-    numbers unary ones, and on the same cursor.
-
-    A stream is never resent: the server keeps no copy of its messages, so the
-    caller opens a new one instead. A SequenceError before admission is followed,
-    and the stream opened once more, as for unary calls.
-    """
-
-    def __init__(self, cursor: _SessionCursor, unary: _SequencingInterceptor) -> None:
-        self._cursor = cursor
-        self._unary = unary
-
-    async def intercept_unary_stream(
-        self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryStreamCall]
-        ],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> grpc.aio.UnaryStreamCall:
-        cursor = self._cursor
-        if cursor.session_id is None:
-            return await continuation(client_call_details, request)
-        # The stream leaves the flight once the server has admitted it (its initial
-        # metadata carries peer-sequence): its number is spent, so the next call may go
-        # while the stream runs on.
-        async with cursor.in_flight:
-            call, resynced = await self._open_stream(continuation, client_call_details, request)
-            if resynced and self._unary.resync:
-                call, _ = await self._open_stream(continuation, client_call_details, request)
-            return call
-
-    async def _open_stream(
-        self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryStreamCall]
-        ],
-        details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> tuple[grpc.aio.UnaryStreamCall, bool]:
-        """Open a stream under the next number and wait until the server admits or refuses it.
-
-        Returns the call, and whether the server refused it with a SequenceError
-        that the cursor has followed (so it may be opened again).
-        """
-        cursor = self._cursor
-        session_id, sequence, numbered = self._unary._numbered(details)
-        call = await continuation(numbered, request)
-        initial_metadata = await call.initial_metadata()
-        if _server_sequence(initial_metadata, 0):
-            cursor.spent(session_id, sequence, initial_metadata)
-            return call, False
-        code = await call.code()
-        if code in _RESEND_CODES:
-            cursor.needs_resume = True  # it may have been admitted: ask where we stand
-            return call, False
-        error = grpc.aio.AioRpcError(
-            code, initial_metadata, await call.trailing_metadata(), await call.details()
-        )
-        if self._unary._follow_sequence_error(session_id, error):
-            return call, True
-        cursor.unused(session_id, sequence)
-        return call, False
-
-
-def _announcement(initial: _Metadata | None, trailing: _Metadata | None) -> _Metadata:
-    """Where the server announces an admitted call's ``peer-sequence``: the trailers of
-    a unary call, the initial metadata of a stream (and of an older server's calls)."""
-    return (*(trailing or ()), *(initial or ()))
-
-
-def _server_sequence(metadata: _Metadata | None, default: int) -> int:
-    for key, value in metadata or ():
-        if key == SEQUENCE_KEY and isinstance(value, str) and value.isdigit():
-            return int(value)
-    return default
+    #: Never shown in a repr, a log or an error.
+    session_token: str = field(repr=False)
 
 
 class PeerClient:
@@ -397,6 +90,9 @@ class PeerClient:
         backoff: seconds before the first resend; each further one waits twice as long.
         resync: after a SequenceError that proves a call did not run, renumber it and
             send it again once (False: raise the SequenceError).
+        connect_timeout: seconds :meth:`connect` may spend reaching the server, its
+            resends included; past it, :class:`ServerUnreachable` says why (connection
+            refused, TLS handshake failed, ...). None: as long as the resends take.
         credentials: TLS for the channel (see :func:`peer_grpc.wire.tls.channel_credentials`,
             which also presents a client certificate for mutual TLS); plaintext when
             omitted.
@@ -417,6 +113,7 @@ class PeerClient:
         backoff: float = 0.05,
         resync: bool = True,
         credentials: grpc.ChannelCredentials | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -428,9 +125,10 @@ class PeerClient:
         self._heartbeat_enabled = heartbeat
         self._rehandshake = rehandshake
         self._credentials = credentials
-        self._cursor = _SessionCursor()
+        self._connect_timeout = connect_timeout
+        self._cursor = SessionCursor()
         self._saved_ticket = ticket
-        self._interceptor = _SequencingInterceptor(
+        self._interceptor = SequencingInterceptor(
             self._cursor, attempts=attempts, backoff=backoff, resync=resync
         )
         self._channel: grpc.aio.Channel | None = None
@@ -520,19 +218,35 @@ class PeerClient:
         self, request: peer_pb2.HandshakeRequest
     ) -> peer_pb2.HandshakeResponse:
         """Send a handshake, again while the server is unreachable (safe: a repeated
-        handshake only replaces the session the first one opened)."""
+        handshake only replaces the session the first one opened), within the connect
+        timeout."""
         handshake = self._peer_stub().Handshake
         attempts = self._interceptor.attempts
+        clock = asyncio.get_running_loop().time
+        give_up_at = None if self._connect_timeout is None else clock() + self._connect_timeout
+        failure: ConnectionFailure | None = None
         for attempt in range(attempts):
+            timeout = self._timeout
+            if give_up_at is not None:
+                timeout = max(min(timeout, give_up_at - clock()), 0.001)
             try:
                 response: peer_pb2.HandshakeResponse = await handshake(
-                    request, timeout=self._timeout, wait_for_ready=attempt > 0
+                    request, timeout=timeout, wait_for_ready=attempt > 0
                 )
                 return response
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in _RESEND_CODES or attempt + 1 == attempts:
-                    raise error_from_rpc_error(error) from error
-                await asyncio.sleep(self._interceptor.backoff * 2**attempt)
+            except grpc.aio.AioRpcError as rpc_error:
+                error = error_from_rpc_error(rpc_error)
+                if rpc_error.code() not in RESEND_CODES or type(error) is not RemoteError:
+                    raise error from rpc_error  # the server answered: it was reached
+                # Only a call that does not wait for the connection hears why it failed.
+                failure = failure or connection_failure(
+                    rpc_error.details() or "", tls=self._credentials is not None
+                )
+                backoff = self._interceptor.backoff * 2**attempt
+                out_of_time = give_up_at is not None and clock() + backoff >= give_up_at
+                if failure.lasting or attempt + 1 == attempts or out_of_time:
+                    raise ServerUnreachable(self.target, failure.cause, error.code) from rpc_error
+                await asyncio.sleep(backoff)
         raise AssertionError("unreachable: the last attempt raises")
 
     async def heartbeat(self) -> peer_pb2.HeartbeatResponse:
@@ -586,7 +300,7 @@ class PeerClient:
         response: peer_pb2.DelegateTaskResponse = await self._call(
             self._peer_stub().DelegateTask, request
         )
-        if not wait or response.task.state in _FINAL_TASK_STATES:
+        if not wait or response.task.state in FINAL_TASK_STATES:
             return response.task
         return await self.wait_for_task(response.task.task_id)
 
@@ -600,10 +314,10 @@ class PeerClient:
         for attempt in range(attempts):
             try:
                 async for update in self.watch_task(task_id):
-                    if update.task.state in _FINAL_TASK_STATES:
+                    if update.task.state in FINAL_TASK_STATES:
                         return update.task
             except RemoteError as error:
-                if error.code not in _RESEND_CODE_NAMES or attempt + 1 == attempts:
+                if error.code not in RESEND_CODE_NAMES or attempt + 1 == attempts:
                     raise
                 log.info("watch of task %s broke (%s); watching again", task_id, error.code)
             await asyncio.sleep(self._interceptor.backoff * 2**attempt)
@@ -742,17 +456,17 @@ class PeerClient:
         if self._stub is None:
             interceptors = [
                 self._interceptor,
-                _StreamSequencingInterceptor(self._cursor, self._interceptor),
+                StreamSequencingInterceptor(self._cursor, self._interceptor),
             ]
             if self._credentials is None:
                 self._channel = grpc.aio.insecure_channel(
-                    self.target, options=_CHANNEL_OPTIONS, interceptors=interceptors
+                    self.target, options=CHANNEL_OPTIONS, interceptors=interceptors
                 )
             else:
                 self._channel = grpc.aio.secure_channel(
                     self.target,
                     self._credentials,
-                    options=_CHANNEL_OPTIONS,
+                    options=CHANNEL_OPTIONS,
                     interceptors=interceptors,
                 )
             self._stub = peer_pb2_grpc.PeerServiceStub(self._channel)  # type: ignore[no-untyped-call]

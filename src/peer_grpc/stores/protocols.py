@@ -171,6 +171,9 @@ class TaskStore(Protocol):
     can still read the outcome), then forgotten by :meth:`sweep`.
     """
 
+    #: Whether other processes share the store: only then can a task end elsewhere.
+    shared: bool
+
     async def create(self, task: Task) -> Task:
         """Insert a new task; returns it with its :attr:`Task.ordinal` assigned."""
         ...

@@ -333,8 +333,11 @@ class TaskManager:
         """Stop the handlers of tasks that ended through another replica; returns how many.
 
         A CancelTask that reaches another replica sharing the store ends the task
-        there; this replica learns of it here, at its next sweep.
+        there; this replica learns of it here, at its next sweep. A store of this
+        process alone has no other replica: nothing to do.
         """
+        if not getattr(self.store, "shared", True):
+            return 0
         stopped = 0
         for record in list(self._running.values()):
             task = await self.store.get(record.task_id)

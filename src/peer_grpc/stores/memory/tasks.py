@@ -58,6 +58,9 @@ class MemoryTaskStore:
     loop each is atomic.
     """
 
+    #: One process's alone: no task ends anywhere else.
+    shared = False
+
     def __init__(self, *, retention: float = DEFAULT_TASK_RETENTION) -> None:
         if retention < 0:
             raise ValueError("retention must not be negative")

@@ -52,6 +52,9 @@ class RedisTaskStore:
             the task still exists.
     """
 
+    #: Every replica on the same Redis shares it.
+    shared = True
+
     def __init__(
         self,
         client: redis.asyncio.Redis,

@@ -36,10 +36,10 @@ from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.observability.calls import ObservedCall
 from peer_grpc.observability.logs import CallLog, JsonFormatter, TextFormatter, configure_logging
 from peer_grpc.server import ServerBindError
+from tests.cli.test_cli import run_serve, start_serve
 from tests.conftest import Gate, open_session, session_metadata
 from tests.ports import free_port
 from tests.redis_server import RedisServer
-from tests.test_cli import run_serve, start_serve
 
 Stub = peer_pb2_grpc.PeerServiceStub
 METRICS = re.compile(r"metrics on http://(\S+)/metrics")

@@ -15,10 +15,10 @@ import psutil
 import pytest
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
+from tests.cli.test_cli import run_serve
 from tests.conftest import open_session, session_metadata, shared_redis
 from tests.ports import free_port
-from tests.test_cli import run_serve
-from tests.test_observability import handled, scrape, value
+from tests.server.test_observability import handled, scrape, value
 
 CONNECTIONS = 16
 

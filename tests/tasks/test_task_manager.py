@@ -449,9 +449,15 @@ async def test_over_the_server_limit_nothing_is_created(tasks: TaskManager, gate
 async def test_a_slot_frees_when_a_task_ends(tasks: TaskManager, gate: Gate) -> None:
     first = await delegate(tasks, "held", wait=False)
     await delegate(tasks, "held", wait=False)
+    with pytest.raises(TaskLimitReached):
+        await delegate(tasks, "held", wait=False)  # both slots are taken
+
     await tasks.cancel(PEER, first.task_id)
     await settled(tasks, 1)
-    await delegate(tasks, "held", wait=False)
+
+    third = await delegate(tasks, "held", wait=False)
+    assert not third.state.is_final
+    assert tasks.running == 2
 
 
 async def test_concurrent_delegations_never_oversell_the_limit(tasks: TaskManager) -> None:

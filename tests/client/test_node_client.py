@@ -17,7 +17,7 @@ import pytest
 
 from peer_grpc import PeerServer, TaskState
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "node"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node"
 CLIENT = EXAMPLE / "client.js"
 PEER_ID = "node-example-test"
 #: Every kind of JSON value, nested: the echo task must return it unchanged.

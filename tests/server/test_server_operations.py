@@ -22,7 +22,7 @@ from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import open_session, session_metadata
 from tests.rpc_details import details_of
 
-BUF = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "buf"
+BUF = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "buf"
 
 
 @pytest.fixture

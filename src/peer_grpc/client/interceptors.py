@@ -1,0 +1,253 @@
+"""The client interceptors that number every call and recover what can be recovered safely.
+
+One for unary calls and one for server streams (WatchTask); both share the session
+cursor of :mod:`peer_grpc.client.cursor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from peer_grpc._proto.peer.v1 import peer_pb2
+from peer_grpc.client.cursor import SessionCursor, announcement, server_sequence
+from peer_grpc.core.errors import SequenceError
+from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.wire.contract import SERVICE_NAME
+from peer_grpc.wire.rich_status import error_from_rpc_error
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "FINAL_TASK_STATES",
+    "RESEND_CODES",
+    "RESEND_CODE_NAMES",
+    "SequencingInterceptor",
+    "StreamSequencingInterceptor",
+]
+
+log = logging.getLogger(__name__)
+
+_HANDSHAKE_METHOD = f"/{SERVICE_NAME}/Handshake"
+
+#: States a task never leaves.
+FINAL_TASK_STATES = frozenset(
+    {
+        peer_pb2.TASK_STATE_COMPLETED,
+        peer_pb2.TASK_STATE_FAILED,
+        peer_pb2.TASK_STATE_CANCELED,
+        peer_pb2.TASK_STATE_REJECTED,
+    }
+)
+#: Codes after which a call's fate is unknown and it is resent with the same sequence.
+RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+RESEND_CODE_NAMES = frozenset(code.name for code in RESEND_CODES)
+#: Reconnect soon after a server comes back (gRPC's default first backoff is a second).
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
+class SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Numbers every call but Handshake and recovers what can be recovered safely.
+
+    - Strict mode sends one call at a time, in the order callers made them; window
+      mode keeps up to the window's width in flight, each with its own number.
+    - A call that fails with UNAVAILABLE or a deadline is resent with the same
+      sequence and bytes, at most ``attempts`` times with exponential backoff. The
+      server answers a resend of a call it already ran with that call's outcome,
+      so nothing runs twice.
+    - A SequenceError on a first attempt proves the call did not run: the cursor
+      moves to the number the server expects and the call goes again, once.
+    - A call the server admitted (its response or error carries ``peer-sequence``)
+      has spent its number, whatever happened next.
+    - Streams go through :class:`StreamSequencingInterceptor`, which shares the
+      cursor.
+    """
+
+    def __init__(
+        self, cursor: SessionCursor, *, attempts: int, backoff: float, resync: bool
+    ) -> None:
+        self._cursor = cursor
+        self.attempts = attempts
+        self.backoff = backoff
+        self.resync = resync
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> grpc.aio.UnaryUnaryCall:
+        method = client_call_details.method
+        if isinstance(method, bytes):
+            method = method.decode()
+        cursor = self._cursor
+        if method == _HANDSHAKE_METHOD or cursor.session_id is None:
+            return await continuation(client_call_details, request)
+        async with cursor.in_flight:
+            call, resynced = await self._send(continuation, client_call_details, request)
+            if resynced and self.resync:
+                call, _ = await self._send(continuation, client_call_details, request)
+            return call
+
+    async def _send(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]
+        ],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> tuple[grpc.aio.UnaryUnaryCall, bool]:
+        """Send with one sequence number, resending it while the outcome is unknown.
+
+        Returns the finished call, and whether it failed a first attempt with a
+        SequenceError that the cursor has followed (so the call never ran).
+        """
+        cursor = self._cursor
+        session_id, sequence, numbered = self._numbered(details)
+        loop = asyncio.get_running_loop()
+        deadline = None if details.timeout is None else loop.time() + details.timeout
+        for attempt in range(self.attempts):
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
+            # A resend waits for the channel to reconnect rather than failing at once, and
+            # all sends of one call share the call's deadline.
+            attempt_details = numbered._replace(timeout=remaining, wait_for_ready=attempt > 0)
+            call = await continuation(attempt_details, request)
+            try:
+                await call
+            except grpc.aio.AioRpcError as error:
+                announced = announcement(error.initial_metadata(), error.trailing_metadata())
+                admitted = bool(server_sequence(announced, 0))
+                if error.code() in RESEND_CODES:
+                    # Lost on the way, there or back: the server answers a resend of a call
+                    # it already ran from its record, so resending is always safe.
+                    out_of_time = deadline is not None and loop.time() >= deadline
+                    if attempt + 1 < self.attempts and not out_of_time:
+                        log.info("resending sequence %d after %s", sequence, error.code().name)
+                        await asyncio.sleep(self.backoff * 2**attempt)
+                        continue
+                    if admitted:
+                        cursor.spent(session_id, sequence, announced)
+                    else:
+                        cursor.needs_resume = True  # fate unknown: ask where we stand
+                    return call, False
+                if admitted:  # it ran, then failed: the number is spent
+                    cursor.spent(session_id, sequence, announced)
+                    return call, False
+                if attempt > 0:  # a resend refused: the first send may have run; keep it spent
+                    return call, False
+                if self._follow_sequence_error(session_id, error):
+                    return call, True
+                cursor.unused(session_id, sequence)
+                return call, False
+            announced = announcement(await call.initial_metadata(), await call.trailing_metadata())
+            cursor.spent(session_id, sequence, announced)
+            return call, False
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _numbered(
+        self, details: grpc.aio.ClientCallDetails
+    ) -> tuple[str, int, grpc.aio.ClientCallDetails]:
+        """Take the next sequence number for a call: its session, number and metadata."""
+        cursor = self._cursor
+        session_id = cursor.session_id
+        assert session_id is not None
+        sequence = cursor.take_number()
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add(SESSION_ID_KEY, session_id)
+        metadata.add(SEQUENCE_KEY, str(sequence))
+        return session_id, sequence, details._replace(metadata=metadata)
+
+    def _follow_sequence_error(self, session_id: str, error: grpc.aio.AioRpcError) -> bool:
+        """After a SequenceError, number the next call as the server expects.
+
+        Returns whether ``error`` was a SequenceError.
+        """
+        if error.code() != grpc.StatusCode.ABORTED:
+            return False
+        decoded = error_from_rpc_error(error)
+        if not isinstance(decoded, SequenceError):
+            return False
+        cursor = self._cursor
+        if cursor.session_id != session_id:
+            return False
+        if cursor.window:
+            cursor.next_sequence = max(cursor.next_sequence, decoded.expected_sequence)
+        else:
+            cursor.next_sequence = decoded.expected_sequence
+        return True
+
+
+class StreamSequencingInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Numbers server-streaming calls (WatchTask) like :class:`SequencingInterceptor`
+    numbers unary ones, and on the same cursor.
+
+    A stream is never resent: the server keeps no copy of its messages, so the
+    caller opens a new one instead. A SequenceError before admission is followed,
+    and the stream opened once more, as for unary calls.
+    """
+
+    def __init__(self, cursor: SessionCursor, unary: SequencingInterceptor) -> None:
+        self._cursor = cursor
+        self._unary = unary
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryStreamCall]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> grpc.aio.UnaryStreamCall:
+        cursor = self._cursor
+        if cursor.session_id is None:
+            return await continuation(client_call_details, request)
+        # The stream leaves the flight once the server has admitted it (its initial
+        # metadata carries peer-sequence): its number is spent, so the next call may go
+        # while the stream runs on.
+        async with cursor.in_flight:
+            call, resynced = await self._open_stream(continuation, client_call_details, request)
+            if resynced and self._unary.resync:
+                call, _ = await self._open_stream(continuation, client_call_details, request)
+            return call
+
+    async def _open_stream(
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryStreamCall]
+        ],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> tuple[grpc.aio.UnaryStreamCall, bool]:
+        """Open a stream under the next number and wait until the server admits or refuses it.
+
+        Returns the call, and whether the server refused it with a SequenceError
+        that the cursor has followed (so it may be opened again).
+        """
+        cursor = self._cursor
+        session_id, sequence, numbered = self._unary._numbered(details)
+        call = await continuation(numbered, request)
+        initial_metadata = await call.initial_metadata()
+        if server_sequence(initial_metadata, 0):
+            cursor.spent(session_id, sequence, initial_metadata)
+            return call, False
+        code = await call.code()
+        if code in RESEND_CODES:
+            cursor.needs_resume = True  # it may have been admitted: ask where we stand
+            return call, False
+        error = grpc.aio.AioRpcError(
+            code, initial_metadata, await call.trailing_metadata(), await call.details()
+        )
+        if self._unary._follow_sequence_error(session_id, error):
+            return call, True
+        cursor.unused(session_id, sequence)
+        return call, False

@@ -1,0 +1,47 @@
+"""The stores a server uses: the ones it is given, else the ones its config names."""
+
+from __future__ import annotations
+
+from peer_grpc.server.config import ServerConfig
+from peer_grpc.stores.memory import MemorySessionStore, MemoryTaskStore
+from peer_grpc.stores.protocols import SessionStore, TaskStore
+from peer_grpc.stores.redis import RedisOptions, RedisSessionStore, RedisTaskStore
+from peer_grpc.stores.redis.connection import connect
+
+__all__ = ["open_stores"]
+
+
+def open_stores(
+    config: ServerConfig, store: SessionStore | None, task_store: TaskStore | None
+) -> tuple[SessionStore, TaskStore]:
+    """The stores given, and for those not given the ones ``config.store`` names.
+
+    Redis stores built here share one client (one connection pool).
+    """
+    if not config.uses_redis:
+        # `is None`, not `or`: an empty memory store has a length of 0 and is falsy.
+        if store is None:
+            store = MemorySessionStore(retry_cache_size=config.retry_cache_size)
+        if task_store is None:
+            task_store = MemoryTaskStore(retention=config.task_retention)
+        return store, task_store
+    options = RedisOptions(command_timeout=config.redis_timeout)
+    client = connect(config.store, options) if store is None or task_store is None else None
+    if store is None:
+        assert client is not None
+        store = RedisSessionStore(
+            client,
+            key_prefix=config.redis_key_prefix,
+            retry_cache_size=config.retry_cache_size,
+            retry_after=options.retry_after,
+        )
+    if task_store is None:
+        assert client is not None
+        task_store = RedisTaskStore(
+            client,
+            key_prefix=config.redis_key_prefix,
+            retention=config.task_retention,
+            retry_after=options.retry_after,
+            watch_poll=min(0.5, options.command_timeout / 2),
+        )
+    return store, task_store
