@@ -36,7 +36,7 @@ from peer_grpc import SequenceMode, Session, SessionState
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from peer_grpc.core.sequence import MAX_SEQUENCE
-from tests.fuzz_support import (
+from tests.fuzz import (
     METHODS,
     METHODS_BY_NAME,
     SCALE,
