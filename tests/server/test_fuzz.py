@@ -5,7 +5,7 @@ legally send, any sequence of valid and invalid calls) the server answers with a
 clear status, never UNKNOWN or INTERNAL; a call it refuses changes no session (one it
 admitted, whose method then failed, e.g. GetTask of an unknown task, spent its number
 on its own session, as the protocol says, and changed nothing else); and it is still
-serving at the end. :func:`tests.fuzz_support.check_outcome` states the invariants
+serving at the end. :func:`tests.fuzz.invariants.check_outcome` states the invariants
 checked after every single call.
 
 The default run sends some 10,400 fuzzed calls to a server on the memory store, and
@@ -274,7 +274,7 @@ class CallSequences(RuleBasedStateMachine):
     handshakes (new and replacing), resumptions, calls with the right next number,
     replays, gaps, another session's number, garbage, long tasks, resends, terminations.
 
-    Every call keeps :func:`~tests.fuzz_support.check_outcome`'s invariants; each rule
+    Every call keeps :func:`~tests.fuzz.invariants.check_outcome`'s invariants; each rule
     also checks what the protocol promises for its kind of call.
     """
 
