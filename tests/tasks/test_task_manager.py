@@ -18,7 +18,7 @@ from peer_grpc.core.errors import ShuttingDown, TaskLimitReached, TaskNotCancela
 from peer_grpc.core.task import Task, TaskState
 from peer_grpc.stores import TaskStore
 from peer_grpc.tasks import TaskRejected, current_task
-from peer_grpc.tasks.manager import MAX_PAGE_SIZE, TaskLimits, TaskManager
+from peer_grpc.tasks.manager import MAX_PAGE_BYTES, MAX_PAGE_SIZE, TaskLimits, TaskManager
 from tests.conftest import Gate, TaskStoreFactory, eventually
 
 T = TaskState
@@ -360,6 +360,62 @@ async def test_list_page_size_defaults_to_50_and_is_capped(tasks: TaskManager) -
     assert len((await tasks.list_tasks(PEER)).tasks) == 50
     assert MAX_PAGE_SIZE == 1000
     assert len((await tasks.list_tasks(PEER, page_size=5000)).tasks) == 51
+
+
+async def test_a_page_ends_before_its_tasks_outgrow_a_reply(tasks: TaskManager) -> None:
+    # Echo results of 700 KB: two fit MAX_PAGE_BYTES (2 MiB), three would not.
+    blob = {"blob": "x" * 700_000}
+    delegated = [(await delegate(tasks, "echo", payload=blob)).task_id for _ in range(5)]
+
+    pages, token = [], ""
+    while True:
+        page = await tasks.list_tasks(PEER, page_token=token)
+        pages.append([task.task_id for task in page.tasks])
+        token = page.next_page_token
+        if not token:
+            break
+
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [task_id for page in pages for task_id in page] == delegated
+    assert MAX_PAGE_BYTES == 2 * 1024 * 1024
+
+
+async def test_a_page_holds_one_task_however_large(
+    registry: TaskRegistry, task_store: TaskStore
+) -> None:
+    # Results allowed beyond a page's bytes: each page still carries one.
+    limits = TaskLimits(max_result_bytes=2 * MAX_PAGE_BYTES)
+    manager = TaskManager(registry, task_store, limits=limits)
+    try:
+        huge = {"blob": "x" * (MAX_PAGE_BYTES + 1)}
+        first = await delegate(manager, "echo", payload=huge)
+        second = await delegate(manager, "echo", payload=huge)
+        page = await manager.list_tasks(PEER)
+        following = await manager.list_tasks(PEER, page_token=page.next_page_token)
+    finally:
+        await manager.shutdown(0)
+
+    assert [task.task_id for task in page.tasks] == [first.task_id]
+    assert [task.task_id for task in following.tasks] == [second.task_id]
+    assert following.next_page_token == ""
+
+
+async def test_a_result_over_the_limit_fails_the_task_and_is_not_kept(
+    registry: TaskRegistry, task_store: TaskStore
+) -> None:
+    manager = TaskManager(registry, task_store, limits=TaskLimits(max_result_bytes=100))
+    try:
+        fits = await delegate(manager, "echo", payload={"text": "x" * 80})
+        too_large = await delegate(manager, "echo", payload={"text": "x" * 100})
+    finally:
+        await manager.shutdown(0)
+
+    assert fits.state is TaskState.COMPLETED
+    assert too_large.state is TaskState.FAILED
+    assert too_large.error_code == "RESULT_TOO_LARGE"
+    assert "111 bytes of JSON; at most 100 are kept" in too_large.error_message
+    assert too_large.result is None
+    assert (await task_store.get(too_large.task_id)).result is None  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ from peer_grpc.tasks.manager import (
     DEFAULT_TASK_TIMEOUT,
     TaskLimits,
 )
+from peer_grpc.tasks.registry import DEFAULT_MAX_RESULT_BYTES
 
 __all__ = [
     "ENV_PREFIX",
@@ -282,6 +283,15 @@ class ServerConfig:
         parse=_parse_int,
         group=_TASKS,
         help="tasks running at once for one session",
+    )
+    #: The largest handler result kept, in bytes of compact JSON; larger fails the task.
+    max_task_result_bytes: int = _setting(
+        DEFAULT_MAX_RESULT_BYTES,
+        flag="--max-task-result-bytes",
+        parse=_parse_int,
+        group=_TASKS,
+        help="the largest task result kept, in bytes of JSON; a larger one fails the task "
+        "with RESULT_TOO_LARGE",
     )
     #: Seconds a finished task is kept for GetTask and ListTasks before it is swept.
     task_retention: float = _setting(
@@ -550,6 +560,7 @@ class ServerConfig:
             max_timeout=self.max_task_timeout,
             max_running=self.max_running_tasks,
             max_running_per_session=self.max_tasks_per_session,
+            max_result_bytes=self.max_task_result_bytes,
         )
 
     @property

@@ -11,10 +11,11 @@ import base64
 import binascii
 import concurrent.futures
 import contextlib
+import json
 import logging
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,12 @@ from peer_grpc.core.errors import (
 from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.stores.memory.tasks import MemoryTaskStore
 from peer_grpc.stores.protocols import TaskStore
-from peer_grpc.tasks.registry import TaskContext, TaskOutcome, TaskRegistry
+from peer_grpc.tasks.registry import (
+    DEFAULT_MAX_RESULT_BYTES,
+    TaskContext,
+    TaskOutcome,
+    TaskRegistry,
+)
 
 __all__ = [
     "DEFAULT_MAX_RUNNING_TASKS",
@@ -41,6 +47,7 @@ __all__ = [
     "DEFAULT_MAX_TASK_TIMEOUT",
     "DEFAULT_PAGE_SIZE",
     "DEFAULT_TASK_TIMEOUT",
+    "MAX_PAGE_BYTES",
     "MAX_PAGE_SIZE",
     "TaskLimits",
     "TaskManager",
@@ -53,6 +60,11 @@ log = logging.getLogger(__name__)
 #: ListTasks page size when the request gives none, and the largest it may ask for.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: A ListTasks page holds at most this many bytes of tasks (and always one task), so
+#: that a page of large results stays under gRPC's default 4 MiB message limit.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
+#: What a task costs on the wire besides its strings and its result, generously.
+_TASK_OVERHEAD_BYTES = 128
 #: Units of store work per sweep batch; the sweep yields to the event loop between batches.
 SWEEP_BATCH = 1000
 #: Defaults of :class:`TaskLimits` (and of the ``serve`` flags that set them).
@@ -80,6 +92,8 @@ class TaskLimits:
     max_running_per_session: int = DEFAULT_MAX_TASKS_PER_SESSION
     #: Seconds a caller over a limit is told to wait (``google.rpc.RetryInfo``).
     retry_after: float = 1.0
+    #: The largest result kept (compact JSON bytes); a larger one fails RESULT_TOO_LARGE.
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
 
     def __post_init__(self) -> None:
         if not 0 < self.default_timeout <= self.max_timeout:
@@ -88,6 +102,8 @@ class TaskLimits:
             raise ValueError("task limits must be at least 1")
         if self.retry_after <= 0:
             raise ValueError("retry_after must be positive")
+        if self.max_result_bytes < 2:
+            raise ValueError("max_result_bytes must leave room for {} (2 bytes)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +295,8 @@ class TaskManager:
         """A page of the peer's tasks, oldest first, optionally only those in ``state``.
 
         ``page_size`` 0 means :data:`DEFAULT_PAGE_SIZE`; above :data:`MAX_PAGE_SIZE`
-        it is taken as that.
+        it is taken as that. A page also ends before :data:`MAX_PAGE_BYTES` of tasks
+        (but holds one task at least), so large results cannot make a reply too big.
 
         Raises:
             InvalidArgument: a negative page size, or a page token not from here.
@@ -289,8 +306,8 @@ class TaskManager:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = decode_page_token(page_token)
         found = await self.store.list_owned(peer_id, after=after, limit=size + 1, state=state)
-        page = tuple(found[:size])
-        more = len(found) > size
+        page = _within_bytes(found[:size], MAX_PAGE_BYTES)
+        more = len(found) > len(page)
         return TaskPage(page, _page_token(page[-1].ordinal) if more else "")
 
     async def watch(self, peer_id: str, task_id: str) -> AsyncIterator[Task]:
@@ -439,7 +456,13 @@ class TaskManager:
         if await self._change(task.task_id, TaskChange(TaskState.WORKING)) is None:
             return  # it ended before it started (canceled)
         handler = asyncio.create_task(
-            self.registry.run(task.task_type, payload, record.context, executor=self._executor)
+            self.registry.run(
+                task.task_type,
+                payload,
+                record.context,
+                executor=self._executor,
+                max_result_bytes=self.limits.max_result_bytes,
+            )
         )
         record.handler = handler
         done, _ = await asyncio.wait({handler}, timeout=task.timeout)
@@ -542,6 +565,23 @@ def _ending(outcome: TaskOutcome) -> TaskChange:
         return TaskChange(TaskState.COMPLETED, result=outcome.result)
     state = TaskState.REJECTED if outcome.rejected else TaskState.FAILED
     return TaskChange(state, error_code=outcome.error_code, error_message=outcome.error_message)
+
+
+def _within_bytes(tasks: Sequence[Task], budget: int) -> tuple[Task, ...]:
+    """The first of ``tasks`` that fit ``budget`` bytes on the wire, one at least."""
+    used = 0
+    for count, task in enumerate(tasks):
+        used += _wire_bytes(task)
+        if used > budget and count:
+            return tuple(tasks[:count])
+    return tuple(tasks)
+
+
+def _wire_bytes(task: Task) -> int:
+    """About what ``task`` takes in a reply: its strings, its result's JSON, a margin."""
+    strings = (task.task_id, task.task_type, task.owner_peer_id, task.error_message)
+    result = json.dumps(task.result, separators=(",", ":")) if task.result is not None else ""
+    return _TASK_OVERHEAD_BYTES + sum(len(text) for text in strings) + len(result.encode())
 
 
 _TOKEN_PREFIX = "after:"

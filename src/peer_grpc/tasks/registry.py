@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 __all__ = [
+    "DEFAULT_MAX_RESULT_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_SLEEP_SECONDS",
     "TaskContext",
@@ -46,6 +47,9 @@ MAX_SLEEP_SECONDS = 300.0
 #: How deeply a task's payload or result may nest objects and arrays. Each level is two
 #: messages (Struct, Value) on the wire, and protobuf decoders stop at 100.
 MAX_JSON_DEPTH = 32
+#: The largest handler result kept, in bytes of compact JSON. A task's result lives in
+#: the store for the whole retention and rides in every reply that shows the task.
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
 
 
 class TaskRejected(Exception):
@@ -185,8 +189,12 @@ class TaskRegistry:
         context: TaskContext | None = None,
         *,
         executor: concurrent.futures.Executor | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> TaskOutcome:
         """Run the handler of ``name``; whatever it raises becomes a failed outcome.
+
+        A result larger than ``max_result_bytes`` (as compact JSON) fails the task
+        with ``RESULT_TOO_LARGE`` instead of being kept.
 
         ``context`` is what :func:`current_task` returns inside the handler. Plain
         handlers run on ``executor`` (asyncio's default one when omitted). A
@@ -205,7 +213,7 @@ class TaskRegistry:
             return TaskOutcome(error_code="HANDLER_ERROR", error_message=_describe(error))
         finally:
             _current.reset(token)
-        return _as_json_result(result)
+        return _as_json_result(result, max_result_bytes)
 
 
 async def _call(
@@ -244,8 +252,9 @@ def _is_async(handler: TaskHandler) -> bool:
     )
 
 
-def _as_json_result(result: object) -> TaskOutcome:
-    """The outcome for a handler's return value, which must be a JSON object."""
+def _as_json_result(result: object, max_bytes: int) -> TaskOutcome:
+    """The outcome for a handler's return value, which must be a JSON object of at most
+    ``max_bytes``."""
     if not isinstance(result, Mapping):
         return TaskOutcome(
             error_code="INVALID_RESULT",
@@ -255,11 +264,17 @@ def _as_json_result(result: object) -> TaskOutcome:
         # A round trip through JSON leaves plain dicts, lists, strings, numbers and
         # booleans that any store can keep. Numbers become doubles, as in the
         # contract's Struct, so one too large for a double is refused here.
-        text = json.dumps(result, allow_nan=False, default=_plain_mapping)
+        text = json.dumps(result, allow_nan=False, default=_plain_mapping, separators=(",", ":"))
         plain = json.loads(text, parse_int=_finite_double, parse_float=_finite_double)
     except (TypeError, ValueError, RecursionError) as error:
         return TaskOutcome(
             error_code="INVALID_RESULT", error_message=f"handler result is not JSON: {error}"
+        )
+    size = len(text.encode())
+    if size > max_bytes:
+        return TaskOutcome(
+            error_code="RESULT_TOO_LARGE",
+            error_message=f"handler result is {size} bytes of JSON; at most {max_bytes} are kept",
         )
     if json_depth(plain) > MAX_JSON_DEPTH:
         return TaskOutcome(
