@@ -561,9 +561,33 @@ async def test_memory_store_forgetting_also_works_in_batches(clock: ManualClock)
     assert len(store) == 0
 
 
-def test_memory_store_refuses_negative_retention() -> None:
-    with pytest.raises(ValueError, match="ended_retention"):
-        MemorySessionStore(ended_retention=-1)
+async def test_memory_store_remembers_at_most_max_ended_sessions(clock: ManualClock) -> None:
+    store = MemorySessionStore(max_ended=2)
+    manager = SessionManager(store, clock=clock, idle_timeout=IDLE)
+    first, second, third = [await established(manager, f"peer-{n}") for n in range(3)]
+    for session in (first, second, third):
+        await manager.terminate_session(session.session_id)
+
+    # The oldest ended session went at once, before its retention: memory stays bounded.
+    assert await manager.get_session(first.session_id) is None
+    assert (await stored(manager, second.session_id)).state is S.TERMINATED
+    assert (await stored(manager, third.session_id)).state is S.TERMINATED
+    assert len(store) == 2
+    with pytest.raises(SessionNotFound):
+        await admit(manager, first.session_id, 1)
+    assert (await manager.get_session_stats()).terminated == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"ended_retention": -1}, id="negative-retention"),
+        pytest.param({"max_ended": -1}, id="negative-max-ended"),
+    ],
+)
+def test_memory_store_refuses_negative_bounds(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        MemorySessionStore(**options)  # type: ignore[arg-type]
 
 
 # --- statistics ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from peer_grpc.sessions.manager import (
     DEFAULT_MAX_LIFETIME,
     DEFAULT_MAX_SESSIONS,
 )
+from peer_grpc.stores.memory.sessions import DEFAULT_ENDED_RETENTION, DEFAULT_MAX_ENDED_SESSIONS
 from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
 from peer_grpc.stores.redis.keys import DEFAULT_KEY_PREFIX
 from peer_grpc.tasks.manager import (
@@ -202,6 +203,23 @@ class ServerConfig:
         parse=parse_positive,
         help="seconds between heartbeats asked of peers",
         default_text="a third of the idle timeout",
+    )
+    #: Seconds an ended session is remembered, so that a late call learns why it ended.
+    ended_session_retention: float = _setting(
+        DEFAULT_ENDED_RETENTION,
+        flag="--ended-session-retention",
+        parse=_parse_float,
+        help="seconds an ended session is remembered, so that a late call is told why "
+        "it ended (SESSION_TERMINATED, SESSION_EXPIRED) rather than SESSION_NOT_FOUND",
+    )
+    #: Ended sessions the memory store remembers at most; beyond, the oldest go early.
+    max_ended_sessions: int = _setting(
+        DEFAULT_MAX_ENDED_SESSIONS,
+        flag="--max-ended-sessions",
+        parse=_parse_int,
+        group=_LIMITS,
+        help="ended sessions remembered at most by the memory store (about 1.2 KB each); "
+        "beyond, the oldest are forgotten early (Redis keeps them for the retention)",
     )
     #: Seconds between background sweeps of expired sessions.
     sweep_interval: float = _setting(
@@ -484,8 +502,10 @@ class ServerConfig:
         ring_size(self.replay_window)  # raises for a width out of range
         if not 0 <= self.retry_cache_size <= 1024:
             raise ValueError("retry_cache_size must be 0-1024")
-        if self.task_retention < 0:
-            raise ValueError("task_retention must not be negative")
+        if self.task_retention < 0 or self.ended_session_retention < 0:
+            raise ValueError("task_retention and ended_session_retention must not be negative")
+        if self.max_ended_sessions < 0:
+            raise ValueError("max_ended_sessions must not be negative")
         if self.store != MEMORY_STORE:
             if not self.store.startswith(_REDIS_SCHEMES):
                 raise ValueError(

@@ -21,7 +21,11 @@ def open_stores(
     if not config.uses_redis:
         # `is None`, not `or`: an empty memory store has a length of 0 and is falsy.
         if store is None:
-            store = MemorySessionStore(retry_cache_size=config.retry_cache_size)
+            store = MemorySessionStore(
+                retry_cache_size=config.retry_cache_size,
+                ended_retention=config.ended_session_retention,
+                max_ended=config.max_ended_sessions,
+            )
         if task_store is None:
             task_store = MemoryTaskStore(retention=config.task_retention)
         return store, task_store
@@ -34,6 +38,7 @@ def open_stores(
             key_prefix=config.redis_key_prefix,
             retry_cache_size=config.retry_cache_size,
             retry_after=options.retry_after,
+            ended_retention=config.ended_session_retention,
         )
     if task_store is None:
         assert client is not None

@@ -39,10 +39,14 @@ from peer_grpc.stores.memory.records import (
 )
 from peer_grpc.stores.protocols import Admission, SweepResult, WindowSnapshot
 
-__all__ = ["DEFAULT_ENDED_RETENTION", "MemorySessionStore"]
+__all__ = ["DEFAULT_ENDED_RETENTION", "DEFAULT_MAX_ENDED_SESSIONS", "MemorySessionStore"]
 
 #: How long ended sessions are remembered so late calls get the right reason.
 DEFAULT_ENDED_RETENTION = 600.0
+#: Ended sessions remembered at most (about 1.2 KB each): under a flood of short
+#: sessions the oldest are forgotten early, and a late call on one of those gets
+#: SESSION_NOT_FOUND instead of SESSION_TERMINATED or SESSION_EXPIRED.
+DEFAULT_MAX_ENDED_SESSIONS = 100_000
 
 
 class MemorySessionStore:
@@ -53,6 +57,12 @@ class MemorySessionStore:
     one-second buckets, moved by activity only when it crosses a second, so a
     sweep costs in proportion to the sessions that expired, not to the number of
     sessions.
+
+    Args:
+        ended_retention: seconds an ended session is remembered, so that a late call
+            learns why it ended.
+        retry_cache_size: accepted calls per session remembered to answer resends.
+        max_ended: ended sessions remembered at most; beyond, the oldest are forgotten.
     """
 
     def __init__(
@@ -60,10 +70,14 @@ class MemorySessionStore:
         *,
         ended_retention: float = DEFAULT_ENDED_RETENTION,
         retry_cache_size: int = DEFAULT_RETRY_CACHE,
+        max_ended: int = DEFAULT_MAX_ENDED_SESSIONS,
     ) -> None:
         if ended_retention < 0:
             raise ValueError("ended_retention must not be negative")
+        if max_ended < 0:
+            raise ValueError("max_ended must not be negative")
         self._ended_retention = ended_retention
+        self._max_ended = max_ended
         self._retry_cache_size = retry_cache_size
         # Compact records, not snapshots: see memory_records. Snapshots are built on demand.
         self._records: dict[str, Record] = {}
@@ -210,13 +224,18 @@ class MemorySessionStore:
         while ended and ended[0][0] <= now and work < limit:
             _, session_id = ended.popleft()
             work += 1
-            record = self._records.pop(session_id, None)
-            self._retries.pop(session_id, None)
-            if record is not None:
-                self._by_state[state_of(record)] -= 1
-                purged += 1
+            purged += self._forget(session_id)
         more = more_due or bool(ended and ended[0][0] <= now)
         return SweepResult(expired=len(due), purged=purged, more=more)
+
+    def _forget(self, session_id: str) -> bool:
+        """Drop an ended session's record; whether there was one."""
+        record = self._records.pop(session_id, None)
+        self._retries.pop(session_id, None)
+        if record is None:
+            return False
+        self._by_state[state_of(record)] -= 1
+        return True
 
     def _deadline_of(self, session_id: str) -> float:
         return deadline_of(self._records[session_id])
@@ -295,6 +314,8 @@ class MemorySessionStore:
         if scheduled:
             self._expiry.discard(session_id, deadline_of(record))
         self._ended.append((now + self._ended_retention, session_id))
+        if len(self._ended) > self._max_ended:  # the bound on memory: forget the oldest now
+            self._forget(self._ended.popleft()[1])
         if final is SessionState.EXPIRED:
             self._expired_total += 1
         else:
