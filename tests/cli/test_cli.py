@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+import grpc.aio
 import pytest
 
 from peer_grpc import PeerClient, __version__
-from peer_grpc._proto.peer.v1 import peer_pb2
+from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.cli import main
 from tests.certs import Pki
+from tests.conftest import open_session, session_metadata
 
 SERVING = re.compile(r"serving on (\S+)")
 
@@ -398,6 +403,43 @@ def test_serve_drains_a_call_in_flight_on_sigterm_and_exits_0(serve_process: Ser
     assert state == peer_pb2.TASK_STATE_COMPLETED
     assert code == 0
     assert "shutting down" in log
+
+
+def test_sigterm_under_load_answers_no_call_cancelled(serve_process: ServeProcess):
+    """Calls that reach a stopping server are served, or refused UNAVAILABLE so that
+    the caller sends them elsewhere: never CANCELLED, which no client resends."""
+
+    async def caller(name: str, codes: Counter[str]) -> None:
+        # Like a client behind a balancer: after the first refusal it goes elsewhere.
+        async with grpc.aio.insecure_channel(serve_process.address) as channel:
+            stub = peer_pb2_grpc.PeerServiceStub(channel)
+            session_id = (await open_session(stub, name)).session_id
+            for sequence in itertools.count(1):
+                try:
+                    await stub.Ping(
+                        peer_pb2.PingRequest(),
+                        metadata=session_metadata(session_id, sequence),
+                        timeout=5,
+                    )
+                except grpc.aio.AioRpcError as error:
+                    codes[error.code().name] += 1
+                    return
+                codes["OK"] += 1
+
+    async def load_then_stop() -> Counter[str]:
+        codes: Counter[str] = Counter()
+        callers = [asyncio.create_task(caller(f"peer-{n}", codes)) for n in range(8)]
+        await asyncio.sleep(1.0)
+        serve_process.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*callers), 15)
+        return codes
+
+    codes = asyncio.run(load_then_stop())
+
+    assert serve_process.wait()[0] == 0
+    assert codes["OK"] > 0
+    assert set(codes) == {"OK", "UNAVAILABLE"}, codes
+    assert codes["UNAVAILABLE"] == 8
 
 
 def test_serve_and_the_client_commands_speak_mutual_tls(tmp_path: Path, capsys):

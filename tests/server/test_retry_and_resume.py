@@ -57,8 +57,10 @@ class DelayCalls(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 @dataclass
 class LoseFirstResponse(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Runs the call, then fails it as a broken connection would: once per sequence."""
+    """Runs the call, then fails it as a broken connection would (or as a stopping
+    server's gRPC core does: CANCELLED): once per sequence."""
 
+    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
     lost: set[int] = field(default_factory=set)
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
@@ -73,7 +75,7 @@ class LoseFirstResponse(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             response = await inner(request, context)
             if sequence not in lost:
                 lost.add(sequence)
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset (test)")
+                await context.abort(self.code, "connection reset (test)")
             return response
 
         return grpc.unary_unary_rpc_method_handler(
@@ -240,10 +242,18 @@ async def test_a_resent_terminate_gets_its_original_answer(start_server: ServerF
         assert again == first
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        pytest.param(grpc.StatusCode.UNAVAILABLE, id="connection-lost"),
+        # What a stopping server's gRPC core answers calls it never handed out.
+        pytest.param(grpc.StatusCode.CANCELLED, id="cancelled-by-the-server"),
+    ],
+)
 async def test_a_lost_response_is_resent_and_the_call_runs_exactly_once(
-    start_server: ServerFactory, counter: Counter
+    start_server: ServerFactory, counter: Counter, code: grpc.StatusCode
 ):
-    lose = LoseFirstResponse()
+    lose = LoseFirstResponse(code)
     server = await start_server(outer=(lose,))
     async with PeerClient(server.address, "unlucky", heartbeat=False, backoff=0.01) as client:
         task = await client.delegate_task("count")

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from peer_grpc import PeerClient, PeerServer, ServerBindError, ServerConfig
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from tests.conftest import open_session, session_metadata
+from tests.conftest import Gate, open_session, session_metadata
 from tests.rpc_details import details_of
 
 BUF = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "buf"
@@ -249,3 +249,38 @@ async def test_logs_never_carry_a_full_session_id_or_a_token(
     for secret in (first_id, second_id, first_ticket.session_token, second_ticket.session_token):
         assert secret
         assert secret not in caplog.text
+
+
+async def test_a_stopping_server_refuses_new_calls_unavailable_and_finishes_those_in_flight(
+    server: PeerServer, gate: Gate
+):
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = peer_pb2_grpc.PeerServiceStub(channel)
+        session_id = (await open_session(stub, "in-flight")).session_id
+        held = asyncio.ensure_future(
+            stub.DelegateTask(
+                peer_pb2.DelegateTaskRequest(task_type="held"),
+                metadata=session_metadata(session_id, 1),
+            )
+        )
+        await gate.started.wait()
+        stopping = asyncio.create_task(server.stop(grace=5))
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        async for answer in watch:
+            if answer.status != SERVING:
+                break  # the server has begun to stop
+        watch.cancel()
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await open_session(stub, "latecomer")
+        gate.release.set()
+        finished = await held
+        await stopping
+
+    details = details_of(refused.value)
+    assert details.code is grpc.StatusCode.UNAVAILABLE
+    assert details.reason == "SHUTTING_DOWN"
+    assert finished.task.state == peer_pb2.TASK_STATE_COMPLETED
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING

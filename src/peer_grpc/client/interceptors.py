@@ -44,7 +44,13 @@ FINAL_TASK_STATES = frozenset(
     }
 )
 #: Codes after which a call's fate is unknown and it is resent with the same sequence.
-RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: CANCELLED is among them because a client's own cancellation never arrives as an
+#: error (the awaiting task gets CancelledError): this one came from the server, whose
+#: gRPC core cancels calls it received but never handed out when it shuts down
+#: (grpc/grpc#41785). Resending is safe: the server answers a resend from its record.
+RESEND_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
 RESEND_CODE_NAMES = frozenset(code.name for code in RESEND_CODES)
 #: Reconnect soon after a server comes back (gRPC's default first backoff is a second).
 CHANNEL_OPTIONS = (

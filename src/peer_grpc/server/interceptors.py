@@ -35,6 +35,7 @@ from peer_grpc.core.errors import (
     SequenceError,
     SequenceErrorKind,
     SessionRequired,
+    ShuttingDown,
     StoreUnavailable,
 )
 from peer_grpc.core.metadata import (
@@ -69,6 +70,7 @@ from peer_grpc.wire.tls import identity_of
 
 __all__ = [
     "ErrorStatusInterceptor",
+    "Gate",
     "ObservingInterceptor",
     "RequestValidationInterceptor",
     "SessionInterceptor",
@@ -154,16 +156,49 @@ def _passing_bytes_through(serialize: Serializer | None) -> Serializer:
     return serialize_or_pass
 
 
+class Gate:
+    """Whether the server takes new calls: closed once it begins to stop.
+
+    A closed gate answers every new call UNAVAILABLE (``SHUTTING_DOWN``), which a
+    client resends elsewhere, while calls already in flight finish. Stopping gRPC's
+    server at once instead would answer CANCELLED the calls it had received but not
+    yet handed out (grpc/grpc#41785).
+    """
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        """Take no new calls from now on."""
+        self.open = False
+
+
+def _shutting_down() -> ShuttingDown:
+    # A new one per call: a raised instance keeps its traceback, which would grow.
+    return ShuttingDown("the server is shutting down; send the call again elsewhere")
+
+
 class ErrorStatusInterceptor(_MethodWrappingInterceptor):
-    """Aborts with the rich status of any :class:`PeerError` raised further in.
+    """Aborts with the rich status of any :class:`PeerError` raised further in, and
+    refuses every call once ``gate`` is closed.
 
     Anything else that escapes is a server fault: it is logged with its traceback
     and answered INTERNAL without details.
     """
 
+    def __init__(self, gate: Gate | None = None) -> None:
+        super().__init__()
+        self._gate = gate if gate is not None else Gate()
+
     def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
+        gate = self._gate
+
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
+                if not gate.open:
+                    raise _shutting_down()
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -173,8 +208,12 @@ class ErrorStatusInterceptor(_MethodWrappingInterceptor):
         return guarded
 
     def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
+        gate = self._gate
+
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
+                if not gate.open:
+                    raise _shutting_down()
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -622,17 +661,19 @@ def peer_interceptors(
     allow_sessionless: bool = False,
     check_identity: bool = False,
     observers: Sequence[CallObserver] = (),
+    gate: Gate | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The PeerService's interceptors, in the order they must run (chained into one).
 
     With ``check_identity`` (mutual TLS), a call on a session must come from the
     client certificate identity that opened it. ``observers`` are told of every
-    call; without any, calls are not timed at all.
+    call; without any, calls are not timed at all. Once ``gate`` closes, every call
+    is refused UNAVAILABLE (``SHUTTING_DOWN``).
     """
     observing = [ObservingInterceptor(observers)] if observers else []
     chain = _Chain(
         [
-            ErrorStatusInterceptor(),
+            ErrorStatusInterceptor(gate),
             *observing,
             SessionMetadataInterceptor(
                 allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else ()

@@ -26,7 +26,7 @@ from peer_grpc.observability.metrics import MetricsEndpoint, ServerMetrics, Stor
 from peer_grpc.observability.tracing import CallTracing
 from peer_grpc.server.config import ServerConfig, format_address
 from peer_grpc.server.handlers import peer_service_handler
-from peer_grpc.server.interceptors import peer_interceptors
+from peer_grpc.server.interceptors import Gate, peer_interceptors
 from peer_grpc.server.reflection import enable_reflection
 from peer_grpc.server.servicer import PeerServicer
 from peer_grpc.server.store_factory import open_stores
@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["PeerServer", "ServerBindError", "serve"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a stopping server answers new calls SHUTTING_DOWN before gRPC stops taking them.
+_DRAIN = 0.25
 
 
 class ServerBindError(RuntimeError):
@@ -129,6 +132,7 @@ class PeerServer:
             on_unavailable=lambda: self._count_store_error("check"),
         )
         self._store_watching: asyncio.Task[None] | None = None
+        self._gate = Gate()
         self._port = 0
 
     def _call_observers(self, tracer_provider: AnyTracerProvider | None) -> list[CallObserver]:
@@ -185,6 +189,7 @@ class PeerServer:
                     allow_sessionless=config.allow_sessionless,
                     check_identity=config.mutual_tls,
                     observers=self._observers,
+                    gate=self._gate,
                 ),
             ],
             options=config.grpc_options(),
@@ -270,11 +275,18 @@ class PeerServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls and tasks, let in-flight calls and running tasks finish
-        within ``grace`` seconds, cancel the tasks still running, and stop."""
+        within ``grace`` seconds, cancel the tasks still running, and stop.
+
+        New calls are answered UNAVAILABLE (``SHUTTING_DOWN``) from the first moment,
+        which clients resend to another replica. gRPC's own server is stopped only
+        after a short drain, so that calls it already received are answered that way
+        too rather than cut off CANCELLED (grpc/grpc#41785).
+        """
         if self._server is None:
             return
         server, self._server = self._server, None
         grace = self.config.shutdown_grace if grace is None else grace
+        self._gate.close()
         await self.health.enter_graceful_shutdown()
         for background in (self._sweeper, self._store_watching):
             # redis-py may turn a cancellation in the middle of a command into a
@@ -285,11 +297,17 @@ class PeerServer:
         self._sweeper = self._store_watching = None
         try:
             # Together: calls that wait for tasks end as the tasks end (or are canceled).
-            await asyncio.gather(self.tasks.shutdown(grace), server.stop(grace))
+            await asyncio.gather(self.tasks.shutdown(grace), self._drain_and_stop(server, grace))
         finally:
             await self._close_metrics()
             await self.close_stores()
         log.info("peer-grpc stopped")
+
+    async def _drain_and_stop(self, server: grpc.aio.Server, grace: float) -> None:
+        """Keep gRPC handing calls to the closed gate for a moment, then stop it."""
+        drain = min(_DRAIN, grace / 2)
+        await asyncio.sleep(drain)
+        await server.stop(grace - drain)
 
     async def _close_metrics(self) -> None:
         """Stop reading the stores for scrapes, and close the metrics endpoint."""
