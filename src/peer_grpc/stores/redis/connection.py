@@ -41,8 +41,9 @@ class RedisOptions:
     command_timeout: float = 1.0
     #: Seconds to open a connection.
     connect_timeout: float = 1.0
-    #: Times redis-py sends a command again after a connection error or timeout.
-    #: Safe for every script here: each compares against what it was given.
+    #: Times redis-py sends a command again after a connection error or timeout, even
+    #: when the first send ran. Safe for every script here: each recognises its own
+    #: earlier effect (an admission id, a task's own snapshot) and answers as before.
     retries: int = 2
     #: The first and the longest wait between those tries, and between reconnects.
     backoff_base: float = 0.05
