@@ -28,6 +28,7 @@ from peer_grpc.stores.redis.keys import (
     index_member,
     parse_index_member,
 )
+from peer_grpc.stores.redis.stream_watch import StreamWatch
 
 __all__ = ["RedisTaskStore"]
 
@@ -70,7 +71,7 @@ class RedisTaskStore:
         self._keys = RedisKeys(key_prefix)
         self._retention = retention
         self._retry_after = retry_after
-        self._watch_poll_ms = max(int(watch_poll * 1000), 1)
+        self._watch = StreamWatch(client, max(int(watch_poll * 1000), 1))
         self._create = client.register_script(scripts.TASK_CREATE)
         self._append = client.register_script(scripts.TASK_APPEND)
 
@@ -135,8 +136,9 @@ class RedisTaskStore:
                     return [_decode_entry(entry) for entry in entries]
                 if not await self._redis.exists(key):
                     raise TaskNotFound(f"no task {task_id}")
-                # Blocks until a newer entry comes, or the poll interval passes.
-                await self._redis.xread({key: f"{version}-0"}, block=self._watch_poll_ms)
+                # Until a newer entry comes, or the poll interval passes; the replica's
+                # one reader waits for every watcher, which holds no connection.
+                await self._watch.wait(key, version)
 
     async def list_owned(
         self, owner_peer_id: str, *, after: int, limit: int, state: TaskState | None = None
@@ -202,7 +204,8 @@ class RedisTaskStore:
             await self._redis.ping()
 
     async def close(self) -> None:
-        """Close the Redis client."""
+        """Stop watching and close the Redis client."""
+        await self._watch.close()
         await self._redis.aclose()
 
     async def _mark_ended(self, task: Task) -> None:

@@ -1,0 +1,149 @@
+"""One reader for every watched task stream of a replica, fanning out to the watchers.
+
+A watcher that blocked on a pooled connection of its own (``XREAD BLOCK``) held that
+connection for as long as it watched: a hundred watchers took a hundred connections
+from the pool the whole server shares, and calls, health checks and the recording of
+tasks' ends waited for a free one. Here one reader blocks, on a connection of its
+own, on every watched stream at once; watchers wait on futures and hold nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import redis.asyncio
+
+from peer_grpc.stores.redis.connection import unavailable_errors
+
+__all__ = ["StreamWatch"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds the reader waits before reading again after Redis failed it.
+_PAUSE_AFTER_FAILURE = 0.1
+
+
+class StreamWatch:
+    """Tells watchers when a stream may have grown past the version they know.
+
+    Args:
+        client: the store's client; the reader gets a connection of its own from the
+            same settings, and new watchers interrupt its wait through ``client``.
+        block_ms: the longest the reader blocks; watchers are woken at least that
+            often, to see whether their stream still exists.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, block_ms: int) -> None:
+        self._client = client
+        self._block_ms = block_ms
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._connection: redis.asyncio.Redis | None = None
+        self._reader_id: int | None = None
+        #: What the reader's current XREAD covers: key -> the version it reads after.
+        self._reading: dict[str, int] = {}
+        self._interrupted = False
+
+    async def wait(self, key: str, version: int) -> None:
+        """Return once the stream ``key`` may hold an entry newer than ``version``, or
+        after ``block_ms`` at most.
+
+        Raises:
+            redis.exceptions.RedisError: Redis failed the reader (one of
+                :data:`~peer_grpc.stores.redis.connection.unavailable_errors`).
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (version, future)
+        self._waiters.setdefault(key, []).append(entry)
+        try:
+            self._start_reader()
+            if key not in self._reading:
+                await self._interrupt()
+            await future
+        finally:
+            waiting = self._waiters.get(key)
+            if waiting is not None:
+                with contextlib.suppress(ValueError):
+                    waiting.remove(entry)
+                if not waiting:
+                    del self._waiters[key]
+
+    async def close(self) -> None:
+        """Stop the reader and close its connection."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.aclose(close_connection_pool=True)
+
+    def _start_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(), name="peer-grpc-stream-watch")
+
+    async def _interrupt(self) -> None:
+        """Make the reader's blocked XREAD return, so that it reads the new set of keys."""
+        if self._reader_id is None or not self._reading:
+            return  # not blocked yet: its next XREAD includes every waiter
+        self._interrupted = True
+        with contextlib.suppress(*unavailable_errors):
+            await self._client.client_unblock(self._reader_id)
+
+    async def _read(self) -> None:
+        while self._waiters:
+            try:
+                reply = await self._read_once()
+            except unavailable_errors as error:
+                self._wake_all(error)
+                self._reader_id = None  # the connection is new after a failure
+                await asyncio.sleep(_PAUSE_AFTER_FAILURE)
+                continue
+            if reply:
+                self._wake({key.decode() for key, _ in reply})
+            elif not self._interrupted:
+                self._wake(set(self._waiters))  # a poll passed: let each see its stream
+            self._interrupted = False
+        self._reading = {}
+
+    async def _read_once(self) -> Any:
+        connection = self._own_connection()
+        if self._reader_id is None:
+            self._reader_id = await connection.client_id()
+        self._reading = {
+            key: min(version for version, _ in waiting) for key, waiting in self._waiters.items()
+        }
+        streams = {key: f"{version}-0" for key, version in self._reading.items()}
+        try:
+            return await connection.xread(streams, block=self._block_ms)  # type: ignore[arg-type]
+        finally:
+            self._reading = {}
+
+    def _own_connection(self) -> redis.asyncio.Redis:
+        if self._connection is None:
+            pool = self._client.connection_pool
+            self._connection = redis.asyncio.Redis(
+                connection_pool=redis.asyncio.ConnectionPool(
+                    connection_class=pool.connection_class,
+                    max_connections=1,
+                    **pool.connection_kwargs,
+                )
+            )
+        return self._connection
+
+    def _wake(self, keys: set[str]) -> None:
+        for key in keys:
+            for _, future in self._waiters.get(key, ()):
+                if not future.done():
+                    future.set_result(None)
+
+    def _wake_all(self, error: BaseException) -> None:
+        for waiting in self._waiters.values():
+            for _, future in waiting:
+                if not future.done():
+                    # One exception each: a raised exception keeps its traceback.
+                    future.set_exception(type(error)(*error.args))
