@@ -19,6 +19,7 @@ from peer_grpc import (
 )
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.core.session import SESSION_MACHINE
+from peer_grpc.core.state_machine import StateMachine
 from tests.conftest import admit, state_slug, transition_params
 
 S = SessionState
@@ -198,3 +199,20 @@ async def test_store_refuses_an_illegal_transition_and_changes_nothing(
         await store.transition(session.session_id, target, clock.now() + 1)
 
     assert await store.get(session.session_id) == session
+
+
+# --- the helper both machines are made with -----------------------------------------------------
+
+
+def test_a_machine_must_give_every_state_a_row() -> None:
+    with pytest.raises(ValueError, match=r"session states without a row: \['EXPIRED'\]"):
+        StateMachine(
+            "session",
+            {state: set() for state in SessionState if state is not S.EXPIRED},
+        )
+
+
+def test_a_machine_knows_where_each_state_can_be_reached_from() -> None:
+    assert SESSION_MACHINE.sources_of(S.EXPIRED) == {S.INITIAL, S.HANDSHAKE_SENT, S.ESTABLISHED}
+    assert SESSION_MACHINE.sources_of(S.INITIAL) == frozenset()
+    assert [s for s in SessionState if SESSION_MACHINE.is_final(s)] == [S.TERMINATED, S.EXPIRED]
