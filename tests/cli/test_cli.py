@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,13 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf import struct_pb2
 
 from peer_grpc import PeerClient, __version__
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.cli import main
 from tests.certs import Pki
-from tests.conftest import open_session, session_metadata
+from tests.conftest import open_session, session_metadata, shared_redis
 
 SERVING = re.compile(r"serving on (\S+)")
 
@@ -513,3 +515,52 @@ def test_serve_refuses_an_identity_map_that_is_not_an_object_of_lists(tmp_path: 
     )
     assert result.returncode == 2
     assert "must map to a list of strings" in result.stderr
+
+
+def test_a_resend_to_a_survivor_of_a_killed_replica_gets_an_answer():
+    """kill -9 of the replica that admitted a call, before it recorded how the call ended:
+    a resend to another replica is answered (the outcome, or NOT_RUN: send it again)
+    within the replica liveness time, not left waiting until its deadline."""
+    prefix = ("--redis-key-prefix", f"killed-{os.getpid()}-{time.monotonic_ns()}")
+    store = ("--store", shared_redis().url, *prefix)
+    doomed = start_serve("--host", "127.0.0.1", "--port", "0", *store)
+    survivor = start_serve("--host", "127.0.0.1", "--port", "0", *store)
+
+    async def resend_after_the_kill() -> tuple[grpc.StatusCode, str, float]:
+        request = peer_pb2.DelegateTaskRequest(
+            task_type="sleep", payload=struct_of({"seconds": 0.5}), return_immediately=True
+        )
+        async with grpc.aio.insecure_channel(doomed.address) as channel:
+            stub = peer_pb2_grpc.PeerServiceStub(channel)
+            session_id = (await open_session(stub, "orphan")).session_id
+            call = stub.DelegateTask(request, metadata=session_metadata(session_id, 1))
+            await call.initial_metadata()  # admitted
+            doomed.process.kill()
+        started = time.monotonic()
+        async with grpc.aio.insecure_channel(survivor.address) as channel:
+            stub = peer_pb2_grpc.PeerServiceStub(channel)
+            try:
+                await stub.DelegateTask(
+                    request, metadata=session_metadata(session_id, 1), timeout=30
+                )
+                code, details = grpc.StatusCode.OK, ""
+            except grpc.aio.AioRpcError as error:
+                code, details = error.code(), error.details() or ""
+        return code, details, time.monotonic() - started
+
+    try:
+        code, details, took = asyncio.run(resend_after_the_kill())
+    finally:
+        doomed.wait()  # killed: collect its pipes
+        survivor.stop()
+
+    assert took < 10, f"{code} after {took:.1f}s"
+    assert code in (grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE), (code, details)
+    if code is grpc.StatusCode.UNAVAILABLE:
+        assert "did not run; send it again" in details
+
+
+def struct_of(value: dict[str, float]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct

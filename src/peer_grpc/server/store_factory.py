@@ -7,6 +7,7 @@ from peer_grpc.stores.memory import MemorySessionStore, MemoryTaskStore
 from peer_grpc.stores.protocols import SessionStore, TaskStore
 from peer_grpc.stores.redis import RedisOptions, RedisSessionStore, RedisTaskStore
 from peer_grpc.stores.redis.connection import connect
+from peer_grpc.stores.redis.sessions import REPLICA_TTL
 
 __all__ = ["open_stores"]
 
@@ -39,6 +40,8 @@ def open_stores(
             retry_cache_size=config.retry_cache_size,
             retry_after=options.retry_after,
             ended_retention=config.ended_session_retention,
+            # The store watch renews liveness at each check: outlive a few of them.
+            replica_ttl=max(REPLICA_TTL, 3 * config.store_check_interval),
         )
     if task_store is None:
         assert client is not None

@@ -23,6 +23,11 @@ Per task (tag ``{t:<task id>}``) and per task owner (tag ``{o:<peer id>}``)::
                                        <version>-0, so watchers XREAD what follows theirs
     <prefix>:{o:<peer>}:tasks   ZSET   the peer's task ids, scored by ordinal (ListTasks)
 
+Per replica (tag ``{r:<replica id>}``)::
+
+    <prefix>:{r:<id>}:alive     STRING present while the replica lives: it renews the
+                                       key's TTL every second; admissions name their replica
+
 Shared indexes and counters (tag ``{global}``; one script updates them together)::
 
     <prefix>:{global}:peers          HASH  peer id -> its live session id
@@ -67,6 +72,9 @@ class RedisKeys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:{{t:{task_id}}}:task"
+
+    def replica(self, replica_id: str) -> str:
+        return f"{self.prefix}:{{r:{replica_id}}}:alive"
 
     def owned_tasks(self, peer_id: str) -> str:
         return f"{self.prefix}:{{o:{peer_id}}}:tasks"

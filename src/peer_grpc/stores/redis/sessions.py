@@ -68,7 +68,7 @@ from peer_grpc.stores.redis.keys import (
     parse_index_member,
 )
 
-__all__ = ["OUTCOME_DELAY", "RedisSessionStore"]
+__all__ = ["OUTCOME_DELAY", "REPLICA_TTL", "RedisSessionStore"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,13 @@ _NOT_RUN_MARK = b"NOT_RUN"
 #: Seconds an outcome waits to ride on its session's next admission before it is
 #: written on its own. A resend of the call meanwhile waits as long, at most.
 OUTCOME_DELAY = 0.05
+#: Seconds a replica counts as alive after it last said so: at its first admission and
+#: at every :meth:`RedisSessionStore.check` (the server's store watch, every second).
+#: A resend whose original call's replica is no longer alive gets NOT_RUN (run it
+#: again) instead of waiting for an outcome that will never come.
+REPLICA_TTL = 5.0
+#: Seconds between looks at whether a waited-on call's replica still lives.
+_LIVENESS_CHECK = 0.5
 #: An outcome to write: session id, sequence, admission id, encoded outcome.
 _Settlement = tuple[str, int, str, bytes]
 
@@ -93,6 +100,8 @@ class RedisSessionStore:
         ended_retention: seconds ended sessions are remembered, as in memory.
         retry_cache_size: accepted calls per session remembered for resends.
         retry_after: seconds callers are told to wait while Redis is away.
+        replica_ttl: seconds this replica counts as alive after :meth:`check` (or its
+            first admission) said so; more than the interval between checks.
     """
 
     def __init__(
@@ -103,6 +112,7 @@ class RedisSessionStore:
         ended_retention: float = DEFAULT_ENDED_RETENTION,
         retry_cache_size: int = DEFAULT_RETRY_CACHE,
         retry_after: float = 1.0,
+        replica_ttl: float = REPLICA_TTL,
     ) -> None:
         if ended_retention < 0:
             raise ValueError("ended_retention must not be negative")
@@ -124,6 +134,10 @@ class RedisSessionStore:
         self._unsettled: dict[str, list[_Settlement]] = {}
         self._settler: asyncio.TimerHandle | None = None
         self._settling: set[asyncio.Task[None]] = set()
+        #: This store's replica: every admission names it, and it renews its liveness.
+        self.replica_id = secrets.token_hex(6)
+        self._announced = False
+        self._replica_ttl_ms = int(replica_ttl * 1000)
 
     @classmethod
     def from_url(
@@ -238,7 +252,11 @@ class RedisSessionStore:
         expires_at: float,
         identity: str = "",
     ) -> Admission:
-        admission = secrets.token_hex(8)
+        if not self._announced:
+            with self._unavailable("announcing this replica"):
+                await self._say_alive()
+            self._announced = True
+        admission = f"{self.replica_id}-{secrets.token_hex(8)}"
         keys = self._keys.session(session_id)
         call_key = _call_key(key)
         riding = self._unsettled.pop(session_id, ())
@@ -445,9 +463,14 @@ class RedisSessionStore:
         )
 
     async def check(self) -> None:
-        """Raise :class:`StoreUnavailable` unless Redis answers; then write what waited for it."""
+        """Raise :class:`StoreUnavailable` unless Redis answers; then write what waited for it.
+
+        The answer also renews this replica's liveness (see :data:`REPLICA_TTL`): the
+        server checks every second, and other replicas then wait for the outcomes of
+        its calls rather than answering resends NOT_RUN.
+        """
         with self._unavailable("answering a health check"):
-            await self._redis.ping()
+            await self._say_alive()
         while self._backlog:
             entry = self._backlog[0]
             with self._unavailable("recording outcomes"):
@@ -455,7 +478,8 @@ class RedisSessionStore:
             self._backlog.popleft()
 
     async def close(self) -> None:
-        """Write the outcomes still waiting to be written, then close the Redis client."""
+        """Write the outcomes still waiting to be written, say this replica is gone, then
+        close the Redis client."""
         if self._settler is not None:
             self._settler.cancel()
             self._settler = None
@@ -463,7 +487,20 @@ class RedisSessionStore:
             await self._settle_waiting()
         if self._settling:
             await asyncio.wait(self._settling, timeout=self._retry_after + 1)
+        if self._announced:
+            with contextlib.suppress(*unavailable_errors):
+                await self._redis.delete(self._keys.replica(self.replica_id))
         await self._redis.aclose()
+
+    async def _say_alive(self) -> None:
+        await self._redis.set(self._keys.replica(self.replica_id), b"1", px=self._replica_ttl_ms)
+
+    async def replica_alive(self, replica_id: str) -> bool:
+        """Whether the replica ``replica_id`` said it was alive within :data:`REPLICA_TTL`."""
+        if replica_id == self.replica_id:
+            return True
+        with self._unavailable("asking whether a replica is alive"):
+            return bool(await self._redis.exists(self._keys.replica(replica_id)))
 
     # --- helpers --------------------------------------------------------------------
 
@@ -538,6 +575,7 @@ class _Outcome:
         known: bytes,
     ) -> None:
         self._store = store
+        self._session_id = session_id
         self._calls = store._keys.session(session_id)[1]
         self._sequence = str(sequence)
         self._call_key = call_key
@@ -549,17 +587,35 @@ class _Outcome:
     async def _wait(self) -> CallOutcome:
         value = self._known
         delay = 0.002
+        store = self._store
+        clock = asyncio.get_running_loop().time
+        next_liveness_check = clock()
         while not value:  # the original still runs, here or on another replica
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-            with self._store._unavailable("waiting for a call's outcome"):
-                fields = await self._store._redis.hmget(
-                    self._calls, [self._sequence, f"{self._sequence}:o"]
+            with store._unavailable("waiting for a call's outcome"):
+                fields = await store._redis.hmget(
+                    self._calls,
+                    [self._sequence, f"{self._sequence}:o", f"{self._sequence}:a"],
                 )
-            key, value = cast(list[bytes], fields)
+            key, value, admission = cast(list[bytes], fields)
             if key != self._call_key:
                 return FORGOTTEN
+            if value or not admission or clock() < next_liveness_check:
+                continue
+            next_liveness_check = clock() + _LIVENESS_CHECK
+            if not await store.replica_alive(_replica_of(admission)):
+                # Its replica died before recording how the call ended: mark it not run,
+                # so that this resend is told to send it again, and that send runs it.
+                dead = (self._session_id, int(self._sequence), admission.decode(), _NOT_RUN_MARK)
+                with store._unavailable("recording a call whose replica died"):
+                    await store._settle(dead)
         return NOT_RUN if value == _NOT_RUN_MARK else decode_outcome(value)
+
+
+def _replica_of(admission: bytes) -> str:
+    """The replica an admission id names (``<replica>-<random>``)."""
+    return admission.decode().partition("-")[0]
 
 
 def _is_not_run(outcome: CallOutcome) -> bool:
