@@ -24,8 +24,6 @@ from peer_grpc.core.errors import (
     SessionExpired,
     SessionLimitReached,
 )
-from peer_grpc.core.identity import Caller
-from peer_grpc.core.limits import HandshakeThrottle, RateLimiter
 from peer_grpc.server import PeerServer, ServerConfig
 from peer_grpc.wire.rich_status import error_from_rpc_error
 from tests.conftest import StoreFactory, TaskStoreFactory, open_session, session_metadata
@@ -178,54 +176,6 @@ async def test_handshakes_beyond_the_rate_are_refused_with_a_retry_delay(
         assert await server.manager.get_session(opened[-1].session_id) == before
         clock.advance(1.0)
         await open_session(stub, refused)
-
-
-def test_rate_limiter_allows_the_burst_then_the_rate() -> None:
-    limiter = RateLimiter(rate=2.0, burst=3)
-
-    assert [limiter.acquire("a", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.acquire("a", 0.0) == pytest.approx(0.5)
-    assert limiter.acquire("a", 0.25) == pytest.approx(0.25)  # half a token came back
-    assert limiter.acquire("a", 0.5) == 0.0
-    assert limiter.acquire("b", 0.5) == 0.0  # keys do not share buckets
-
-
-def test_rate_limiter_forgets_the_least_recently_seen_keys_beyond_its_bound() -> None:
-    limiter = RateLimiter(rate=1.0, burst=1, max_keys=100)
-
-    for i in range(10_000):
-        limiter.acquire(f"client-{i}", 0.0)
-
-    assert len(limiter) == 100
-
-
-def test_a_rate_of_zero_turns_the_limiter_off() -> None:
-    limiter = RateLimiter(rate=0.0, burst=1)
-    assert all(limiter.acquire("a", 0.0) == 0.0 for _ in range(1000))
-    assert len(limiter) == 0
-
-
-def test_the_throttle_counts_clients_and_peer_ids_in_buckets_of_their_own() -> None:
-    throttle = HandshakeThrottle(
-        per_client=RateLimiter(rate=1.0, burst=2), per_peer=RateLimiter(rate=1.0, burst=1)
-    )
-    caller = Caller(identity="", address="ipv4:10.0.0.1")
-    same_certificate_elsewhere = Caller(identity="svc", address="ipv4:10.0.0.9")
-
-    throttle.check_peer("a", 0.0)
-    with pytest.raises(HandshakeRateLimited) as by_peer:
-        throttle.check_peer("a", 0.0)
-    throttle.check_client(caller, 0.0)
-    throttle.check_client(caller, 0.0)
-    with pytest.raises(HandshakeRateLimited) as by_client:
-        throttle.check_client(caller, 0.0)
-
-    assert (by_peer.value.scope, by_client.value.scope) == ("peer", "client")
-    assert by_client.value.retry_after == pytest.approx(1.0)
-    # Another address, or a certificate identity wherever it connects from, counts apart.
-    throttle.check_client(Caller(identity="", address="ipv4:10.0.0.2"), 0.0)
-    throttle.check_client(same_certificate_elsewhere, 0.0)
-    throttle.check_peer("b", 0.0)
 
 
 # --- request size ------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ async def start_replica(registry: TaskRegistry) -> AsyncIterator[ReplicaFactory]
     prefix = f"replicas-{uuid.uuid4().hex[:12]}"
     started: list[PeerServer] = []
 
-    async def start(port: int = 0) -> PeerServer:
+    async def start(port: int = 0, **settings: Any) -> PeerServer:
         config = ServerConfig(
             host="127.0.0.1",
             port=port,
@@ -60,6 +60,7 @@ async def start_replica(registry: TaskRegistry) -> AsyncIterator[ReplicaFactory]
             redis_key_prefix=prefix,
             shutdown_grace=0,
             max_tasks_per_session=64,
+            **settings,
         )
         server = PeerServer(config, tasks=registry)
         await server.start()
@@ -247,3 +248,21 @@ async def test_a_task_is_watched_and_canceled_from_the_other_replica(
     await first.sweep()
     await eventually(lambda: first.tasks.running == 0)
     gate.set()
+
+
+async def test_handshake_limits_hold_across_replicas(start_replica: ReplicaFactory):
+    limited = {"peer_handshake_rate": 0.01, "peer_handshake_burst": 2}
+    first, second = await start_replica(**limited), await start_replica(**limited)
+    async with (
+        grpc.aio.insecure_channel(first.address) as one,
+        grpc.aio.insecure_channel(second.address) as other,
+    ):
+        await open_session(Stub(one), "eager")
+        await open_session(Stub(other), "eager")
+        # Each replica has seen one handshake of "eager"; together they have seen two.
+        for stub in (Stub(one), Stub(other)):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await open_session(stub, "eager")
+            details = details_of(refused.value)
+            assert details.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert details.reason == "HANDSHAKE_RATE_LIMITED"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 from peer_grpc.core.errors import HandshakeRateLimited
 from peer_grpc.core.identity import Caller
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT_PEER_HANDSHAKE_RATE",
     "HandshakeThrottle",
     "RateLimiter",
+    "TokenBuckets",
 ]
 
 #: Handshakes per second one peer id may make, on average, and in a burst.
@@ -25,6 +27,21 @@ DEFAULT_CLIENT_HANDSHAKE_RATE = 20.0
 DEFAULT_CLIENT_HANDSHAKE_BURST = 200
 #: Keys a limiter tracks at most; the least recently seen are forgotten first.
 DEFAULT_MAX_KEYS = 100_000
+
+
+class TokenBuckets(Protocol):
+    """Token buckets by key: in this process (:class:`RateLimiter`), or shared by every
+    replica (the Redis store's), so that a limit holds however calls are spread."""
+
+    #: Tokens a second each bucket gains (0: no limit).
+    rate: float
+    #: Tokens a bucket holds at most.
+    burst: int
+
+    async def take(self, key: str, now: float) -> float:
+        """Take a token for ``key`` at ``now``: 0.0 if taken, else the seconds until one
+        will be there (and nothing is taken)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -68,6 +85,10 @@ class RateLimiter:
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
 
+    async def take(self, key: str, now: float) -> float:
+        """:meth:`acquire`, as :class:`TokenBuckets` asks."""
+        return self.acquire(key, now)
+
     def __len__(self) -> int:
         """Keys tracked now."""
         return len(self._buckets)
@@ -82,18 +103,16 @@ class HandshakeThrottle:
     lock it out.
     """
 
-    def __init__(self, per_client: RateLimiter, per_peer: RateLimiter) -> None:
+    def __init__(self, per_client: TokenBuckets, per_peer: TokenBuckets) -> None:
         self.per_client = per_client
         self.per_peer = per_peer
 
-    def check_client(self, caller: Caller, now: float) -> None:
+    async def check_client(self, caller: Caller, now: float) -> None:
         """Count a handshake from ``caller``; raise HandshakeRateLimited if too soon."""
-        wait = self.per_client.acquire(caller.rate_key, now)
-        if wait:
+        if self.per_client.rate and (wait := await self.per_client.take(caller.rate_key, now)):
             raise HandshakeRateLimited("client", wait)
 
-    def check_peer(self, peer_id: str, now: float) -> None:
+    async def check_peer(self, peer_id: str, now: float) -> None:
         """Count a handshake claiming ``peer_id`` (by a caller allowed to claim it)."""
-        wait = self.per_peer.acquire(peer_id, now)
-        if wait:
+        if self.per_peer.rate and (wait := await self.per_peer.take(peer_id, now)):
             raise HandshakeRateLimited("peer", wait)

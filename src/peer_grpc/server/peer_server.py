@@ -18,7 +18,6 @@ from peer_grpc.core.errors import StoreUnavailable
 from peer_grpc.core.identity import PeerIdPolicy
 from peer_grpc.core.limits import (
     HandshakeThrottle,
-    RateLimiter,
 )
 from peer_grpc.observability.calls import CallObserver
 from peer_grpc.observability.logs import CallLog
@@ -29,7 +28,7 @@ from peer_grpc.server.handlers import peer_service_handler
 from peer_grpc.server.interceptors import Gate, peer_interceptors
 from peer_grpc.server.reflection import enable_reflection
 from peer_grpc.server.servicer import PeerServicer
-from peer_grpc.server.store_factory import open_stores
+from peer_grpc.server.store_factory import open_stores, open_token_buckets
 from peer_grpc.server.store_watch import StoreWatch, set_health
 from peer_grpc.server.validation import request_validators
 from peer_grpc.sessions.manager import (
@@ -107,8 +106,12 @@ class PeerServer:
             else PeerIdPolicy(require_identity=config.mutual_tls)
         )
         self.handshake_throttle = HandshakeThrottle(
-            per_client=RateLimiter(config.client_handshake_rate, config.client_handshake_burst),
-            per_peer=RateLimiter(config.peer_handshake_rate, config.peer_handshake_burst),
+            per_client=open_token_buckets(
+                store, "client", config.client_handshake_rate, config.client_handshake_burst
+            ),
+            per_peer=open_token_buckets(
+                store, "peer", config.peer_handshake_rate, config.peer_handshake_burst
+            ),
         )
         self._outer_interceptors = tuple(outer_interceptors)
         self.tasks = TaskManager(

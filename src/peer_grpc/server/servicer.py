@@ -87,10 +87,10 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         caller = caller_of(context)
         now = self._manager.clock.now()
         if self._throttle is not None:
-            self._throttle.check_client(caller, now)
+            await self._throttle.check_client(caller, now)
         self._peer_ids.check_claim(caller.identity, request.peer_id)
         if self._throttle is not None:
-            self._throttle.check_peer(request.peer_id, now)
+            await self._throttle.check_peer(request.peer_id, now)
         version = self._negotiate(request.protocol_versions)
         if request.HasField("resume"):
             return await self._resume(request, version, caller.identity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from peer_grpc.core.limits import RateLimiter, TokenBuckets
 from peer_grpc.server.config import ServerConfig
 from peer_grpc.stores.memory import MemorySessionStore, MemoryTaskStore
 from peer_grpc.stores.protocols import SessionStore, TaskStore
@@ -9,7 +10,7 @@ from peer_grpc.stores.redis import RedisOptions, RedisSessionStore, RedisTaskSto
 from peer_grpc.stores.redis.connection import connect
 from peer_grpc.stores.redis.sessions import REPLICA_TTL
 
-__all__ = ["open_stores"]
+__all__ = ["open_stores", "open_token_buckets"]
 
 
 def open_stores(
@@ -53,3 +54,11 @@ def open_stores(
             watch_poll=min(0.5, options.command_timeout / 2),
         )
     return store, task_store
+
+
+def open_token_buckets(store: SessionStore, scope: str, rate: float, burst: int) -> TokenBuckets:
+    """Rate-limit buckets where ``store`` keeps sessions: in Redis, so that every replica
+    counts against one limit, or in this process."""
+    if isinstance(store, RedisSessionStore):
+        return store.token_buckets(scope, rate, burst)
+    return RateLimiter(rate, burst)

@@ -23,6 +23,10 @@ Per task (tag ``{t:<task id>}``) and per task owner (tag ``{o:<peer id>}``)::
                                        <version>-0, so watchers XREAD what follows theirs
     <prefix>:{o:<peer>}:tasks   ZSET   the peer's task ids, scored by ordinal (ListTasks)
 
+Per rate-limited key (tag ``{b:<scope>:<hash of the key>}``)::
+
+    <prefix>:{b:<scope>:<hash>}:bucket  HASH  a token bucket: tokens, updated; gone once full
+
 Per replica (tag ``{r:<replica id>}``)::
 
     <prefix>:{r:<id>}:alive     STRING present while the replica lives: it renews the
@@ -48,6 +52,7 @@ activity never writes outside the session's own slot. Members of
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -75,6 +80,11 @@ class RedisKeys:
 
     def replica(self, replica_id: str) -> str:
         return f"{self.prefix}:{{r:{replica_id}}}:alive"
+
+    def token_bucket(self, scope: str, key: str) -> str:
+        # Hashed: a peer id or an address may hold the braces of a hash tag.
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return f"{self.prefix}:{{b:{scope}:{digest}}}:bucket"
 
     def owned_tasks(self, peer_id: str) -> str:
         return f"{self.prefix}:{{o:{peer_id}}}:tasks"

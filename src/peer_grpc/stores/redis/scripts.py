@@ -24,6 +24,7 @@ __all__ = [
     "INDEX_ESTABLISHED",
     "NEXT_SEND",
     "SETTLE_CALL",
+    "TAKE_TOKEN",
     "TASK_APPEND",
     "TASK_CREATE",
     "TOUCH",
@@ -355,4 +356,23 @@ end
 redis.call('XADD', KEYS[1], (tonumber(version) + 1) .. '-0', 'task', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 'OK'
+"""
+
+#: Take a token from a bucket that refills at a rate. KEYS: bucket. ARGV: now (seconds),
+#: rate (tokens a second), burst. Returns "0" if a token was taken, else the seconds
+#: until one will be there (a string: Lua numbers come back as integers).
+TAKE_TOKEN = """
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens, updated = tonumber(held[1]), tonumber(held[2])
+if not tokens then tokens, updated = burst, now end
+local elapsed = now - updated
+if elapsed < 0 then elapsed = 0 end
+tokens = math.min(burst, tokens + elapsed * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'updated', ARGV[1])
+-- A full bucket needs no key: it goes once it would have refilled.
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+return string.format('%.17g', wait)
 """

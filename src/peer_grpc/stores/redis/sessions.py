@@ -67,6 +67,7 @@ from peer_grpc.stores.redis.keys import (
     index_member,
     parse_index_member,
 )
+from peer_grpc.stores.redis.rate_limits import RedisTokenBuckets
 
 __all__ = ["OUTCOME_DELAY", "REPLICA_TTL", "RedisSessionStore"]
 
@@ -494,6 +495,12 @@ class RedisSessionStore:
 
     async def _say_alive(self) -> None:
         await self._redis.set(self._keys.replica(self.replica_id), b"1", px=self._replica_ttl_ms)
+
+    def token_buckets(self, scope: str, rate: float, burst: int) -> RedisTokenBuckets:
+        """Token buckets on this store's Redis (handshake limits every replica shares)."""
+        return RedisTokenBuckets(
+            self._redis, self._keys, scope, rate, burst, retry_after=self._retry_after
+        )
 
     async def replica_alive(self, replica_id: str) -> bool:
         """Whether the replica ``replica_id`` said it was alive within :data:`REPLICA_TTL`."""
