@@ -63,8 +63,8 @@ _TESTS = Path(__file__).resolve().parent
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test under an end-to-end folder ``e2e``, so the fast ones run alone."""
     for item in items:
-        first = item.path.resolve().relative_to(_TESTS).parts[0]
-        if first in _END_TO_END:
+        path = item.path.resolve()
+        if path.is_relative_to(_TESTS) and path.relative_to(_TESTS).parts[0] in _END_TO_END:
             item.add_marker(pytest.mark.e2e)
 
 

@@ -58,6 +58,12 @@ def test_the_package_keeps_every_contract(package_copy: Path) -> None:
             "peer_grpc.server.servicer",
             id="client-imports-server",
         ),
+        pytest.param(
+            "layers",
+            "sessions/manager.py",
+            "peer_grpc.tasks.manager",
+            id="sessions-import-tasks",
+        ),
         pytest.param("core-without-transport", "core/clock.py", "grpc", id="core-imports-grpc"),
         pytest.param(
             "core-without-transport", "tasks/manager.py", "redis.asyncio", id="tasks-import-redis"

@@ -3,16 +3,23 @@ by default, text or JSON output, and sessions kept across commands."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+import grpc.aio
 import pytest
 
+from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.client import SessionTicket
 from tests.certs import Pki
 from tests.cli.test_cli import ServeProcess, run_cli, start_serve
+from tests.conftest import session_metadata
 from tests.ports import free_port
+from tests.rpc_details import details_of
 
 
 @pytest.fixture
@@ -33,9 +40,11 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[ServeProcess, Pki]]:
 # --- reaching the server ---------------------------------------------------------------------
 
 
-def test_an_address_nobody_listens_on_fails_at_once_with_the_reason(capsys):
+def test_an_address_nobody_listens_on_fails_within_the_connect_timeout(capsys):
     address = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
     code, out, err = run_cli(capsys, "ping", address, "--connect-timeout", "1")
+    assert time.monotonic() - started < 5  # not the 30 s of resends it used to take
     assert (code, out) == (2, "")
     assert err == f"peer-grpc: error: cannot reach {address}: connection refused\n"
 
@@ -63,13 +72,15 @@ def test_tls_to_a_plaintext_server_says_the_handshake_failed(serve_process, caps
 
 
 def test_timeout_bounds_the_whole_command_and_names_no_status_twice(serve_process, capsys):
+    started = time.monotonic()
     code, out, err = run_cli(
         capsys,
         *("delegate", serve_process.address, "sleep", "--payload", '{"seconds": 30}'),
         *("--timeout", "1"),
     )
-    assert (code, out) == (1, "")
+    assert (code, out) == (4, "")
     assert err == "peer-grpc: error: the command took longer than --timeout 1 s\n"
+    assert time.monotonic() - started < 3  # the goodbye does not add its own time
 
 
 def test_an_option_out_of_range_says_what_it_must_be(capsys):
@@ -84,13 +95,22 @@ def test_an_option_out_of_range_says_what_it_must_be(capsys):
 # --- delegate ----------------------------------------------------------------------------------
 
 
-def test_delegate_waits_for_the_end_by_default_and_keeps_whole_numbers(serve_process, capsys):
+def test_delegate_waits_for_the_end_by_default(serve_process, capsys):
+    code, out, _ = run_cli(
+        capsys, "delegate", serve_process.address, "sleep", "--payload", '{"seconds": 0.3}'
+    )
+    assert code == 0
+    task = json.loads(out)
+    assert task["state"] == "TASK_STATE_COMPLETED"
+    assert task["result"] == {"slept": 0.3}
+
+
+def test_json_output_keeps_whole_numbers_whole(serve_process, capsys):
     code, out, _ = run_cli(
         capsys, "delegate", serve_process.address, "echo", "--payload", '{"a": 1, "b": 2.5}'
     )
     assert code == 0
     task = json.loads(out)
-    assert task["state"] == "TASK_STATE_COMPLETED"
     assert '"a": 1,' in out
     assert task["result"] == {"a": 1, "b": 2.5}
     assert isinstance(task["result"]["a"], int)
@@ -125,7 +145,7 @@ def test_delegate_watch_as_text_prints_a_line_per_change(serve_process, capsys):
 def test_task_list_with_no_tasks(serve_process, capsys):
     code, out, _ = run_cli(capsys, "task", "list", serve_process.address)
     assert code == 0
-    assert json.loads(out) == {"nextPageToken": "", "tasks": []}
+    assert json.loads(out) == {"tasks": []}
     code, out, _ = run_cli(capsys, "task", "list", serve_process.address, "--output", "text")
     assert (code, out) == (0, "no tasks\n")
 
@@ -178,24 +198,53 @@ def test_session_heartbeat_and_end(serve_process, capsys, tmp_path):
         *("--no-wait", *keep),
     )
     assert code == 0
-    task_id = json.loads(out)["taskId"]
     session_id = json.loads(session_file.read_text())["session_id"]
 
     code, out, _ = run_cli(capsys, "session", "heartbeat", serve_process.address, *keep)
     assert code == 0
     assert "expiresAt" in json.loads(out)
+    assert json.loads(session_file.read_text())["session_id"] == session_id  # the same one
 
     code, out, _ = run_cli(capsys, "session", "end", serve_process.address, *keep)
     assert code == 0
     assert json.loads(out) == {"ended": True, "session_id": session_id}
     assert not session_file.exists()
+    # Asked of the server directly, before any new handshake of "walker" could end it.
+    assert reason_of_a_call_on(serve_process.address, session_id) == "SESSION_TERMINATED"
 
-    # The session's unfinished task ended with it.
-    code, out, _ = run_cli(
-        capsys, "task", "get", serve_process.address, task_id, "--peer-id", "walker"
-    )
+
+def test_session_heartbeat_refuses_a_saved_session_that_has_ended(serve_process, capsys, tmp_path):
+    session_file = tmp_path / "session"
+    keep = ("--session-file", str(session_file), "--peer-id", "walker")
+    assert run_cli(capsys, "ping", serve_process.address, *keep)[0] == 0
+    saved = session_file.read_text()
+    # A new session of the same peer replaces, and so ends, the saved one.
+    assert run_cli(capsys, "ping", serve_process.address, "--peer-id", "walker")[0] == 0
+
+    code, out, err = run_cli(capsys, "session", "heartbeat", serve_process.address, *keep)
+    assert (code, out) == (1, "")
+    assert f"SESSION_ENDED: the session saved in {session_file} has ended" in err
+    assert session_file.read_text() == saved  # not replaced by a new session
+
+    code, out, _ = run_cli(capsys, "session", "end", serve_process.address, *keep)
     assert code == 0
-    assert json.loads(out)["state"] == "TASK_STATE_CANCELED"
+    assert json.loads(out) == {"ended": True}
+    assert not session_file.exists()
+
+
+def reason_of_a_call_on(address: str, session_id: str) -> str | None:
+    """The ErrorInfo reason a Ping on ``session_id`` gets (None if it succeeds)."""
+
+    async def ping() -> str | None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = peer_pb2_grpc.PeerServiceStub(channel)
+            try:
+                await stub.Ping(peer_pb2.PingRequest(), metadata=session_metadata(session_id, 99))
+            except grpc.aio.AioRpcError as error:
+                return details_of(error).reason
+        return None
+
+    return asyncio.run(ping())
 
 
 def test_session_commands_need_a_session_file(serve_process, capsys):

@@ -24,6 +24,8 @@ from peer_grpc import (
     default_registry,
 )
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
+from peer_grpc.core.errors import ShuttingDown
+from peer_grpc.wire.rich_status import to_grpc_status
 from tests.conftest import session_metadata
 
 
@@ -250,3 +252,50 @@ async def test_terminate_stops_heartbeats_instead_of_reopening_a_session():
         await asyncio.sleep(0.4)  # several heartbeat intervals
         assert (await server.manager.get_session_stats()).created_total == 1
         await client.close()
+
+
+class RefuseFirstHandshakes(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Answers the first ``count`` Handshakes as a draining replica does: UNAVAILABLE
+    with the rich status of SHUTTING_DOWN."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if not details.method.endswith("/Handshake") or self.left == 0:
+            return handler
+        self.left -= 1
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort_with_status(to_grpc_status(ShuttingDown("draining (test)")))
+
+        return grpc.unary_unary_rpc_method_handler(
+            refuse,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@pytest.mark.parametrize(
+    ("refused", "connects"),
+    [
+        pytest.param(2, True, id="resent-until-answered"),
+        pytest.param(4, False, id="every-attempt-refused"),
+    ],
+)
+async def test_a_handshake_refused_shutting_down_is_sent_again(refused: int, connects: bool):
+    refuser = RefuseFirstHandshakes(refused)
+    config = ServerConfig(host="127.0.0.1", port=0)
+    async with PeerServer(config, outer_interceptors=[refuser]) as server:
+        client = PeerClient(server.address, "patient", heartbeat=False, backoff=0.01, attempts=4)
+        try:
+            if connects:
+                await client.connect()
+                assert client.session_id is not None
+            else:
+                with pytest.raises(ShuttingDown):  # the server's own reason, not "unreachable"
+                    await client.connect()
+        finally:
+            await client.close()
+    assert refuser.left == 0

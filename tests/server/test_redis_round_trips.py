@@ -33,15 +33,20 @@ class CountingConnection(redis.asyncio.Connection):
 
 
 #: What redis-py sends on each new connection before any command of ours.
-_CONNECTION_SET_UP = frozenset({b"HELLO", b"CLIENT", b"AUTH", b"SELECT"})
+_CONNECTION_SET_UP = frozenset(
+    {b"HELLO", b"AUTH", b"SELECT", b"CLIENT SETINFO", b"CLIENT MAINT_NOTIFICATIONS"}
+)
 
 
 def _command_name(packed: Any) -> bytes:
-    """The name of the (first) command in RESP as redis-py packs it: ``*N $len NAME ...``."""
+    """The command in RESP as redis-py packs it (``*N $len NAME ...``): its name, and for
+    CLIENT its subcommand too."""
     chunks = packed if isinstance(packed, list | tuple) else [packed]
-    head = bytes(chunks[0]) if chunks else b""
-    parts = head.split(b"\r\n")
-    return parts[2].upper() if len(parts) > 2 else b""
+    parts = b"".join(bytes(chunk) for chunk in chunks).split(b"\r\n")
+    name = parts[2].upper() if len(parts) > 2 else b""
+    if name == b"CLIENT" and len(parts) > 4:
+        return name + b" " + parts[4].upper()
+    return name
 
 
 @pytest.fixture

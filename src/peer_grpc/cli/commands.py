@@ -26,13 +26,15 @@ from peer_grpc.cli.output import OUTPUT_FORMATS, Output
 from peer_grpc.cli.session_file import SessionFile
 from peer_grpc.client import PeerClient, ServerUnreachable
 from peer_grpc.core.errors import PeerError
+from peer_grpc.core.settings import ENV_PREFIX, parse_positive
 from peer_grpc.core.task import TaskState
-from peer_grpc.server.config import ENV_PREFIX, parse_positive
 from peer_grpc.wire.tls import channel_credentials
 
 __all__ = [
     "EXIT_REFUSED",
     "EXIT_TASK_NOT_COMPLETED",
+    "EXIT_TIMED_OUT",
+    "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "add_client_commands",
     "run_client",
@@ -42,13 +44,16 @@ __all__ = [
 EXIT_REFUSED = 1
 #: Exit status of a wrong command line, and of a server that cannot be reached.
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = EXIT_USAGE
 #: Exit status of ``delegate`` (without ``--no-wait``) when the task ended other than COMPLETED.
 EXIT_TASK_NOT_COMPLETED = 3
+#: Exit status of a command that did not finish within ``--timeout``.
+EXIT_TIMED_OUT = 4
 
 #: Seconds a command may take when it waits for nothing longer than a call.
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
-#: Seconds closing the session may add after a command's own time is up.
+#: Seconds saying goodbye (ending the session) may take, within the command's bound.
 _CLOSE_TIMEOUT = 2.0
 
 _COMPLETED = peer_pb2.TASK_STATE_COMPLETED
@@ -147,7 +152,7 @@ def _add_delegate(
         description="Hand a task to a server, wait for its end and print it. Exit status: "
         f"0 the task COMPLETED, {EXIT_REFUSED} the server refused the call, {EXIT_USAGE} a "
         f"wrong command line or an unreachable server, {EXIT_TASK_NOT_COMPLETED} the task "
-        "ended otherwise.",
+        f"ended otherwise, {EXIT_TIMED_OUT} --timeout passed first.",
     )
     delegate.add_argument("task_type", metavar="TYPE", help="a registered task type, e.g. echo")
     delegate.add_argument("--payload", default="{}", help="the task's input as a JSON object")
@@ -172,15 +177,16 @@ def _add_delegate(
 def run_client(args: argparse.Namespace) -> int:
     """Run a client command; returns the exit status."""
     output = Output(args.output)
+    bound = _command_bound(args)
     try:
-        return asyncio.run(_bounded(_COMMANDS[args.command], args, output))
+        return asyncio.run(_bounded(_COMMANDS[args.command], args, output, bound))
     except ValueError as error:
         return _fail(str(error), EXIT_USAGE)
     except ServerUnreachable as error:
-        return _fail(error.message, EXIT_USAGE)
+        return _fail(error.message, EXIT_UNREACHABLE)
     except TimeoutError:
-        return _fail(f"the command took longer than --timeout {args.timeout:g} s", EXIT_REFUSED)
-    except PeerError as error:
+        return _fail(f"the command took longer than --timeout {bound:g} s", EXIT_TIMED_OUT)
+    except (PeerError, SavedSessionEnded) as error:
         return _fail(_describe(error), EXIT_REFUSED)
 
 
@@ -189,7 +195,17 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
-def _describe(error: PeerError) -> str:
+class SavedSessionEnded(Exception):
+    """The session saved in ``--session-file`` has ended: it cannot be kept alive."""
+
+    reason = "SESSION_ENDED"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _describe(error: PeerError | SavedSessionEnded) -> str:
     """``REASON: message``, the reason once even where the message starts with it."""
     if error.message.startswith(f"{error.reason}:"):
         return error.message
@@ -199,20 +215,36 @@ def _describe(error: PeerError) -> str:
 Command = Callable[[argparse.Namespace, Output], Coroutine[Any, Any, int]]
 
 
-async def _bounded(command: Command, args: argparse.Namespace, output: Output) -> int:
-    """Run ``command`` within ``--timeout`` (or the default for commands that do not wait)."""
+def _command_bound(args: argparse.Namespace) -> float | None:
+    """Seconds the whole command may take: ``--timeout``, else the default for commands
+    that wait for nothing longer than a call (none for a delegate that waits)."""
+    if args.timeout is not None:
+        return float(args.timeout)
     waits = args.command == "delegate" and not args.no_wait
-    if args.timeout is None:
-        args.timeout = None if waits else DEFAULT_TIMEOUT
-    async with asyncio.timeout(args.timeout):
+    return None if waits else DEFAULT_TIMEOUT
+
+
+async def _bounded(
+    command: Command, args: argparse.Namespace, output: Output, bound: float | None
+) -> int:
+    """Run ``command``, its goodbye included, within ``bound`` seconds."""
+    async with asyncio.timeout(bound):
         return await command(args, output)
 
 
 @contextlib.asynccontextmanager
-async def _connected(args: argparse.Namespace) -> AsyncIterator[PeerClient]:
-    """A client on a new session (terminated on exit) or on the one in ``--session-file``."""
+async def _connected(
+    args: argparse.Namespace, *, saved_only: bool = False
+) -> AsyncIterator[PeerClient]:
+    """A client on a new session (terminated on exit) or on the one in ``--session-file``.
+
+    With ``saved_only``, only the saved session will do: if it has ended, the command
+    fails with :class:`SavedSessionEnded` instead of going on with a new one.
+    """
     session_file = SessionFile(Path(args.session_file)) if args.session_file else None
     saved = session_file.load() if session_file else None
+    if saved_only and saved is None:
+        raise ValueError(f"--session-file {args.session_file}: no session is saved there")
     if saved and args.peer_id and args.peer_id != saved[0]:
         raise ValueError(
             f"--session-file {args.session_file} holds a session of peer {saved[0]!r}, "
@@ -222,7 +254,7 @@ async def _connected(args: argparse.Namespace) -> AsyncIterator[PeerClient]:
     client = PeerClient(
         args.address,
         peer_id,
-        timeout=args.timeout or DEFAULT_TIMEOUT,
+        timeout=_command_bound(args) or DEFAULT_TIMEOUT,
         connect_timeout=args.connect_timeout,
         ticket=saved[1] if saved else None,
         credentials=_client_credentials(args),
@@ -230,16 +262,30 @@ async def _connected(args: argparse.Namespace) -> AsyncIterator[PeerClient]:
     keep_session = False
     try:
         await client.connect()
+        if saved_only and saved is not None and client.session_id != saved[1].session_id:
+            raise SavedSessionEnded(
+                f"the session saved in {args.session_file} has ended (it expired or was "
+                "terminated; its unfinished tasks were canceled)"
+            )
         if session_file is not None and client.ticket is not None:
             session_file.save(peer_id, client.ticket)  # a session nobody can resume is ended
             keep_session = True
         yield client
     finally:
-        # Bounded: a command whose time is up must not wait a whole call to say goodbye.
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(
-                asyncio.shield(client.close(terminate=not keep_session)), _CLOSE_TIMEOUT
-            )
+        await _goodbye(client, terminate=not keep_session)
+
+
+async def _goodbye(client: PeerClient, *, terminate: bool) -> None:
+    """End the session (unless kept) and close the channel, briefly: a command whose time
+    is up, or that was interrupted, leaves at once and lets the session idle out."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        await client.close(terminate=False)
+        return
+    try:
+        await asyncio.wait_for(client.close(terminate=terminate), _CLOSE_TIMEOUT)
+    except TimeoutError:
+        await client.close(terminate=False)
 
 
 def _client_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
@@ -313,13 +359,21 @@ async def _ping_or_status(args: argparse.Namespace, output: Output) -> int:
 async def _session(args: argparse.Namespace, output: Output) -> int:
     if not args.session_file:
         raise ValueError(f"session {args.session_command} needs --session-file FILE")
-    async with _connected(args) as client:
-        session_id = client.session_id
+    session_file = SessionFile(Path(args.session_file))
+    try:
+        async with _connected(args, saved_only=True) as client:
+            session_id = client.session_id
+            if args.session_command == "heartbeat":
+                output.response(await client.heartbeat())
+                return 0
+            await client.terminate("ended from the command line")
+    except SavedSessionEnded:
         if args.session_command == "heartbeat":
-            output.response(await client.heartbeat())
-            return 0
-        await client.terminate("ended from the command line")
-    SessionFile(Path(args.session_file)).forget()
+            raise
+        session_file.forget()  # ending a session that already ended: nothing left to do
+        output.note("the saved session had already ended", ended=True)
+        return 0
+    session_file.forget()
     output.note(f"session {session_id} ended", session_id=session_id, ended=True)
     return 0
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["env_default", "typed"]
+__all__ = ["describe_default", "env_default", "typed"]
 
 T = TypeVar("T")
 
@@ -43,6 +43,8 @@ def typed(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 def describe_default(value: Any) -> str:
     """A default as ``--help`` shows it."""
+    if value is None:
+        return "none"
     if hasattr(value, "name") and not isinstance(value, str):
         return str(value.name).lower()
     if isinstance(value, bool):

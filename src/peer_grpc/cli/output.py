@@ -18,14 +18,16 @@ OUTPUT_FORMATS = ("json", "text")
 
 
 def as_json(message: Message) -> dict[str, Any]:
-    """A message as JSON, its fields all present, integral numbers as integers.
+    """A message as JSON, as protobuf's JSON mapping gives it, with two changes for
+    scripts: whole numbers print as integers, and a page of no tasks as ``"tasks": []``.
 
-    A google.protobuf.Struct holds every number as a double; a payload's ``1``
-    would otherwise come back as ``1.0``.
+    A google.protobuf.Struct holds every number as a double, so a payload's ``1``
+    would otherwise come back as ``1.0`` (and ``1.0`` comes back as ``1``: the same
+    JSON number).
     """
-    as_dict: dict[str, Any] = _whole_numbers(
-        json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-    )
+    as_dict: dict[str, Any] = _whole_numbers(json_format.MessageToDict(message))
+    if isinstance(message, peer_pb2.ListTasksResponse):
+        as_dict.setdefault("tasks", [])
     return as_dict
 
 

@@ -8,14 +8,15 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
 
 from peer_grpc.cli.options import describe_default, env_default, typed
 from peer_grpc.core.identity import PeerIdPolicy
+from peer_grpc.core.settings import ENV_PREFIX, parse_at_least_one, parse_choice
 from peer_grpc.observability.logs import LOG_FORMATS, configure_logging
 from peer_grpc.observability.tracing import tracer_provider_from_env
-from peer_grpc.server.config import ENV_PREFIX, ServerConfig, Setting, settings
+from peer_grpc.server.config import ServerConfig, Setting, settings
 from peer_grpc.server.peer_server import ServerBindError, serve
 from peer_grpc.server.workers import run_workers
 from peer_grpc.tasks.registry import TaskRegistry
@@ -45,13 +46,15 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _add_setting(
     group: argparse._ArgumentGroup, name: str, setting: Setting, default: object
 ) -> None:
-    shown = setting.default_text or describe_default(default)
+    value = env_default(setting.env, setting.parse, default)
+    shown = describe_default(value) if value != default else None
+    shown = shown or setting.default_text or describe_default(default)
     options: dict[str, object] = {
         "dest": name,
-        "default": env_default(setting.env, setting.parse, default),
+        "default": value,
         "help": f"{setting.help} (default: {shown}; env {setting.env})",
     }
-    if setting.is_switch:
+    if setting.switch:
         group.add_argument(setting.flag, action=argparse.BooleanOptionalAction, **options)  # type: ignore[arg-type]
         return
     # No argparse choices: they are checked after parsing, against parsed values; the
@@ -78,8 +81,8 @@ def _add_process_options(
     )
     server.add_argument(
         "--workers",
-        type=typed(_at_least_one),
-        default=env_default(f"{ENV_PREFIX}WORKERS", _at_least_one, 1),
+        type=typed(parse_at_least_one),
+        default=env_default(f"{ENV_PREFIX}WORKERS", parse_at_least_one, 1),
         help="server processes sharing the port (SO_REUSEPORT), for more than one core; "
         "more than 1 needs a Redis --store and a fixed --port (default: %(default)s)",
     )
@@ -88,36 +91,16 @@ def _add_process_options(
         "--log-level",
         type=str.lower,
         choices=_LOG_LEVELS,
-        default=env_default(f"{ENV_PREFIX}LOG_LEVEL", _choice(_LOG_LEVELS), "info"),
+        default=env_default(f"{ENV_PREFIX}LOG_LEVEL", parse_choice(_LOG_LEVELS), "info"),
         help="(default: %(default)s)",
     )
     operations.add_argument(
         "--log-format",
         type=str.lower,
         choices=LOG_FORMATS,
-        default=env_default(f"{ENV_PREFIX}LOG_FORMAT", _choice(LOG_FORMATS), "text"),
+        default=env_default(f"{ENV_PREFIX}LOG_FORMAT", parse_choice(LOG_FORMATS), "text"),
         help="one event per line, as text or as a JSON object (default: %(default)s)",
     )
-
-
-def _at_least_one(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {raw}")
-    return value
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {raw!r}")
-        return value
-
-    return parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +193,8 @@ def _serve_and_report(config: ServerConfig, tasks: TaskRegistry | None) -> int:
 
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(**{name: getattr(args, name) for name, _, _ in settings()})
+    settable = (f.name for f in fields(ServerConfig) if "setting" in f.metadata)
+    return ServerConfig(**{name: getattr(args, name) for name in settable})
 
 
 def load_registry(spec: str) -> TaskRegistry:

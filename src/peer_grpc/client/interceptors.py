@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.client.cursor import SessionCursor, announcement, server_sequence
 from peer_grpc.core.errors import SequenceError
 from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
@@ -23,7 +22,6 @@ from peer_grpc.wire.rich_status import error_from_rpc_error
 
 __all__ = [
     "CHANNEL_OPTIONS",
-    "FINAL_TASK_STATES",
     "RESEND_CODES",
     "RESEND_CODE_NAMES",
     "SequencingInterceptor",
@@ -34,15 +32,6 @@ log = logging.getLogger(__name__)
 
 _HANDSHAKE_METHOD = f"/{SERVICE_NAME}/Handshake"
 
-#: States a task never leaves.
-FINAL_TASK_STATES = frozenset(
-    {
-        peer_pb2.TASK_STATE_COMPLETED,
-        peer_pb2.TASK_STATE_FAILED,
-        peer_pb2.TASK_STATE_CANCELED,
-        peer_pb2.TASK_STATE_REJECTED,
-    }
-)
 #: Codes after which a call's fate is unknown and it is resent with the same sequence.
 #: CANCELLED is among them because a client's own cancellation never arrives as an
 #: error (the awaiting task gets CancelledError): this one came from the server, whose
@@ -65,8 +54,9 @@ class SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
 
     - Strict mode sends one call at a time, in the order callers made them; window
       mode keeps up to the window's width in flight, each with its own number.
-    - A call that fails with UNAVAILABLE or a deadline is resent with the same
-      sequence and bytes, at most ``attempts`` times with exponential backoff. The
+    - A call that fails with UNAVAILABLE, a deadline or a server-sent CANCELLED is resent
+      with the same sequence and bytes, at most ``attempts`` times with exponential
+      backoff. The
       server answers a resend of a call it already ran with that call's outcome,
       so nothing runs twice.
     - A SequenceError on a first attempt proves the call did not run: the cursor

@@ -18,7 +18,6 @@ from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.client.cursor import SessionCursor
 from peer_grpc.client.interceptors import (
     CHANNEL_OPTIONS,
-    FINAL_TASK_STATES,
     RESEND_CODE_NAMES,
     RESEND_CODES,
     SequencingInterceptor,
@@ -38,6 +37,7 @@ from peer_grpc.core.errors import (
     SessionTerminated,
     SessionTokenInvalid,
 )
+from peer_grpc.core.task import TaskState
 from peer_grpc.wire.rich_status import error_from_rpc_error
 
 __all__ = ["PeerClient", "SessionTicket"]
@@ -86,7 +86,8 @@ class PeerClient:
             session expired or is unknown (the call was not run, so retrying is safe).
         ticket: resume this session on connect instead of opening a new one.
         attempts: how many times a call is sent with one sequence while its
-            outcome is unknown (UNAVAILABLE, or a deadline before an answer).
+            outcome is unknown (UNAVAILABLE, a deadline before an answer, or a server's
+            CANCELLED).
         backoff: seconds before the first resend; each further one waits twice as long.
         resync: after a SequenceError that proves a call did not run, renumber it and
             send it again once (False: raise the SequenceError).
@@ -236,16 +237,22 @@ class PeerClient:
                 return response
             except grpc.aio.AioRpcError as rpc_error:
                 error = error_from_rpc_error(rpc_error)
-                if rpc_error.code() not in RESEND_CODES or type(error) is not RemoteError:
-                    raise error from rpc_error  # the server answered: it was reached
-                # Only a call that does not wait for the connection hears why it failed.
-                failure = failure or connection_failure(
-                    rpc_error.details() or "", tls=self._credentials is not None
-                )
+                if rpc_error.code() not in RESEND_CODES:
+                    raise error from rpc_error
+                reached = type(error) is not RemoteError  # the server said why, in detail
+                if not reached:
+                    # Only a call that does not wait for the connection hears why it failed.
+                    failure = failure or connection_failure(
+                        rpc_error.details() or "", tls=self._credentials is not None
+                    )
                 backoff = self._interceptor.backoff * 2**attempt
                 out_of_time = give_up_at is not None and clock() + backoff >= give_up_at
-                if failure.lasting or attempt + 1 == attempts or out_of_time:
-                    raise ServerUnreachable(self.target, failure.cause, error.code) from rpc_error
+                lasting = failure is not None and failure.lasting and not reached
+                if lasting or attempt + 1 == attempts or out_of_time:
+                    if reached or failure is None:
+                        raise error from rpc_error  # e.g. SHUTTING_DOWN, STORE_UNAVAILABLE
+                    code = rpc_error.code().name
+                    raise ServerUnreachable(self.target, failure.cause, code) from rpc_error
                 await asyncio.sleep(backoff)
         raise AssertionError("unreachable: the last attempt raises")
 
@@ -300,7 +307,7 @@ class PeerClient:
         response: peer_pb2.DelegateTaskResponse = await self._call(
             self._peer_stub().DelegateTask, request
         )
-        if not wait or response.task.state in FINAL_TASK_STATES:
+        if not wait or TaskState(response.task.state).is_final:
             return response.task
         return await self.wait_for_task(response.task.task_id)
 
@@ -314,7 +321,7 @@ class PeerClient:
         for attempt in range(attempts):
             try:
                 async for update in self.watch_task(task_id):
-                    if update.task.state in FINAL_TASK_STATES:
+                    if TaskState(update.task.state).is_final:
                         return update.task
             except RemoteError as error:
                 if error.code not in RESEND_CODE_NAMES or attempt + 1 == attempts:

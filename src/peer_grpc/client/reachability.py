@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peer_grpc.core.errors import RemoteError
+from peer_grpc.core.errors import PeerError, RemoteError
 
 __all__ = ["ConnectionFailure", "ServerUnreachable", "connection_failure"]
 
@@ -78,7 +78,9 @@ class ServerUnreachable(RemoteError):
     """
 
     def __init__(self, target: str, cause: str, code: str = "UNAVAILABLE") -> None:
-        super().__init__(code, f"cannot reach {target}: {cause}")
-        self.message = f"cannot reach {target}: {cause}"
+        # Not RemoteError's "CODE: message": the cause already says what failed.
+        PeerError.__init__(self, f"cannot reach {target}: {cause}")
+        self.code = code
+        self.reason = code
         self.target = target
         self.cause = cause

@@ -24,6 +24,15 @@ from peer_grpc.core.limits import (
 )
 from peer_grpc.core.retry import DEFAULT_RETRY_CACHE
 from peer_grpc.core.sequence import SequenceMode
+from peer_grpc.core.settings import (
+    ENV_PREFIX,
+    parse_bool,
+    parse_choice,
+    parse_float,
+    parse_int,
+    parse_port,
+    parse_positive,
+)
 from peer_grpc.core.window import DEFAULT_WINDOW, MAX_WINDOW, ring_size
 from peer_grpc.sessions.manager import (
     DEFAULT_IDLE_TIMEOUT,
@@ -42,75 +51,15 @@ from peer_grpc.tasks.manager import (
 )
 from peer_grpc.tasks.registry import DEFAULT_MAX_RESULT_BYTES
 
-__all__ = [
-    "ENV_PREFIX",
-    "MEMORY_STORE",
-    "ServerConfig",
-    "Setting",
-    "format_address",
-    "parse_bool",
-    "parse_port",
-    "parse_positive",
-    "settings",
-]
+__all__ = ["MEMORY_STORE", "ServerConfig", "Setting", "format_address", "settings"]
 
 #: The store that keeps everything in this process.
 MEMORY_STORE = "memory"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-#: What every setting's environment variable starts with.
-ENV_PREFIX = "PEER_GRPC_"
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-def parse_bool(raw: str) -> bool:
-    """``1/true/yes/on`` or ``0/false/no/off`` (any case)."""
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
-
-
-def parse_positive(raw: str) -> float:
-    """A number of seconds (or a rate) above zero."""
-    value = _parse_float(raw)
-    if value <= 0:
-        raise ValueError(f"must be above 0, got {raw}")
-    return value
-
-
-def parse_port(raw: str) -> int:
-    """A TCP port, 0 (a free one) to 65535."""
-    value = _parse_int(raw)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"must be a port from 0 to 65535, got {raw}")
-    return value
-
-
-def _number(raw: str, kind: Callable[[str], Any]) -> Any:
-    try:
-        return kind(raw)
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise ValueError(f"expected {what}, got {raw!r}") from None
-
-
-def _parse_int(raw: str) -> int:
-    return int(_number(raw, int))
-
-
-def _parse_float(raw: str) -> float:
-    return float(_number(raw, float))
 
 
 def _parse_sequence_mode(raw: str) -> SequenceMode:
-    try:
-        return SequenceMode[raw.strip().upper()]
-    except KeyError:
-        raise ValueError(f"expected strict or window, got {raw!r}") from None
+    return SequenceMode[parse_choice(("strict", "window"))(raw).upper()]
 
 
 def _default_peer_id() -> str:
@@ -142,16 +91,13 @@ class Setting:
     choices: tuple[str, ...] | None = None
     #: How ``--help`` describes the default, when the value alone would not say it.
     default_text: str | None = None
+    #: Whether it is on/off (``--x`` / ``--no-x``) rather than taking a value.
+    switch: bool = False
 
     @property
     def env(self) -> str:
         """The environment variable that sets it: PEER_GRPC_ and the flag in capitals."""
         return ENV_PREFIX + self.flag.removeprefix("--").upper().replace("-", "_")
-
-    @property
-    def is_switch(self) -> bool:
-        """Whether it is on/off (``--x`` / ``--no-x``)."""
-        return self.parse is parse_bool
 
 
 def _setting(default: Any = None, *, factory: Callable[[], Any] | None = None, **how: Any) -> Any:
@@ -208,7 +154,7 @@ class ServerConfig:
     ended_session_retention: float = _setting(
         DEFAULT_ENDED_RETENTION,
         flag="--ended-session-retention",
-        parse=_parse_float,
+        parse=parse_float,
         help="seconds an ended session is remembered, so that a late call is told why "
         "it ended (SESSION_TERMINATED, SESSION_EXPIRED) rather than SESSION_NOT_FOUND",
     )
@@ -216,7 +162,7 @@ class ServerConfig:
     max_ended_sessions: int = _setting(
         DEFAULT_MAX_ENDED_SESSIONS,
         flag="--max-ended-sessions",
-        parse=_parse_int,
+        parse=parse_int,
         group=_LIMITS,
         help="ended sessions remembered at most by the memory store (about 1.2 KB each); "
         "beyond, the oldest are forgotten early (Redis keeps them for the retention)",
@@ -233,6 +179,7 @@ class ServerConfig:
         False,
         flag="--allow-sessionless",
         parse=parse_bool,
+        switch=True,
         help="let Ping and Status through without session metadata",
     )
     #: This server's own peer id.
@@ -243,7 +190,7 @@ class ServerConfig:
     shutdown_grace: float = _setting(
         5.0,
         flag="--shutdown-grace",
-        parse=_parse_float,
+        parse=parse_float,
         group=_LIMITS,
         help="seconds in-flight calls get on SIGTERM",
     )
@@ -260,14 +207,14 @@ class ServerConfig:
     replay_window: int = _setting(
         DEFAULT_WINDOW,
         flag="--replay-window",
-        parse=_parse_int,
+        parse=parse_int,
         help=f"the anti-replay window's width in window mode, 1-{MAX_WINDOW}",
     )
     #: How many accepted calls per session are remembered to answer resends.
     retry_cache_size: int = _setting(
         DEFAULT_RETRY_CACHE,
         flag="--retry-cache",
-        parse=_parse_int,
+        parse=parse_int,
         help="accepted calls per session remembered to answer resends",
     )
     #: Seconds a task may run when its DelegateTask names no timeout.
@@ -290,7 +237,7 @@ class ServerConfig:
     max_running_tasks: int = _setting(
         DEFAULT_MAX_RUNNING_TASKS,
         flag="--max-tasks",
-        parse=_parse_int,
+        parse=parse_int,
         group=_TASKS,
         help="tasks running at once on this server; also its worker threads",
     )
@@ -298,7 +245,7 @@ class ServerConfig:
     max_tasks_per_session: int = _setting(
         DEFAULT_MAX_TASKS_PER_SESSION,
         flag="--max-tasks-per-session",
-        parse=_parse_int,
+        parse=parse_int,
         group=_TASKS,
         help="tasks running at once for one session",
     )
@@ -306,7 +253,7 @@ class ServerConfig:
     max_task_result_bytes: int = _setting(
         DEFAULT_MAX_RESULT_BYTES,
         flag="--max-task-result-bytes",
-        parse=_parse_int,
+        parse=parse_int,
         group=_TASKS,
         help="the largest task result kept, in bytes of JSON; a larger one fails the task "
         "with RESULT_TOO_LARGE",
@@ -315,7 +262,7 @@ class ServerConfig:
     task_retention: float = _setting(
         DEFAULT_TASK_RETENTION,
         flag="--task-retention",
-        parse=_parse_float,
+        parse=parse_float,
         group=_TASKS,
         help="seconds a finished task stays readable before it is swept",
     )
@@ -371,7 +318,7 @@ class ServerConfig:
     max_sessions: int = _setting(
         DEFAULT_MAX_SESSIONS,
         flag="--max-sessions",
-        parse=_parse_int,
+        parse=parse_int,
         group=_LIMITS,
         help="live sessions held at most; 0: no limit",
     )
@@ -379,7 +326,7 @@ class ServerConfig:
     max_session_lifetime: float = _setting(
         DEFAULT_MAX_LIFETIME,
         flag="--max-session-lifetime",
-        parse=_parse_float,
+        parse=parse_float,
         group=_LIMITS,
         help="seconds a session lives at most however active; 0: no limit",
     )
@@ -387,14 +334,14 @@ class ServerConfig:
     peer_handshake_rate: float = _setting(
         DEFAULT_PEER_HANDSHAKE_RATE,
         flag="--peer-handshake-rate",
-        parse=_parse_float,
+        parse=parse_float,
         group=_LIMITS,
         help="handshakes/s per peer id; 0: off",
     )
     peer_handshake_burst: int = _setting(
         DEFAULT_PEER_HANDSHAKE_BURST,
         flag="--peer-handshake-burst",
-        parse=_parse_int,
+        parse=parse_int,
         group=_LIMITS,
         help="handshakes in a burst per peer id",
     )
@@ -402,14 +349,14 @@ class ServerConfig:
     client_handshake_rate: float = _setting(
         DEFAULT_CLIENT_HANDSHAKE_RATE,
         flag="--client-handshake-rate",
-        parse=_parse_float,
+        parse=parse_float,
         group=_LIMITS,
         help="handshakes/s per client (certificate identity, else address); 0: off",
     )
     client_handshake_burst: int = _setting(
         DEFAULT_CLIENT_HANDSHAKE_BURST,
         flag="--client-handshake-burst",
-        parse=_parse_int,
+        parse=parse_int,
         group=_LIMITS,
         help="handshakes in a burst per client",
     )
@@ -417,7 +364,7 @@ class ServerConfig:
     max_request_bytes: int = _setting(
         4 * 1024 * 1024,
         flag="--max-request-bytes",
-        parse=_parse_int,
+        parse=parse_int,
         group=_LIMITS,
         help="the largest request message",
     )
@@ -426,7 +373,7 @@ class ServerConfig:
     max_metadata_bytes: int = _setting(
         16 * 1024,
         flag="--max-metadata-bytes",
-        parse=_parse_int,
+        parse=parse_int,
         group=_LIMITS,
         help="the largest request metadata, as HTTP/2 counts it",
     )
@@ -434,7 +381,7 @@ class ServerConfig:
     max_concurrent_streams: int = _setting(
         100,
         flag="--max-concurrent-streams",
-        parse=_parse_int,
+        parse=parse_int,
         group=_LIMITS,
         help="calls in flight on one connection",
     )
@@ -471,6 +418,7 @@ class ServerConfig:
         False,
         flag="--log-calls",
         parse=parse_bool,
+        switch=True,
         group=_OPERATIONS,
         help="log every call: method, status code, duration, session id prefix and peer",
     )
@@ -480,6 +428,7 @@ class ServerConfig:
         False,
         flag="--otel",
         parse=parse_bool,
+        switch=True,
         group=_OPERATIONS,
         help="trace calls with OpenTelemetry, exported as the OTEL_* variables say "
         "(needs pip install 'peer-grpc[otel]')",
