@@ -35,12 +35,16 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         f"{ENV_PREFIX}<OPTION> environment variable (e.g. {ENV_PREFIX}PORT).",
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
+
+    def group(title: str) -> argparse._ArgumentGroup:
+        """The ``--help`` section titled so, made on first use."""
+        if title not in groups:
+            groups[title] = serve_cmd.add_argument_group(title)
+        return groups[title]
+
     for name, setting, default in settings():
-        group = groups.get(setting.group)
-        if group is None:
-            group = groups[setting.group] = serve_cmd.add_argument_group(setting.group)
-        _add_setting(group, name, setting, default)
-    _add_process_options(serve_cmd, groups)
+        _add_setting(group(setting.group), name, setting, default)
+    _add_process_options(group("server"), group("logs, metrics and traces"))
 
 
 def _add_setting(
@@ -68,10 +72,9 @@ def _add_setting(
 
 
 def _add_process_options(
-    serve_cmd: argparse.ArgumentParser, groups: dict[str, argparse._ArgumentGroup]
+    server: argparse._ArgumentGroup, operations: argparse._ArgumentGroup
 ) -> None:
     """The options of the serving process itself, which no ServerConfig holds."""
-    server = groups["server"]
     server.add_argument(
         "--tasks",
         metavar="MODULE:ATTRIBUTE",
@@ -86,7 +89,6 @@ def _add_process_options(
         help="server processes sharing the port (SO_REUSEPORT), for more than one core; "
         "more than 1 needs a Redis --store and a fixed --port (default: %(default)s)",
     )
-    operations = groups["logs, metrics and traces"]
     operations.add_argument(
         "--log-level",
         type=str.lower,
