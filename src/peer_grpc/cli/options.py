@@ -37,7 +37,6 @@ def typed(parse: Callable[[str], T]) -> Callable[[str], T]:
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
-    convert.__name__ = getattr(parse, "__name__", "value").lstrip("_")
     return convert
 
 

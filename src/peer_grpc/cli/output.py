@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from peer_grpc._proto.peer.v1 import peer_pb2
+from peer_grpc.core.session import SessionState
+from peer_grpc.core.task import TaskState
 
 __all__ = ["OUTPUT_FORMATS", "Output", "as_json"]
 
@@ -68,22 +70,14 @@ class Output:
         print(words if self.text else json.dumps(fields, indent=2, sort_keys=True))
 
 
-def _time(stamp: Any) -> str:
-    return datetime.fromtimestamp(stamp.ToNanoseconds() / 1e9, UTC).isoformat(
-        timespec="milliseconds"
-    )
-
-
-def _state(value: int, enum: Any, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix)
+def _time(stamp: timestamp_pb2.Timestamp) -> str:
+    return stamp.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds")
 
 
 def _task_line(task: peer_pb2.Task) -> str:
-    line = (
-        f"{task.task_id}  {task.task_type}  {_state(task.state, peer_pb2.TaskState, 'TASK_STATE_')}"
-    )
+    line = f"{task.task_id}  {task.task_type}  {TaskState(task.state).name}"
     if task.HasField("result"):
-        line += "  " + json.dumps(_whole_numbers(json_format.MessageToDict(task.result)))
+        line += "  " + json.dumps(as_json(task.result))
     if task.HasField("error"):
         line += f"  {task.error.code}: {task.error.message}"
     return line
@@ -92,8 +86,9 @@ def _task_line(task: peer_pb2.Task) -> str:
 def _list(response: peer_pb2.ListTasksResponse) -> str:
     rows = [("TASK ID", "TYPE", "STATE", "UPDATED")]
     for task in response.tasks:
-        state = _state(task.state, peer_pb2.TaskState, "TASK_STATE_")
-        rows.append((task.task_id, task.task_type, state, _time(task.updated_at)))
+        rows.append(
+            (task.task_id, task.task_type, TaskState(task.state).name, _time(task.updated_at))
+        )
     if len(rows) == 1:
         return "no tasks"
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
@@ -122,7 +117,7 @@ def _status(response: peer_pb2.StatusResponse) -> str:
     ]
     if response.HasField("session"):
         session = response.session
-        state = _state(session.state, peer_pb2.SessionState, "SESSION_STATE_")
+        state = SessionState(session.state).name
         lines.append(f"session   {session.session_id} ({state}) of {session.peer_id}")
     return "\n".join(lines)
 

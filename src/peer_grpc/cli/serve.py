@@ -16,7 +16,13 @@ from peer_grpc.core.identity import PeerIdPolicy
 from peer_grpc.core.settings import ENV_PREFIX, parse_at_least_one, parse_choice
 from peer_grpc.observability.logs import LOG_FORMATS, configure_logging
 from peer_grpc.observability.tracing import tracer_provider_from_env
-from peer_grpc.server.config import ServerConfig, Setting, settings
+from peer_grpc.server.config import (
+    OPERATIONS_GROUP,
+    SERVER_GROUP,
+    ServerConfig,
+    Setting,
+    settings,
+)
 from peer_grpc.server.peer_server import ServerBindError, serve
 from peer_grpc.server.workers import run_workers
 from peer_grpc.tasks.registry import TaskRegistry
@@ -44,7 +50,7 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
     for name, setting, default in settings():
         _add_setting(group(setting.group), name, setting, default)
-    _add_process_options(group("server"), group("logs, metrics and traces"))
+    _add_process_options(group(SERVER_GROUP), group(OPERATIONS_GROUP))
 
 
 def _add_setting(

@@ -33,14 +33,9 @@ class TokenBuckets(Protocol):
     """Token buckets by key: in this process (:class:`RateLimiter`), or shared by every
     replica (the Redis store's), so that a limit holds however calls are spread."""
 
-    #: Tokens a second each bucket gains (0: no limit).
-    rate: float
-    #: Tokens a bucket holds at most.
-    burst: int
-
     async def take(self, key: str, now: float) -> float:
-        """Take a token for ``key`` at ``now``: 0.0 if taken, else the seconds until one
-        will be there (and nothing is taken)."""
+        """Take a token for ``key`` at ``now``: 0.0 if taken (always, at a rate of 0),
+        else the seconds until one will be there (and nothing is taken)."""
         ...
 
 
@@ -109,10 +104,10 @@ class HandshakeThrottle:
 
     async def check_client(self, caller: Caller, now: float) -> None:
         """Count a handshake from ``caller``; raise HandshakeRateLimited if too soon."""
-        if self.per_client.rate and (wait := await self.per_client.take(caller.rate_key, now)):
+        if wait := await self.per_client.take(caller.rate_key, now):
             raise HandshakeRateLimited("client", wait)
 
     async def check_peer(self, peer_id: str, now: float) -> None:
         """Count a handshake claiming ``peer_id`` (by a caller allowed to claim it)."""
-        if self.per_peer.rate and (wait := await self.per_peer.take(peer_id, now)):
+        if wait := await self.per_peer.take(peer_id, now):
             raise HandshakeRateLimited("peer", wait)

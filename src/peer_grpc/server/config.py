@@ -51,7 +51,15 @@ from peer_grpc.tasks.manager import (
 )
 from peer_grpc.tasks.registry import DEFAULT_MAX_RESULT_BYTES
 
-__all__ = ["MEMORY_STORE", "ServerConfig", "Setting", "format_address", "settings"]
+__all__ = [
+    "MEMORY_STORE",
+    "OPERATIONS_GROUP",
+    "SERVER_GROUP",
+    "ServerConfig",
+    "Setting",
+    "format_address",
+    "settings",
+]
 
 #: The store that keeps everything in this process.
 MEMORY_STORE = "memory"
@@ -73,6 +81,11 @@ def format_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+#: The ``--help`` sections of ``peer-grpc serve``, by what their options are about.
+SERVER_GROUP = "server"
+OPERATIONS_GROUP = "logs, metrics and traces"
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """How one :class:`ServerConfig` field is set from outside the program."""
@@ -84,7 +97,7 @@ class Setting:
     #: Reads the value from a command-line or environment string; raises ValueError.
     parse: Callable[[str], Any] = str
     #: The ``--help`` section it appears in.
-    group: str = "server"
+    group: str = SERVER_GROUP
     #: What ``--help`` names the value, e.g. ``PEM``.
     metavar: str | None = None
     #: The allowed spellings, when there are few.
@@ -122,7 +135,6 @@ _TLS = "TLS (without --tls-cert the server speaks plaintext: for loopback develo
 _LIMITS = "limits"
 _TASKS = "tasks"
 _STORE = "store"
-_OPERATIONS = "logs, metrics and traces"
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,7 +413,7 @@ class ServerConfig:
     metrics_port: int | None = _setting(
         flag="--metrics-port",
         parse=parse_port,
-        group=_OPERATIONS,
+        group=OPERATIONS_GROUP,
         help="serve Prometheus metrics on this port at /metrics; with --workers N, worker i "
         "serves on this port + i",
         default_text="no metrics",
@@ -409,7 +421,7 @@ class ServerConfig:
     #: The address the metrics endpoint listens on; the gRPC host when None.
     metrics_host: str | None = _setting(
         flag="--metrics-host",
-        group=_OPERATIONS,
+        group=OPERATIONS_GROUP,
         help="the address the metrics endpoint listens on",
         default_text="--host's",
     )
@@ -419,7 +431,7 @@ class ServerConfig:
         flag="--log-calls",
         parse=parse_bool,
         switch=True,
-        group=_OPERATIONS,
+        group=OPERATIONS_GROUP,
         help="log every call: method, status code, duration, session id prefix and peer",
     )
     #: Trace every call with OpenTelemetry (the ``otel`` extra), configured by the
@@ -429,7 +441,7 @@ class ServerConfig:
         flag="--otel",
         parse=parse_bool,
         switch=True,
-        group=_OPERATIONS,
+        group=OPERATIONS_GROUP,
         help="trace calls with OpenTelemetry, exported as the OTEL_* variables say "
         "(needs pip install 'peer-grpc[otel]')",
     )

@@ -257,7 +257,7 @@ class RedisSessionStore:
             with self._unavailable("announcing this replica"):
                 await self._say_alive()
             self._announced = True
-        admission = f"{self.replica_id}-{secrets.token_hex(8)}"
+        admission = _new_admission(self.replica_id)
         keys = self._keys.session(session_id)
         call_key = _call_key(key)
         riding = self._unsettled.pop(session_id, ())
@@ -620,8 +620,13 @@ class _Outcome:
         return NOT_RUN if value == _NOT_RUN_MARK else decode_outcome(value)
 
 
+def _new_admission(replica_id: str) -> str:
+    """A new admission id, naming the replica that admits: ``<replica>-<random>``."""
+    return f"{replica_id}-{secrets.token_hex(8)}"
+
+
 def _replica_of(admission: bytes) -> str:
-    """The replica an admission id names (``<replica>-<random>``)."""
+    """The replica an admission id names (see :func:`_new_admission`)."""
     return admission.decode().partition("-")[0]
 
 

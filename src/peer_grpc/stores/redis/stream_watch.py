@@ -108,7 +108,6 @@ class StreamWatch:
             elif not self._interrupted:
                 self._wake(set(self._waiters))  # a poll passed: let each see its stream
             self._interrupted = False
-        self._reading = {}
 
     async def _read_once(self) -> Any:
         connection = self._own_connection()
