@@ -37,6 +37,7 @@ from packaging.specifiers import SpecifierSet
 
 from peer_grpc.cli.main import build_parser
 from peer_grpc.server import ServerConfig
+from peer_grpc.server.task_worker import WORKER_SERVICE, WorkerConfig
 from peer_grpc.wire.contract import SERVICE_NAME
 from tests.certs import Pki
 from tests.cli.test_cli import ServeProcess, start_serve
@@ -503,6 +504,55 @@ def test_compose_publishes_on_loopback_only():
     for name, service in COMPOSE["services"].items():
         for host, port in published(service):
             assert host == "127.0.0.1", f"{name} publishes {port} on {host} (plaintext)"
+
+
+def worker_names() -> list[str]:
+    """The compose services that run ``peer-grpc worker``."""
+    return [
+        name
+        for name, service in COMPOSE["services"].items()
+        if service.get("command", [])[:2] == ["peer-grpc", "worker"]
+    ]
+
+
+def test_compose_runs_a_task_worker_of_the_image_on_the_replicas_redis():
+    (worker,) = worker_names()
+    service = COMPOSE["services"][worker]
+    replica = COMPOSE["services"][REPLICAS[0]]
+    environment = service_environment(service)
+
+    assert service["image"] == replica["image"]
+    assert environment["PEER_GRPC_STORE"] == replica_env(REPLICAS[0])["PEER_GRPC_STORE"]
+    assert "redis" in service["depends_on"]
+
+
+def test_every_variable_compose_gives_the_worker_is_a_worker_option(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    (worker,) = worker_names()
+    environment = service_environment(COMPOSE["services"][worker])
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    parsed = build_parser().parse_args(["worker"])
+
+    for variable, value in environment.items():
+        destination = flag_of(variable).removeprefix("--").replace("-", "_")
+        assert str(getattr(parsed, destination)) == value, f"worker ignores {variable}"
+
+
+def test_the_worker_healthcheck_asks_the_worker_health_service_where_it_listens():
+    (worker,) = worker_names()
+    service = COMPOSE["services"][worker]
+    test = service["healthcheck"]["test"]
+    address = service_environment(service)["PEER_GRPC_HEALTH_ADDRESS"]
+
+    assert test[:3] == ["CMD", "python", "/usr/local/bin/peer-grpc-healthcheck"]
+    assert test[3:] == [address, WORKER_SERVICE]
+    grace = WorkerConfig(store="redis://redis").shutdown_grace
+    assert seconds(service["stop_grace_period"]) > grace
 
 
 # --- Envoy ------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from peer_grpc.sessions.manager import SessionManager
 from peer_grpc.stores import MemorySessionStore, MemoryTaskStore, SessionStore, TaskStore
 from peer_grpc.tasks.manager import TaskLimits, TaskManager
 from peer_grpc.tasks.registry import (
+    Retry,
     TaskContext,
     TaskRegistry,
     TaskRejected,
@@ -70,6 +71,7 @@ __all__ = [
     "PeerServer",
     "PermissionDenied",
     "RemoteError",
+    "Retry",
     "SequenceError",
     "SequenceErrorKind",
     "SequenceExhausted",

@@ -19,7 +19,7 @@ import pytest
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from peer_grpc import PeerServer, ServerConfig, default_registry
+from peer_grpc import PeerServer, Retry, ServerConfig, default_registry
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import open_session, session_metadata
 from tests.redis_server import RedisServer
@@ -38,14 +38,22 @@ def runs() -> Counter[str]:
     return Counter()
 
 
-@pytest.fixture
-async def server(redis_server: RedisServer, runs: Counter[str]) -> AsyncIterator[PeerServer]:
+@pytest.fixture(params=[0.0, 0.3], ids=["instant-tasks", "tasks-mid-run"])
+async def server(
+    redis_server: RedisServer, runs: Counter[str], request: pytest.FixtureRequest
+) -> AsyncIterator[PeerServer]:
+    """A server whose ``record`` handler counts its runs; with a delay, the fault finds
+    tasks running. The handler is retryable: still, a Redis outage shorter than the task
+    lease (10 s) must not run any task twice."""
+    delay: float = request.param
+
     async def record(payload: dict[str, Any]) -> dict[str, Any]:
         runs[payload["id"]] += 1
+        await asyncio.sleep(delay)
         return {"id": payload["id"]}
 
     registry = default_registry()
-    registry.register("record", record)
+    registry.register("record", record, retry=Retry(max_attempts=3))
     config = ServerConfig(
         host="127.0.0.1",
         port=0,

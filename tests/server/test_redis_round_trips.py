@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc.aio
 import pytest
@@ -14,7 +14,7 @@ import redis.asyncio
 
 from peer_grpc import PeerServer, ServerConfig
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.stores import MemoryTaskStore, RedisSessionStore
+from peer_grpc.stores import MemoryTaskStore, RedisSessionStore, RedisTaskStore
 from peer_grpc.stores.redis import sessions as redis_sessions
 from tests.conftest import open_session, session_metadata, shared_redis
 
@@ -25,10 +25,14 @@ class CountingConnection(redis.asyncio.Connection):
     not counted: how many connections the pool opens depends on timing, not on calls."""
 
     sends = 0
+    #: The name of every command counted (for EVALSHA, with the script's SHA).
+    sent: ClassVar[list[bytes]] = []
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if _command_name(command) not in _CONNECTION_SET_UP:
+        name = _command_name(command)
+        if name not in _CONNECTION_SET_UP:
             CountingConnection.sends += 1
+            CountingConnection.sent.append(name)
         await super().send_packed_command(command, check_health)
 
 
@@ -44,7 +48,7 @@ def _command_name(packed: Any) -> bytes:
     chunks = packed if isinstance(packed, list | tuple) else [packed]
     parts = b"".join(bytes(chunk) for chunk in chunks).split(b"\r\n")
     name = parts[2].upper() if len(parts) > 2 else b""
-    if name == b"CLIENT" and len(parts) > 4:
+    if name in (b"CLIENT", b"EVALSHA") and len(parts) > 4:
         return name + b" " + parts[4].upper()
     return name
 
@@ -129,3 +133,47 @@ async def test_concurrent_sessions_stay_at_one_round_trip_per_call(
     # before), and one more for each session's first call, which indexes the session
     # as established. Two round trips a call would be 640.
     assert trips == sessions * calls_each + sessions
+
+
+@pytest.fixture
+async def counted_task_server(server_config: ServerConfig) -> AsyncIterator[PeerServer]:
+    client = redis.asyncio.Redis.from_url(shared_redis().url, connection_class=CountingConnection)
+    prefix = f"trips-{uuid.uuid4().hex[:8]}"
+    # A lease of an hour: no renewal tick runs while the calls come.
+    config = replace(server_config, sweep_interval=3600, store_check_interval=3600, task_lease=3600)
+    server = PeerServer(
+        config,
+        store=RedisSessionStore(client, key_prefix=prefix, retry_cache_size=8),
+        task_store=RedisTaskStore(client, key_prefix=prefix),
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_a_task_that_finishes_within_its_call_costs_three_round_trips(
+    counted_task_server: PeerServer, monkeypatch: pytest.MonkeyPatch
+):
+    """Admit the call; store, queue and claim the task; record its end, fenced. Nothing
+    else: the idle runner is not woken by a task its own replica claimed as it queued it."""
+    monkeypatch.setattr(redis_sessions, "OUTCOME_DELAY", 3600.0)
+    request = peer_pb2.DelegateTaskRequest(task_type="echo")
+    async with grpc.aio.insecure_channel(counted_task_server.address) as channel:
+        stub = peer_pb2_grpc.PeerServiceStub(channel)
+        session_id = (await open_session(stub)).session_id
+        # The first call loads the scripts and indexes the session as established.
+        await stub.DelegateTask(request, metadata=session_metadata(session_id, 1))
+
+        async def delegations() -> None:
+            for sequence in range(2, 12):
+                response = await stub.DelegateTask(
+                    request, metadata=session_metadata(session_id, sequence)
+                )
+                assert response.task.state == peer_pb2.TASK_STATE_COMPLETED
+
+        CountingConnection.sent.clear()
+        trips = await round_trips_of(delegations())
+
+    assert trips == 3 * 10, CountingConnection.sent

@@ -28,6 +28,8 @@ LEGAL: frozenset[tuple[TaskState, TaskState]] = frozenset(
         (T.SUBMITTED, T.FAILED),
         (T.SUBMITTED, T.CANCELED),
         (T.SUBMITTED, T.REJECTED),
+        # Queued again when its runner was lost and the handler is retryable.
+        (T.WORKING, T.SUBMITTED),
         (T.WORKING, T.COMPLETED),
         (T.WORKING, T.FAILED),
         (T.WORKING, T.CANCELED),
@@ -42,7 +44,7 @@ ILLEGAL_PAIRS = transition_params(TaskState, LEGAL, legal_ones=False)
 
 
 def test_the_pairs_cover_every_combination_of_states() -> None:
-    assert len(LEGAL_PAIRS) == 8
+    assert len(LEGAL_PAIRS) == 9
     assert len(LEGAL_PAIRS) + len(ILLEGAL_PAIRS) == len(TaskState) ** 2
 
 

@@ -84,7 +84,8 @@ async def tasks(
         registry,
         task_store,
         clock=clock,
-        limits=TaskLimits(max_running=4, max_running_per_session=2),
+        # No queue beyond the running limit: over it, a delegation is refused.
+        limits=TaskLimits(max_running=4, max_running_per_session=2, max_queued=0),
     )
     try:
         yield manager
@@ -244,13 +245,20 @@ async def test_a_timed_out_handler_keeps_its_slot_until_it_has_stopped(
             cleaned_up.set()
         return {}
 
-    limits = TaskLimits(max_running=1, max_running_per_session=1)
+    limits = TaskLimits(max_running=1, max_running_per_session=1, max_queued=1)
     manager = TaskManager(registry, task_store, clock=clock, limits=limits)
     try:
         task = await delegate(manager, "slow-cleanup", timeout=0.05)
         assert (task.state, task.error_code) == (T.FAILED, "DEADLINE_EXCEEDED")
-        with pytest.raises(TaskLimitReached):
-            await delegate(manager, "echo", session_id="other")
+        if manager.queue is None:  # refused while the one slot is held
+            with pytest.raises(TaskLimitReached):
+                await delegate(manager, "echo", session_id="other")
+        else:  # queued, and not run until the runner's one slot is free
+            waiting = await delegate(manager, "echo", session_id="other", wait=False)
+            await asyncio.sleep(0.05)
+            assert (await manager.get(PEER, waiting.task_id)).state is T.SUBMITTED
+            assert (await until(manager, waiting.task_id, T.COMPLETED)).result == {}
+            assert cleaned_up.is_set()
         await cleaned_up.wait()
         await settled(manager)
         assert (await delegate(manager, "echo", session_id="other")).state is T.COMPLETED

@@ -7,9 +7,15 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["describe_default", "env_default", "typed"]
+from peer_grpc.core.settings import ENV_PREFIX, parse_choice
+from peer_grpc.observability.logs import LOG_FORMATS
+
+__all__ = ["LOG_LEVELS", "add_log_options", "describe_default", "env_default", "typed"]
 
 T = TypeVar("T")
+
+#: The levels ``--log-level`` takes.
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def env_default(variable: str, parse: Callable[[str], T], default: T) -> T:
@@ -49,3 +55,21 @@ def describe_default(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
+
+
+def add_log_options(group: argparse._ArgumentGroup) -> None:
+    """``--log-level`` and ``--log-format``, for the commands that run a process."""
+    group.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=env_default(f"{ENV_PREFIX}LOG_LEVEL", parse_choice(LOG_LEVELS), "info"),
+        help="(default: %(default)s)",
+    )
+    group.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=LOG_FORMATS,
+        default=env_default(f"{ENV_PREFIX}LOG_FORMAT", parse_choice(LOG_FORMATS), "text"),
+        help="one event per line, as text or as a JSON object (default: %(default)s)",
+    )

@@ -11,10 +11,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 
-from peer_grpc.cli.options import describe_default, env_default, typed
+from peer_grpc.cli.options import add_log_options, describe_default, env_default, typed
 from peer_grpc.core.identity import PeerIdPolicy
-from peer_grpc.core.settings import ENV_PREFIX, parse_at_least_one, parse_choice
-from peer_grpc.observability.logs import LOG_FORMATS, configure_logging
+from peer_grpc.core.settings import ENV_PREFIX, parse_at_least_one
+from peer_grpc.observability.logs import configure_logging
 from peer_grpc.observability.tracing import tracer_provider_from_env
 from peer_grpc.server.config import (
     OPERATIONS_GROUP,
@@ -28,8 +28,6 @@ from peer_grpc.server.workers import run_workers
 from peer_grpc.tasks.registry import TaskRegistry
 
 __all__ = ["add_serve", "load_registry", "run_serve"]
-
-_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,20 +93,7 @@ def _add_process_options(
         help="server processes sharing the port (SO_REUSEPORT), for more than one core; "
         "more than 1 needs a Redis --store and a fixed --port (default: %(default)s)",
     )
-    operations.add_argument(
-        "--log-level",
-        type=str.lower,
-        choices=_LOG_LEVELS,
-        default=env_default(f"{ENV_PREFIX}LOG_LEVEL", parse_choice(_LOG_LEVELS), "info"),
-        help="(default: %(default)s)",
-    )
-    operations.add_argument(
-        "--log-format",
-        type=str.lower,
-        choices=LOG_FORMATS,
-        default=env_default(f"{ENV_PREFIX}LOG_FORMAT", parse_choice(LOG_FORMATS), "text"),
-        help="one event per line, as text or as a JSON object (default: %(default)s)",
-    )
+    add_log_options(operations)
 
 
 @dataclass(frozen=True, slots=True)

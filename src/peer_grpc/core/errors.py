@@ -262,17 +262,24 @@ class TaskNotCancelable(TaskError):
         return {"state": self.state}
 
 
+_LIMIT_TEXT = {
+    "server": "{} tasks are already running on this server",
+    "session": "{} tasks are already running for this session",
+    "queue": "{} tasks are already waiting in the queue, every runner being busy",
+}
+
+
 class TaskLimitReached(TaskError):
-    """Too many tasks are running (on the server, or for the session); none was created."""
+    """Too many tasks are running or queued (on the server, for the session, or in the
+    shared queue); none was created."""
 
     reason = "TASK_LIMIT_REACHED"
 
     def __init__(self, scope: str, limit: int, retry_after: float) -> None:
-        where = "on this server" if scope == "server" else "for this session"
         super().__init__(
-            f"{limit} tasks are already running {where}; try again in {retry_after:g}s"
+            f"{_LIMIT_TEXT.get(scope, scope).format(limit)}; try again in {retry_after:g}s"
         )
-        #: Which limit was reached: ``"server"`` or ``"session"``.
+        #: Which limit was reached: ``"server"``, ``"session"`` or ``"queue"``.
         self.scope = scope
         self.limit = limit
         self.retry_after = retry_after

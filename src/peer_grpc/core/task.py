@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -37,7 +37,8 @@ TASK_MACHINE = StateMachine(
     {
         # A task can end before its handler starts: canceled, timed out, or refused.
         TaskState.SUBMITTED: {TaskState.WORKING, *_ENDINGS},
-        TaskState.WORKING: {TaskState.COMPLETED, *_ENDINGS},
+        # Back to SUBMITTED only when its runner was lost and the handler may run again.
+        TaskState.WORKING: {TaskState.SUBMITTED, TaskState.COMPLETED, *_ENDINGS},
         TaskState.COMPLETED: set(),
         TaskState.FAILED: set(),
         TaskState.CANCELED: set(),
@@ -82,19 +83,34 @@ class Task:
     version: int = 1
     #: The task's place in its store's creation order (assigned by the store); pages follow it.
     ordinal: int = 0
+    #: Which run of the handler this is: 0 before the first, one more at every start.
+    attempt: int = 0
+    #: The most runs the task may get (its handler's retry policy; 1 if not retryable).
+    max_attempts: int = 1
 
     def changed(self, change: TaskChange, now: float) -> Task:
-        """The task after ``change``.
+        """The task after ``change``; a move to WORKING starts the next attempt.
 
         Raises:
             InvalidTransition: the task state machine forbids the move.
         """
-        return replace(
-            self,
-            state=TASK_MACHINE.check(self.state, change.state),
+        state = TASK_MACHINE.check(self.state, change.state)
+        # Spelled out rather than dataclasses.replace, which costs several times more, on
+        # a path every task takes three times.
+        return Task(
+            task_id=self.task_id,
+            task_type=self.task_type,
+            owner_peer_id=self.owner_peer_id,
+            session_id=self.session_id,
+            state=state,
+            created_at=self.created_at,
+            updated_at=now,
+            timeout=self.timeout,
             result=change.result,
             error_code=change.error_code,
             error_message=change.error_message,
-            updated_at=now,
             version=self.version + 1,
+            ordinal=self.ordinal,
+            attempt=self.attempt + 1 if state is TaskState.WORKING else self.attempt,
+            max_attempts=self.max_attempts,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
@@ -91,15 +92,17 @@ class CallRecord:
 
     #: The serialized response of a unary call that finished.
     response: bytes = b""
-    #: What a resend gets if the call is cut short (its caller gone) after its effect.
-    if_interrupted: bytes = b""
+    #: What a resend gets if the call is cut short (its caller gone) after its effect:
+    #: made only then, since most calls are not cut short.
+    if_interrupted: Callable[[], Message] | None = None
 
 
 _call_record: ContextVar[CallRecord | None] = ContextVar("peer_grpc_call_record", default=None)
 
 
-def answer_if_interrupted(response: Message) -> None:
-    """Name the response a resend of this call gets if the call is cut short from now on.
+def answer_if_interrupted(response: Callable[[], Message]) -> None:
+    """Name the response a resend of this call gets if the call is cut short from now on
+    (``response`` makes it, when it is needed).
 
     A method whose effect is done before it answers (DelegateTask: the task exists)
     calls this, so that a caller whose connection broke learns what happened by
@@ -107,7 +110,7 @@ def answer_if_interrupted(response: Message) -> None:
     """
     record = _call_record.get()
     if record is not None:
-        record.if_interrupted = response.SerializeToString()
+        record.if_interrupted = response
 
 
 def bind_call_record(record: CallRecord) -> Token[CallRecord | None]:

@@ -43,6 +43,7 @@ from peer_grpc.stores.memory.sessions import DEFAULT_ENDED_RETENTION, DEFAULT_MA
 from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
 from peer_grpc.stores.redis.keys import DEFAULT_KEY_PREFIX
 from peer_grpc.tasks.manager import (
+    DEFAULT_MAX_QUEUED_TASKS,
     DEFAULT_MAX_RUNNING_TASKS,
     DEFAULT_MAX_TASK_TIMEOUT,
     DEFAULT_MAX_TASKS_PER_SESSION,
@@ -50,6 +51,7 @@ from peer_grpc.tasks.manager import (
     TaskLimits,
 )
 from peer_grpc.tasks.registry import DEFAULT_MAX_RESULT_BYTES
+from peer_grpc.tasks.runner import DEFAULT_TASK_LEASE
 
 __all__ = [
     "MEMORY_STORE",
@@ -251,15 +253,44 @@ class ServerConfig:
         flag="--max-tasks",
         parse=parse_int,
         group=_TASKS,
-        help="tasks running at once on this server; also its worker threads",
+        help="tasks running at once: on this server (memory store), or over every "
+        "runner together (Redis); also this server's worker threads",
     )
-    #: Tasks running at once for one session.
+    #: Tasks running at once for one session (on Redis: queued or running).
     max_tasks_per_session: int = _setting(
         DEFAULT_MAX_TASKS_PER_SESSION,
         flag="--max-tasks-per-session",
         parse=parse_int,
         group=_TASKS,
-        help="tasks running at once for one session",
+        help="tasks running at once for one session (on Redis, queued ones count too)",
+    )
+    #: On Redis: tasks that may wait SUBMITTED while --max-tasks are running.
+    max_queued_tasks: int = _setting(
+        DEFAULT_MAX_QUEUED_TASKS,
+        flag="--max-queued-tasks",
+        parse=parse_int,
+        group=_TASKS,
+        help="on Redis: tasks that may wait in the queue while --max-tasks run; over "
+        "it DelegateTask is refused RESOURCE_EXHAUSTED",
+    )
+    #: On Redis: seconds a runner holds a task without renewing before it is reclaimed.
+    task_lease: float = _setting(
+        DEFAULT_TASK_LEASE,
+        flag="--task-lease",
+        parse=parse_float,
+        group=_TASKS,
+        help="on Redis: seconds before a task whose runner stopped renewing is run again "
+        "(retryable handlers) or failed WORKER_LOST",
+    )
+    #: On Redis: whether this server runs queued tasks itself, or is a pure front end.
+    run_tasks: bool = _setting(
+        True,
+        flag="--run-tasks",
+        parse=parse_bool,
+        switch=True,
+        group=_TASKS,
+        help="on Redis: run queued tasks in this server too; --no-run-tasks makes a pure "
+        "front end that leaves them to `peer-grpc worker` processes",
     )
     #: The largest handler result kept, in bytes of compact JSON; larger fails the task.
     max_task_result_bytes: int = _setting(
@@ -542,6 +573,8 @@ class ServerConfig:
             max_running=self.max_running_tasks,
             max_running_per_session=self.max_tasks_per_session,
             max_result_bytes=self.max_task_result_bytes,
+            max_queued=self.max_queued_tasks,
+            lease=self.task_lease,
         )
 
     @property

@@ -557,7 +557,8 @@ class _Serving:
         await self._remember(self._outcome_of(error, context))
 
     def _outcome_of(self, error: BaseException, context: grpc.aio.ServicerContext) -> CallOutcome:
-        done = self.record.if_interrupted
+        made = self.record.if_interrupted
+        done = made().SerializeToString() if made is not None else b""
         if isinstance(error, grpc.aio.AbortError):
             return _outcome_of_abort(context)
         if isinstance(error, StoreUnavailable):

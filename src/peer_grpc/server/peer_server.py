@@ -119,6 +119,7 @@ class PeerServer:
             task_store,
             clock=self.manager.clock,
             limits=config.task_limits,
+            run_tasks=config.run_tasks,
         )
         self.manager.on_session_end(lambda session: self.tasks.cancel_session(session.session_id))
         self.health = health.aio.HealthServicer()
@@ -211,6 +212,7 @@ class PeerServer:
             raise
         self._server = server
         await set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
+        self.tasks.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="peer-grpc-sweeper")
         self._store_watching = asyncio.create_task(
             self._store_watch.run(), name="peer-grpc-store-watch"

@@ -191,7 +191,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
             max_wait=_waiting_budget(context.time_remaining()),
             # If the caller goes away while it waits, a resend learns of the task.
             on_created=lambda created: answer_if_interrupted(
-                peer_pb2.DelegateTaskResponse(task=task_message(created))
+                lambda: peer_pb2.DelegateTaskResponse(task=task_message(created))
             ),
         )
         return peer_pb2.DelegateTaskResponse(task=task_message(task))

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from peer_grpc.core.retry import CallKey, CallOutcome
 from peer_grpc.core.session import Session, SessionState, SessionStats
 from peer_grpc.core.task import Task, TaskChange, TaskState
 
-__all__ = ["Admission", "SessionStore", "SweepResult", "TaskStore", "WindowSnapshot"]
+__all__ = [
+    "Admission",
+    "Claim",
+    "Enqueued",
+    "QueueLimits",
+    "ReclaimResult",
+    "SessionStore",
+    "SweepResult",
+    "TaskQueue",
+    "TaskStore",
+    "WindowSnapshot",
+]
 
 
 @dataclass(slots=True)  # not frozen: one is built per call, and frozen ones cost more
@@ -174,6 +185,12 @@ class TaskStore(Protocol):
     #: Whether other processes share the store: only then can a task end elsewhere.
     shared: bool
 
+    @property
+    def queue(self) -> TaskQueue | None:
+        """The queue that hands the store's tasks to runners in any process, or None
+        when tasks run in the process that accepted them."""
+        ...
+
     async def create(self, task: Task) -> Task:
         """Insert a new task; returns it with its :attr:`Task.ordinal` assigned."""
         ...
@@ -225,4 +242,112 @@ class TaskStore(Protocol):
 
     async def close(self) -> None:
         """Release the store's resources."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """The limits a queue enforces, counted in the store so that every replica shares them."""
+
+    #: Tasks WORKING at once, over every runner.
+    max_running: int
+    #: Unfinished tasks (queued or running) of one session.
+    max_per_session: int
+    #: Tasks waiting SUBMITTED beyond ``max_running``.
+    max_queued: int
+    #: Seconds a refused caller is told to wait.
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A task a runner took from the queue: WORKING, at its new attempt, under a lease."""
+
+    task: Task
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """A task just stored and queued, and what the delegating runner claimed meanwhile."""
+
+    task: Task
+    claims: tuple[Claim, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimResult:
+    """What one reclaim pass did with tasks whose lease had lapsed."""
+
+    #: Queued again for another attempt.
+    requeued: int = 0
+    #: Ended FAILED ``WORKER_LOST``: not retryable, or out of attempts.
+    ended: int = 0
+
+
+class TaskQueue(Protocol):
+    """Hands a shared task store's tasks to runners in any process, under leases.
+
+    A runner holds each task it claimed under a lease that it renews (all its
+    tasks in one step); a task whose lease lapses is reclaimed by anyone: queued
+    again if its handler is retryable and attempts remain, else ended FAILED
+    ``WORKER_LOST``. A runner writes a task's end only while its attempt still
+    holds the task (the write is fenced by the attempt number, in the store).
+    """
+
+    async def enqueue(
+        self,
+        task: Task,
+        payload: Mapping[str, Any],
+        limits: QueueLimits,
+        *,
+        runner_id: str = "",
+        claim: int = 0,
+    ) -> Enqueued:
+        """Store the SUBMITTED ``task`` and queue it, in one atomic step.
+
+        With ``runner_id``, up to ``claim`` queued tasks (the oldest first, so this
+        one only if none waits before it) are claimed for that runner in the same step.
+
+        Raises:
+            TaskLimitReached: the session's limit, or running plus queued tasks over
+                every runner, is reached; no task was stored.
+        """
+        ...
+
+    async def claim(self, runner_id: str, count: int, now: float) -> Sequence[Claim]:
+        """Claim up to ``count`` queued tasks, oldest first, within the running limit."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
+        """Return when a task may have been queued, or after ``timeout`` seconds."""
+        ...
+
+    async def renew(self, runner_id: str, held: Sequence[Task]) -> set[str]:
+        """Renew the leases on ``held`` (the snapshots the runner claimed), in one step.
+
+        Returns the ids of those it no longer holds: they ended (canceled, say) or
+        were reclaimed after the lease lapsed. Their handlers should stop.
+        """
+        ...
+
+    async def finish(self, task: Task, change: TaskChange, now: float) -> Task | None:
+        """Apply ``change`` to the claimed ``task``, fenced by its attempt.
+
+        Returns the task after it, or None if this attempt no longer holds the task
+        (it ended another way, or its lease lapsed and it was reclaimed).
+        """
+        ...
+
+    async def reclaim(self, runner_id: str, lease: float, now: float, limit: int) -> ReclaimResult:
+        """Take over up to ``limit`` tasks whose lease lapsed ``lease`` seconds ago or more."""
+        ...
+
+    async def hand_back(self, runner_id: str, task_ids: Sequence[str], now: float) -> int:
+        """Give back tasks a stopping runner holds: queued again if retryable, else
+        CANCELED ``SHUTDOWN``. Returns how many."""
+        ...
+
+    async def unfinished(self, session_id: str) -> Sequence[str]:
+        """The ids of the session's tasks that have not ended, wherever they run."""
         ...

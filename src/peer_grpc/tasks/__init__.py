@@ -1,7 +1,9 @@
 """Delegated tasks: the handlers applications register, and the manager that runs them.
 
 :mod:`peer_grpc.tasks.registry` holds the handlers and runs one; :mod:`peer_grpc.tasks.manager`
-keeps each task's lifecycle on a task store (states, limits, timeouts, cancellation).
+keeps each task's lifecycle on a task store (states, limits, timeouts, cancellation);
+:mod:`peer_grpc.tasks.runner` runs tasks from a shared queue under leases, and
+:mod:`peer_grpc.tasks.execution` is one run of a handler, which both share.
 The task model itself is in :mod:`peer_grpc.core.task`.
 """
 
@@ -10,6 +12,7 @@ from peer_grpc.tasks.manager import TaskLimits, TaskManager
 from peer_grpc.tasks.registry import (
     MAX_JSON_DEPTH,
     MAX_SLEEP_SECONDS,
+    Retry,
     TaskContext,
     TaskHandler,
     TaskOutcome,
@@ -23,6 +26,7 @@ from peer_grpc.tasks.registry import (
 __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_SLEEP_SECONDS",
+    "Retry",
     "Task",
     "TaskContext",
     "TaskHandler",

@@ -33,15 +33,17 @@ from peer_grpc.core.errors import (
 )
 from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.stores.memory.tasks import MemoryTaskStore
-from peer_grpc.stores.protocols import TaskStore
+from peer_grpc.stores.protocols import Enqueued, QueueLimits, TaskQueue, TaskStore
+from peer_grpc.tasks.execution import deadline_exceeded, run_handler
 from peer_grpc.tasks.registry import (
     DEFAULT_MAX_RESULT_BYTES,
     TaskContext,
-    TaskOutcome,
     TaskRegistry,
 )
+from peer_grpc.tasks.runner import DEFAULT_TASK_LEASE, TaskRunner
 
 __all__ = [
+    "DEFAULT_MAX_QUEUED_TASKS",
     "DEFAULT_MAX_RUNNING_TASKS",
     "DEFAULT_MAX_TASKS_PER_SESSION",
     "DEFAULT_MAX_TASK_TIMEOUT",
@@ -72,6 +74,7 @@ DEFAULT_TASK_TIMEOUT = 300.0
 DEFAULT_MAX_TASK_TIMEOUT = 3600.0
 DEFAULT_MAX_RUNNING_TASKS = 64
 DEFAULT_MAX_TASKS_PER_SESSION = 8
+DEFAULT_MAX_QUEUED_TASKS = 1024
 #: Seconds a task's change is retried while the store is unavailable.
 _RECORD_PATIENCE = 60.0
 #: How long a shutdown waits for canceled tasks to record their end before leaving them.
@@ -86,10 +89,15 @@ class TaskLimits:
     default_timeout: float = DEFAULT_TASK_TIMEOUT
     #: The longest timeout a request may ask for.
     max_timeout: float = DEFAULT_MAX_TASK_TIMEOUT
-    #: Tasks running at once in this server process; also its worker threads.
+    #: Tasks running at once: in this server process with the memory store; over
+    #: every runner together with a shared queue (Redis). Also this process's threads.
     max_running: int = DEFAULT_MAX_RUNNING_TASKS
-    #: Tasks running at once for one session.
+    #: Tasks running at once for one session (with a shared queue: queued or running).
     max_running_per_session: int = DEFAULT_MAX_TASKS_PER_SESSION
+    #: With a shared queue: tasks that may wait SUBMITTED beyond ``max_running``.
+    max_queued: int = DEFAULT_MAX_QUEUED_TASKS
+    #: With a shared queue: seconds a runner holds a task without renewing its lease.
+    lease: float = DEFAULT_TASK_LEASE
     #: Seconds a caller over a limit is told to wait (``google.rpc.RetryInfo``).
     retry_after: float = 1.0
     #: The largest result kept (compact JSON bytes); a larger one fails RESULT_TOO_LARGE.
@@ -104,6 +112,19 @@ class TaskLimits:
             raise ValueError("retry_after must be positive")
         if self.max_result_bytes < 2:
             raise ValueError("max_result_bytes must leave room for {} (2 bytes)")
+        if self.max_queued < 0:
+            raise ValueError("max_queued must not be negative")
+        if self.lease <= 0:
+            raise ValueError("the task lease must be positive")
+
+    def for_queue(self) -> QueueLimits:
+        """The limits a shared queue counts."""
+        return QueueLimits(
+            max_running=self.max_running,
+            max_per_session=self.max_running_per_session,
+            max_queued=self.max_queued,
+            retry_after=self.retry_after,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +145,24 @@ class _Running:
     context: TaskContext
     #: Resolved with the task once it reaches a final state (None if that went unrecorded).
     finished: asyncio.Future[Task | None]
-    handler: asyncio.Task[TaskOutcome] | None = None
+    #: The one asyncio task that runs the handler and records the task's end.
     lifecycle: asyncio.Task[None] | None = None
+    #: While the handler runs (and may be stopped by cancelling the lifecycle).
+    in_handler: bool = False
+    #: Set once the task ended another way (canceled, say) and the handler must stop.
+    stopped: bool = False
+    #: Recording DEADLINE_EXCEEDED, once the timeout passed.
+    expiry: asyncio.Task[Task | None] | None = None
     failure: BaseException | None = field(default=None, repr=False)
+
+    def stop(self) -> bool:
+        """Stop the handler of a task that ended another way; whether it was running."""
+        self.stopped = True
+        self.context.cancel()
+        if self.in_handler and self.lifecycle is not None and not self.lifecycle.done():
+            self.lifecycle.cancel()
+            return True
+        return False
 
 
 def new_task_id() -> str:
@@ -137,15 +173,19 @@ def new_task_id() -> str:
 class TaskManager:
     """Delegates, runs, cancels, lists and watches tasks.
 
-    Handlers run in this process: async ones on the event loop, plain ones on a
-    pool of :attr:`TaskLimits.max_running` threads. The task records live in the
-    store, so that any process sharing it can answer for them.
+    With a store of this process alone (memory), handlers run in this process:
+    async ones on the event loop, plain ones on a pool of
+    :attr:`TaskLimits.max_running` threads. With a store that has a queue (Redis),
+    a task is queued and any runner sharing the store runs it: this process's own
+    (unless ``run_tasks`` is false) or a ``peer-grpc worker``'s. Either way the task
+    records live in the store, so that any process sharing it can answer for them.
 
     Args:
         registry: the handlers tasks may run.
         store: where tasks live; in memory when omitted.
         clock: the time source; the system clock when omitted.
         limits: timeouts and running limits; the defaults when omitted.
+        run_tasks: with a queue, whether this process runs queued tasks too.
     """
 
     def __init__(
@@ -155,6 +195,7 @@ class TaskManager:
         *,
         clock: Clock | None = None,
         limits: TaskLimits | None = None,
+        run_tasks: bool = True,
     ) -> None:
         self.registry = registry
         self.store: TaskStore = store if store is not None else MemoryTaskStore()
@@ -168,11 +209,30 @@ class TaskManager:
         self._accepting = True
         #: Tasks of this manager that reached each state, for metrics.
         self.reached: Counter[TaskState] = Counter()
+        #: The shared queue tasks go through, if the store has one.
+        self.queue: TaskQueue | None = getattr(self.store, "queue", None)
+        #: This process's runner of queued tasks, if it runs any.
+        self.runner: TaskRunner | None = None
+        if self.queue is not None and run_tasks:
+            self.runner = TaskRunner(
+                registry,
+                self.queue,
+                concurrency=limits.max_running,
+                lease=limits.lease,
+                clock=self.clock,
+                max_result_bytes=limits.max_result_bytes,
+                reached=self.reached,
+            )
+
+    def start(self) -> None:
+        """Start this process's runner of queued tasks, if it has one."""
+        if self.runner is not None:
+            self.runner.start()
 
     @property
     def running(self) -> int:
         """Tasks this process holds a slot for (running, or a canceled thread still returning)."""
-        return len(self._running)
+        return len(self._running) + (self.runner.running if self.runner is not None else 0)
 
     async def delegate(
         self,
@@ -202,20 +262,19 @@ class TaskManager:
         if task_type not in self.registry:
             raise InvalidArgument.of("task_type", f"unknown task type {task_type[:64]!r}")
         seconds = self.resolve_timeout(timeout)
+        if self.queue is not None:
+            return await self._delegate_to_queue(
+                self.queue,
+                self._new_task(peer_id, session_id, task_type, seconds, new_task_id()),
+                payload,
+                wait=wait,
+                max_wait=max_wait,
+                on_created=on_created,
+            )
         record = self._reserve(peer_id, session_id, task_type, seconds)
-        now = self.clock.now()
         try:
             task = await self.store.create(
-                Task(
-                    task_id=record.task_id,
-                    task_type=task_type,
-                    owner_peer_id=peer_id,
-                    session_id=session_id,
-                    state=TaskState.SUBMITTED,
-                    created_at=now,
-                    updated_at=now,
-                    timeout=seconds,
-                )
+                self._new_task(peer_id, session_id, task_type, seconds, record.task_id)
             )
         except BaseException:
             self._release(record)
@@ -236,12 +295,85 @@ class TaskManager:
         if not wait:
             return task
         try:
-            finished = await asyncio.wait_for(asyncio.shield(record.finished), max_wait)
+            finished = await _until_resolved(record.finished, max_wait)
         except TimeoutError:
             return await self.get(peer_id, task.task_id)
         if finished is None:
             raise _unrecorded(record.failure)
         return finished
+
+    def _new_task(
+        self, peer_id: str, session_id: str, task_type: str, timeout: float, task_id: str
+    ) -> Task:
+        now = self.clock.now()
+        return Task(
+            task_id=task_id,
+            task_type=task_type,
+            owner_peer_id=peer_id,
+            session_id=session_id,
+            state=TaskState.SUBMITTED,
+            created_at=now,
+            updated_at=now,
+            timeout=timeout,
+            max_attempts=self.registry.retry_of(task_type).max_attempts,
+        )
+
+    async def _delegate_to_queue(
+        self,
+        queue: TaskQueue,
+        task: Task,
+        payload: Mapping[str, Any],
+        *,
+        wait: bool,
+        max_wait: float | None,
+        on_created: Callable[[Task], object] | None,
+    ) -> Task:
+        """Queue the task; when this process's runner has room, it claims the task (or an
+        older one waiting) in the same store step and runs it here."""
+        if not self._accepting:
+            raise ShuttingDown("the server is shutting down and takes no new tasks")
+        runner = self.runner
+        if runner is not None:
+            runner.start()  # at once if the manager's owner did not
+        room = runner.free if runner is not None else 0
+        enqueued: Enqueued = await queue.enqueue(
+            task,
+            payload,
+            self.limits.for_queue(),
+            runner_id=runner.runner_id if runner is not None and room else "",
+            claim=room,
+        )
+        self.reached[TaskState.SUBMITTED] += 1
+        task = enqueued.task
+        if on_created is not None:
+            on_created(task)
+        if enqueued.claims and runner is not None:
+            runner.adopt(enqueued.claims)
+        if not wait:
+            return task
+        finished = runner.finished(task.task_id) if runner is not None else None
+        if finished is not None:
+            try:
+                ended = await _until_resolved(finished, max_wait)
+            except TimeoutError:
+                ended = None
+            if ended is not None:
+                return ended
+            return await self.get(task.owner_peer_id, task.task_id)
+        return await self._until_final(task, max_wait)
+
+    async def _until_final(self, task: Task, max_wait: float | None) -> Task:
+        """The task once final (it runs elsewhere), or as it stands after ``max_wait``."""
+        latest = task
+
+        async def follow() -> None:
+            nonlocal latest
+            async for change in self.watch(task.owner_peer_id, task.task_id):
+                latest = change
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(follow(), max_wait)
+        return latest
 
     def resolve_timeout(self, timeout: float | None) -> float:
         """The timeout a task gets when its request asks for ``timeout`` (None: the default).
@@ -324,11 +456,16 @@ class TaskManager:
                 yield change
 
     async def cancel_session(self, session_id: str, reason: str = "its session ended") -> int:
-        """Cancel the running tasks of a session that ended; returns how many."""
+        """Cancel the unfinished tasks of a session that ended, wherever they run;
+        returns how many."""
+        if self.queue is not None:
+            task_ids: Sequence[str] = await self.queue.unfinished(session_id)
+        else:
+            task_ids = [r.task_id for r in self._running.values() if r.session_id == session_id]
         canceled = 0
-        for record in [r for r in self._running.values() if r.session_id == session_id]:
+        for task_id in task_ids:
             with contextlib.suppress(InvalidTransition, TaskNotFound):
-                await self._cancel(record.task_id, "SESSION_ENDED", reason)
+                await self._cancel(task_id, "SESSION_ENDED", reason)
                 canceled += 1
         if canceled:
             log.info("canceled %d running tasks: %s", canceled, reason)
@@ -340,8 +477,11 @@ class TaskManager:
         Costs one session look-up per session with running tasks, which the
         running limit bounds.
         """
+        sessions = {r.session_id for r in self._running.values()}
+        if self.runner is not None:
+            sessions |= self.runner.held_sessions()
         canceled = 0
-        for session_id in {r.session_id for r in self._running.values()}:
+        for session_id in sessions:
             if not await session_is_live(session_id):
                 canceled += await self.cancel_session(session_id, "its session expired")
         return canceled
@@ -353,16 +493,14 @@ class TaskManager:
         there; this replica learns of it here, at its next sweep. A store of this
         process alone has no other replica: nothing to do.
         """
-        if not getattr(self.store, "shared", True):
-            return 0
+        if not getattr(self.store, "shared", True) or self.queue is not None:
+            return 0  # alone, nothing ends elsewhere; a runner learns at its lease tick
         stopped = 0
         for record in list(self._running.values()):
             task = await self.store.get(record.task_id)
             if task is not None and not task.state.is_final:
                 continue
-            record.context.cancel()
-            if record.handler is not None and not record.handler.done():
-                record.handler.cancel()
+            if record.stop():
                 stopped += 1
             if task is not None:
                 self._resolve(task)
@@ -373,8 +511,12 @@ class TaskManager:
     async def sweep(self, batch: int = SWEEP_BATCH) -> int:
         """Forget tasks that ended longer ago than the retention; returns how many.
 
-        Works in bounded batches and yields to the event loop between them.
+        Works in bounded batches and yields to the event loop between them. With a
+        shared queue and no runner here, also reclaims tasks whose runner was lost
+        (a runner does that at every lease tick itself).
         """
+        if self.queue is not None and self.runner is None:
+            await self.queue.reclaim("sweeper", self.limits.lease, self.clock.now(), batch)
         purged = 0
         while True:
             result = await self.store.sweep(self.clock.now(), batch)
@@ -390,6 +532,8 @@ class TaskManager:
         its thread until it returns; the shutdown does not wait for it.
         """
         self._accepting = False
+        if self.runner is not None:
+            await self.runner.stop(grace)
         lifecycles = self._lifecycles()
         if lifecycles and grace > 0:
             await asyncio.wait(lifecycles, timeout=grace)
@@ -443,53 +587,53 @@ class TaskManager:
         """Run the task's handler under its timeout and record how it ended."""
         try:
             await self._run(record, task, payload)
+        except asyncio.CancelledError:
+            if not record.stopped:
+                raise  # the shutdown gave up on it
+            # Stopped because the task ended another way, which was recorded.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
         except Exception as error:  # the store failed: the task's fate goes unrecorded
             record.failure = error
             log.exception("task %s: recording its state failed", task.task_id)
         finally:
             try:
+                if record.expiry is not None:
+                    await record.expiry
+                # The slot stays taken until a plain handler's thread has returned.
                 await record.context.worker_done()
             finally:
                 self._release(record)
 
     async def _run(self, record: _Running, task: Task, payload: dict[str, Any]) -> None:
-        if await self._change(task.task_id, TaskChange(TaskState.WORKING)) is None:
+        working = await self._change(task.task_id, TaskChange(TaskState.WORKING))
+        if working is None or record.stopped:
             return  # it ended before it started (canceled)
-        handler = asyncio.create_task(
-            self.registry.run(
-                task.task_type,
+        record.context.attempt = working.attempt
+        record.in_handler = True
+        # The timeout is recorded when it passes, whatever the handler does about it.
+        timer = asyncio.get_running_loop().call_later(
+            working.timeout, self._expire, record, working
+        )
+        try:
+            change = await run_handler(
+                self.registry,
+                working,
                 payload,
                 record.context,
                 executor=self._executor,
                 max_result_bytes=self.limits.max_result_bytes,
             )
-        )
-        record.handler = handler
-        done, _ = await asyncio.wait({handler}, timeout=task.timeout)
-        if not done:
-            record.context.cancel()
-            handler.cancel()
-            late = f"the task did not finish within its timeout of {task.timeout:g}s"
-            await self._change(
-                task.task_id,
-                TaskChange(TaskState.FAILED, error_code="DEADLINE_EXCEEDED", error_message=late),
-            )
-            # The slot stays taken until the handler has really stopped (its cleanup may
-            # take a while, or it may ignore the cancellation altogether).
-            await asyncio.wait({handler})
-        elif handler.cancelled():
-            # Canceled by CancelTask, a session's end or a shutdown, which recorded why
-            # (then this change is refused as coming too late); or by the handler itself.
-            await self._change(
-                task.task_id,
-                TaskChange(
-                    TaskState.FAILED,
-                    error_code="HANDLER_ERROR",
-                    error_message="the handler was cancelled from within",
-                ),
-            )
-        else:
-            await self._change(task.task_id, _ending(handler.result()))
+        finally:
+            timer.cancel()
+            record.in_handler = False
+        await self._change(task.task_id, change)
+
+    def _expire(self, record: _Running, task: Task) -> None:
+        """The task ran past its timeout: record DEADLINE_EXCEEDED and stop its handler."""
+        record.stop()
+        record.expiry = asyncio.create_task(self._change(task.task_id, deadline_exceeded(task)))
 
     async def _change(self, task_id: str, change: TaskChange) -> Task | None:
         """Apply ``change``; None if the task ended another way first.
@@ -539,15 +683,30 @@ class TaskManager:
         self._resolve(task)
         record = self._running.get(task_id)
         if record is not None:
-            record.context.cancel()
-            if record.handler is not None:
-                record.handler.cancel()
+            record.stop()
+        if self.runner is not None:
+            self.runner.stop_task(task_id)  # one running elsewhere learns at its lease tick
         return task
 
     def _resolve(self, task: Task) -> None:
         record = self._running.get(task.task_id)
         if task.state.is_final and record is not None and not record.finished.done():
             record.finished.set_result(task)
+
+
+async def _until_resolved(
+    finished: asyncio.Future[Task | None], max_wait: float | None
+) -> Task | None:
+    """What ``finished`` resolves to, waiting at most ``max_wait`` (TimeoutError after).
+
+    A caller that goes away cancels only its wait: ``finished`` is this caller's alone
+    (whoever resolves it checks that it is not done), and the task runs on.
+    """
+    if finished.done():
+        return finished.result()
+    if max_wait is None:
+        return await finished
+    return await asyncio.wait_for(asyncio.shield(finished), max_wait)
 
 
 def _unrecorded(failure: BaseException | None) -> PeerError:
@@ -557,14 +716,6 @@ def _unrecorded(failure: BaseException | None) -> PeerError:
     if failure is None:  # its lifecycle was cut short by a shutdown
         return ShuttingDown("the server stopped before the task's end was recorded")
     return InternalError("the task's end could not be recorded")
-
-
-def _ending(outcome: TaskOutcome) -> TaskChange:
-    """The final change a handler's outcome makes."""
-    if outcome.ok:
-        return TaskChange(TaskState.COMPLETED, result=outcome.result)
-    state = TaskState.REJECTED if outcome.rejected else TaskState.FAILED
-    return TaskChange(state, error_code=outcome.error_code, error_message=outcome.error_message)
 
 
 def _within_bytes(tasks: Sequence[Task], budget: int) -> tuple[Task, ...]:

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_RESULT_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_SLEEP_SECONDS",
+    "Retry",
     "TaskContext",
     "TaskHandler",
     "TaskOutcome",
@@ -52,6 +53,29 @@ MAX_JSON_DEPTH = 32
 DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A handler's retry policy: how often a task may run when its runner is lost.
+
+    A task is run again only when the process running it died or was cut off from
+    the store for longer than the task's lease; a handler that raises or times out
+    is not retried. A retryable handler must therefore expect to run more than
+    once for one task (at least once, at most ``max_attempts`` times) and make its
+    effects idempotent, for example keyed by :attr:`TaskContext.task_id`.
+    """
+
+    #: The most runs a task may get, the first included.
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+
+#: Handlers registered without a policy run once: a lost runner fails the task.
+NO_RETRY = Retry(max_attempts=1)
+
+
 class TaskRejected(Exception):
     """Raise from a handler to refuse a task without doing its work (it ends REJECTED).
 
@@ -75,6 +99,8 @@ class TaskContext:
     peer_id: str
     #: Seconds the task may run.
     timeout: float
+    #: Which run this is: 1 for the first, more when a lost runner's task runs again.
+    attempt: int = 1
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     #: The worker thread's future while a plain handler runs (see :meth:`worker_done`).
     _worker: concurrent.futures.Future[Any] | None = field(default=None, repr=False)
@@ -156,23 +182,32 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, TaskHandler] = {}
+        self._retries: dict[str, Retry] = {}
 
-    def task(self, name: str) -> Callable[[_H], _H]:
-        """Decorator that registers the function as the handler of task type ``name``."""
+    def task(self, name: str, *, retry: Retry = NO_RETRY) -> Callable[[_H], _H]:
+        """Decorator that registers the function as the handler of task type ``name``.
+
+        With ``retry``, a task whose runner is lost runs again (see :class:`Retry`).
+        """
 
         def register(handler: _H) -> _H:
-            self.register(name, handler)
+            self.register(name, handler, retry=retry)
             return handler
 
         return register
 
-    def register(self, name: str, handler: TaskHandler) -> None:
+    def register(self, name: str, handler: TaskHandler, *, retry: Retry = NO_RETRY) -> None:
         """Register ``handler`` for task type ``name``; a name is registered once."""
         if not name:
             raise ValueError("a task type needs a name")
         if name in self._handlers:
             raise ValueError(f"task type {name!r} is already registered")
         self._handlers[name] = handler
+        self._retries[name] = retry
+
+    def retry_of(self, name: str) -> Retry:
+        """The retry policy ``name`` was registered with."""
+        return self._retries[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._handlers
@@ -265,7 +300,7 @@ def _as_json_result(result: object, max_bytes: int) -> TaskOutcome:
         # booleans that any store can keep. Numbers become doubles, as in the
         # contract's Struct, so one too large for a double is refused here.
         text = json.dumps(result, allow_nan=False, default=_plain_mapping, separators=(",", ":"))
-        plain = json.loads(text, parse_int=_finite_double, parse_float=_finite_double)
+        plain = _AS_DOUBLES.decode(text)
     except (TypeError, ValueError, RecursionError) as error:
         return TaskOutcome(
             error_code="INVALID_RESULT", error_message=f"handler result is not JSON: {error}"
@@ -289,6 +324,10 @@ def _finite_double(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"number {text[:20]}... does not fit a double")
     return value
+
+
+#: Reads JSON with every number a finite double (made once: a decoder is not free).
+_AS_DOUBLES = json.JSONDecoder(parse_int=_finite_double, parse_float=_finite_double)
 
 
 def json_depth(value: object) -> int:

@@ -88,6 +88,8 @@ def task_message(task: Task) -> peer_pb2.Task:
         updated_at=timestamp(task.updated_at),
         owner_peer_id=task.owner_peer_id,
         timeout=duration(task.timeout),
+        attempt=task.attempt,
+        max_attempts=task.max_attempts,
     )
     if task.result is not None:
         message.result.update(task.result)

@@ -60,6 +60,8 @@ class MemoryTaskStore:
 
     #: One process's alone: no task ends anywhere else.
     shared = False
+    #: Tasks run in the process that accepted them; there is no queue to share.
+    queue = None
 
     def __init__(self, *, retention: float = DEFAULT_TASK_RETENTION) -> None:
         if retention < 0:

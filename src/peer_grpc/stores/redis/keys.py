@@ -17,11 +17,25 @@ Per session (tag ``{s:<session id>}``; one script admits a call on all three)::
 All three carry a PEXPIRE of (idle deadline - now + ended retention), renewed by
 every admitted call, so a session nobody sweeps still vanishes by itself.
 
-Per task (tag ``{t:<task id>}``) and per task owner (tag ``{o:<peer id>}``)::
+Tasks and their queue (tag ``{tasks}``: every task script works in this one slot,
+so that a task is stored, counted and enqueued in one atomic step)::
 
-    <prefix>:{t:<id>}:task      STREAM every snapshot of the task as JSON, entry id
-                                       <version>-0, so watchers XREAD what follows theirs
-    <prefix>:{o:<peer>}:tasks   ZSET   the peer's task ids, scored by ordinal (ListTasks)
+    <prefix>:{tasks}:task:<id>    STREAM every snapshot of the task, entry id <version>-0,
+                                         so watchers XREAD what follows theirs (fields:
+                                         see :mod:`peer_grpc.stores.redis.task_queue`)
+    <prefix>:{tasks}:queue        STREAM the queue: one entry (task id, payload) per task
+                                         waiting or running; consumer group ``runners``,
+                                         whose pending entries are the running tasks' leases
+    <prefix>:{tasks}:wake         STREAM a short stream idle runners block on: an entry
+                                         whenever a task waits unclaimed
+    <prefix>:{tasks}:counts       HASH   queued, running, and max_running as the front
+                                         ends last set it (the limit every runner obeys)
+    <prefix>:{tasks}:open:<sid>   SET    a session's unfinished tasks
+    <prefix>:{tasks}:owned:<peer> ZSET   the peer's task ids, scored by ordinal (ListTasks)
+    <prefix>:{tasks}:ordinal      STRING the last task ordinal handed out
+    <prefix>:{tasks}:ended        ZSET   finished task ids, scored by when to forget them
+    <prefix>:{tasks}:reply:<id>   STRING a queue script's answer, kept a minute so that a
+                                         resent script answers as the first send did
 
 Per rate-limited key (tag ``{b:<scope>:<hash of the key>}``)::
 
@@ -40,8 +54,6 @@ Shared indexes and counters (tag ``{global}``; one script updates them together)
     <prefix>:{global}:terminated     ZSET  ended sessions kept for their retention
     <prefix>:{global}:expired        ZSET  likewise
     <prefix>:{global}:stats          HASH  created/expired/terminated/sequence_errors totals
-    <prefix>:{global}:task-ordinal   STRING the last task ordinal handed out (INCR)
-    <prefix>:{global}:tasks-ended    ZSET  finished tasks, scored by when to forget them
 
 Members of the session ZSETs are ``["<session id>","<peer id>"]`` (JSON), scored
 by the idle deadline as it was when last looked at (live sets) or by when to
@@ -75,8 +87,25 @@ class RedisKeys:
         tag = f"{self.prefix}:{{s:{session_id}}}"
         return f"{tag}:session", f"{tag}:calls", f"{tag}:order"
 
+    @property
+    def tasks(self) -> str:
+        """The start of every task key; the queue scripts build the rest from it."""
+        return f"{self.prefix}:{{tasks}}:"
+
     def task(self, task_id: str) -> str:
-        return f"{self.prefix}:{{t:{task_id}}}:task"
+        return f"{self.tasks}task:{task_id}"
+
+    @property
+    def task_counts(self) -> str:
+        return f"{self.tasks}counts"
+
+    @property
+    def task_queue(self) -> str:
+        return f"{self.tasks}queue"
+
+    @property
+    def task_wake(self) -> str:
+        return f"{self.tasks}wake"
 
     def replica(self, replica_id: str) -> str:
         return f"{self.prefix}:{{r:{replica_id}}}:alive"
@@ -87,7 +116,10 @@ class RedisKeys:
         return f"{self.prefix}:{{b:{scope}:{digest}}}:bucket"
 
     def owned_tasks(self, peer_id: str) -> str:
-        return f"{self.prefix}:{{o:{peer_id}}}:tasks"
+        return f"{self.tasks}owned:{peer_id}"
+
+    def open_tasks(self, session_id: str) -> str:
+        return f"{self.tasks}open:{session_id}"
 
     def _global(self, name: str) -> str:
         return f"{self.prefix}:{{global}}:{name}"
@@ -101,12 +133,8 @@ class RedisKeys:
         return self._global("stats")
 
     @property
-    def task_ordinal(self) -> str:
-        return self._global("task-ordinal")
-
-    @property
     def tasks_ended(self) -> str:
-        return self._global("tasks-ended")
+        return f"{self.tasks}ended"
 
     @property
     def live_sets(self) -> tuple[str, str]:

@@ -25,8 +25,6 @@ __all__ = [
     "NEXT_SEND",
     "SETTLE_CALL",
     "TAKE_TOKEN",
-    "TASK_APPEND",
-    "TASK_CREATE",
     "TOUCH",
     "TRANSITION",
 ]
@@ -322,40 +320,6 @@ if was_live == 0 then return 0 end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[5] .. '_total', 1)
 return 1
-"""
-
-#: KEYS: task. ARGV: snapshot JSON, milliseconds to keep the task. Returns 1, or 0 if
-#: the id is taken.
-TASK_CREATE = """
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-if #first > 0 then
-  -- The same create sent again (redis-py resends after a timeout although the first
-  -- send ran) finds its own snapshot: done. Any other task with this id collides.
-  if first[1][2][2] == ARGV[1] then return 1 end
-  return 0
-end
-redis.call('XADD', KEYS[1], '1-0', 'task', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-#: Append a task's next snapshot if nobody else did first. KEYS: task. ARGV: the
-#: version it follows, snapshot JSON, milliseconds to keep the task from now.
-#: Returns 'OK' | 'GONE' | 'CONFLICT'.
-TASK_APPEND = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last == 0 then return 'GONE' end
-local version = string.match(last[1][1], '^(%d+)-')
-if version ~= ARGV[1] then
-  -- This very append sent again after its reply was lost finds itself on top: done.
-  if tonumber(version) == tonumber(ARGV[1]) + 1 and last[1][2][2] == ARGV[2] then
-    return 'OK'
-  end
-  return 'CONFLICT'
-end
-redis.call('XADD', KEYS[1], (tonumber(version) + 1) .. '-0', 'task', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 'OK'
 """
 
 #: Take a token from a bucket that refills at a rate. KEYS: bucket. ARGV: now (seconds),

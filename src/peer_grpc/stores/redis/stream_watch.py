@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds the reader waits before reading again after Redis failed it.
 _PAUSE_AFTER_FAILURE = 0.1
+#: A stream entry id as (milliseconds, sequence), which orders as the ids do.
+_EntryId = tuple[int, int]
 
 
 class StreamWatch:
@@ -39,24 +41,33 @@ class StreamWatch:
     def __init__(self, client: redis.asyncio.Redis, block_ms: int) -> None:
         self._client = client
         self._block_ms = block_ms
-        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._waiters: dict[str, list[tuple[_EntryId, asyncio.Future[None]]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._connection: redis.asyncio.Redis | None = None
         self._reader_id: int | None = None
-        #: What the reader's current XREAD covers: key -> the version it reads after.
-        self._reading: dict[str, int] = {}
+        #: What the reader's current XREAD covers: key -> the entry id it reads after.
+        self._reading: dict[str, _EntryId] = {}
         self._interrupted = False
 
     async def wait(self, key: str, version: int) -> None:
-        """Return once the stream ``key`` may hold an entry newer than ``version``, or
-        after ``block_ms`` at most.
+        """Return once the task stream ``key`` may hold an entry newer than ``version``
+        (entry ids are ``<version>-0``), or after ``block_ms`` at most.
 
         Raises:
             redis.exceptions.RedisError: Redis failed the reader (one of
                 :data:`~peer_grpc.stores.redis.connection.unavailable_errors`).
         """
+        await self._wait(key, (version, 0))
+
+    async def wait_after(self, key: str, entry_id: str) -> None:
+        """Return once the stream ``key`` may hold an entry after ``entry_id``
+        (``<ms>-<seq>``), or after ``block_ms`` at most. Raises as :meth:`wait`."""
+        ms, _, sequence = entry_id.partition("-")
+        await self._wait(key, (int(ms), int(sequence or 0)))
+
+    async def _wait(self, key: str, after: _EntryId) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (version, future)
+        entry = (after, future)
         self._waiters.setdefault(key, []).append(entry)
         try:
             self._start_reader()
@@ -113,10 +124,12 @@ class StreamWatch:
         connection = self._own_connection()
         if self._reader_id is None:
             self._reader_id = await connection.client_id()
+        if not self._waiters:  # the last one gave up while the id was asked for
+            return None
         self._reading = {
-            key: min(version for version, _ in waiting) for key, waiting in self._waiters.items()
+            key: min(after for after, _ in waiting) for key, waiting in self._waiters.items()
         }
-        streams = {key: f"{version}-0" for key, version in self._reading.items()}
+        streams = {key: f"{ms}-{sequence}" for key, (ms, sequence) in self._reading.items()}
         try:
             return await connection.xread(streams, block=self._block_ms)  # type: ignore[arg-type]
         finally:

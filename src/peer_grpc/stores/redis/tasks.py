@@ -1,39 +1,32 @@
-"""The Redis task store: tasks any replica can read, watch and cancel.
+"""The Redis task store: tasks any replica can read, watch and cancel, and any runner run.
 
 A task is a Redis stream of its snapshots, one entry per version (entry id
 ``<version>-0``), so a watcher on any replica reads what came after the version
-it has, and blocks (XREAD) until there is more. A change is appended only if
-the task is still at the version it was computed from (a compare-and-append
-script), so two replicas changing one task at once cannot both win.
+it has, and waits (on the replica's one stream reader) until there is more. A
+change is appended only if the task is still at the version it was computed from
+(a compare-and-append script), so two replicas changing one task at once cannot
+both win. Tasks reach runners through the store's :attr:`RedisTaskStore.queue`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from collections.abc import Sequence
 from typing import Any, cast
 
 import redis.asyncio
 
-from peer_grpc.core.errors import InternalError, TaskNotFound
+from peer_grpc.core.errors import TaskNotFound
 from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
 from peer_grpc.stores.protocols import SweepResult
-from peer_grpc.stores.redis import scripts
+from peer_grpc.stores.redis import task_scripts
 from peer_grpc.stores.redis.connection import RedisOptions, connect, translate_unavailable
-from peer_grpc.stores.redis.keys import (
-    DEFAULT_KEY_PREFIX,
-    RedisKeys,
-    index_member,
-    parse_index_member,
-)
+from peer_grpc.stores.redis.keys import DEFAULT_KEY_PREFIX, RedisKeys
 from peer_grpc.stores.redis.stream_watch import StreamWatch
+from peer_grpc.stores.redis.task_queue import RedisTaskQueue, decode_entry
 
 __all__ = ["RedisTaskStore"]
 
-#: Tries of a change that lost the race to a concurrent change of the same task.
-_CHANGE_TRIES = 32
 #: Task ids read per round trip when listing a peer's tasks.
 _LIST_BATCH = 100
 
@@ -72,8 +65,15 @@ class RedisTaskStore:
         self._retention = retention
         self._retry_after = retry_after
         self._watch = StreamWatch(client, max(int(watch_poll * 1000), 1))
-        self._create = client.register_script(scripts.TASK_CREATE)
-        self._append = client.register_script(scripts.TASK_APPEND)
+        self._sweep = client.register_script(task_scripts.SWEEP)
+        #: Hands the tasks to runners in any process sharing this Redis.
+        self.queue = RedisTaskQueue(
+            client,
+            self._keys,
+            retention=retention,
+            retry_after=retry_after,
+            watch=self._watch,
+        )
 
     @classmethod
     def from_url(
@@ -85,47 +85,14 @@ class RedisTaskStore:
         return cls(connect(url, options), retry_after=options.retry_after, **kwargs)
 
     async def create(self, task: Task) -> Task:
-        keys = self._keys
-        with self._unavailable("creating a task"):
-            ordinal = int(await self._redis.incr(keys.task_ordinal))
-            task = replace(task, ordinal=ordinal)
-            created = await self._create(
-                keys=[keys.task(task.task_id)], args=[_encode(task), self._keep_ms(task)]
-            )
-            if not created:
-                raise ValueError("task id collision")
-            await self._redis.zadd(keys.owned_tasks(task.owner_peer_id), {task.task_id: ordinal})
-            if task.state.is_final:
-                await self._mark_ended(task)
-        return task
+        """Store ``task`` (queued, if SUBMITTED) whatever the limits; see TaskStore.create."""
+        return (await self.queue.enqueue(task, {}, None)).task
 
     async def get(self, task_id: str) -> Task | None:
-        with self._unavailable("reading a task"):
-            entries = await self._redis.xrevrange(self._keys.task(task_id), count=1)
-        return _decode_entry(entries[0]) if entries else None
+        return await self.queue.get(task_id)
 
     async def change(self, task_id: str, change: TaskChange, now: float) -> Task:
-        for _ in range(_CHANGE_TRIES):
-            latest = await self.get(task_id)
-            if latest is None:
-                raise TaskNotFound(f"no task {task_id}")
-            task = latest.changed(change, now)  # raises InvalidTransition
-            with self._unavailable("changing a task"):
-                verdict = await self._append(
-                    keys=[self._keys.task(task_id)],
-                    args=[latest.version, _encode(task), self._keep_ms(task)],
-                )
-            if verdict == b"GONE":
-                raise TaskNotFound(f"no task {task_id}")
-            if verdict == b"OK":
-                if task.state.is_final:
-                    with self._unavailable("changing a task"):
-                        await self._mark_ended(task)
-                return task
-            # CONFLICT: another change got there first; judge this one against it.
-        raise InternalError(
-            f"task {task_id} kept changing under a change for {_CHANGE_TRIES} tries"
-        )
+        return await self.queue.change(task_id, change, now)
 
     async def changes_after(self, task_id: str, version: int) -> Sequence[Task]:
         key = self._keys.task(task_id)
@@ -133,7 +100,7 @@ class RedisTaskStore:
             with self._unavailable("watching a task"):
                 entries = await self._redis.xrange(key, min=f"{version + 1}-0")
                 if entries:
-                    return [_decode_entry(entry) for entry in entries]
+                    return [decode_entry(entry) for entry in entries]
                 if not await self._redis.exists(key):
                     raise TaskNotFound(f"no task {task_id}")
                 # Until a newer entry comes, or the poll interval passes; the replica's
@@ -171,7 +138,7 @@ class RedisTaskStore:
                 cursor = int(ordinal)
                 if not entries:
                     continue
-                task = _decode_entry(entries[0])
+                task = decode_entry(entries[0])
                 if state is None or task.state is state:
                     page.append(task)
                     if len(page) == limit:
@@ -183,20 +150,10 @@ class RedisTaskStore:
     async def sweep(self, now: float, limit: int) -> SweepResult:
         keys = self._keys
         with self._unavailable("sweeping tasks"):
-            due = cast(
-                list[bytes],
-                await self._redis.zrangebyscore(
-                    keys.tasks_ended, "-inf", repr(float(now)), start=0, num=max(limit, 0)
-                ),
+            due = int(
+                await self._sweep(keys=[keys.task_counts], args=[keys.tasks, repr(now), limit])
             )
-            for member in due:
-                task_id, owner = parse_index_member(member)
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.delete(keys.task(task_id))
-                    pipe.zrem(keys.owned_tasks(owner), task_id)
-                    pipe.zrem(keys.tasks_ended, member)
-                    await pipe.execute()
-        return SweepResult(purged=len(due), more=len(due) >= limit)
+        return SweepResult(purged=due, more=due >= limit)
 
     async def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers."""
@@ -208,28 +165,5 @@ class RedisTaskStore:
         await self._watch.close()
         await self._redis.aclose()
 
-    async def _mark_ended(self, task: Task) -> None:
-        member = index_member(task.task_id, task.owner_peer_id)
-        await self._redis.zadd(self._keys.tasks_ended, {member: task.updated_at + self._retention})
-
-    def _keep_ms(self, task: Task) -> int:
-        """How long Redis keeps the task from now, should no sweep forget it first."""
-        seconds = self._retention if task.state.is_final else task.timeout + self._retention
-        return max(int(seconds * 1000), 1)
-
     def _unavailable(self, what: str) -> Any:
         return translate_unavailable(what, self._retry_after)
-
-
-def _encode(task: Task) -> str:
-    fields = asdict(task)
-    fields["state"] = int(task.state)
-    return json.dumps(fields, separators=(",", ":"))
-
-
-def _decode_entry(entry: Any) -> Task:
-    """A task from a stream entry (id, fields)."""
-    fields: Mapping[bytes, bytes] = entry[1]
-    raw: dict[str, Any] = json.loads(fields[b"task"])
-    raw["state"] = TaskState(raw["state"])
-    return Task(**raw)

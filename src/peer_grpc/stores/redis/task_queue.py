@@ -1,0 +1,307 @@
+"""The Redis task queue: a stream with one consumer group that every runner reads.
+
+DelegateTask stores a task and adds it to the queue stream in one script. Runners
+claim with XREADGROUP (inside a script that also moves the task to WORKING, within
+the running limit counted in Redis); a claimed task's queue entry stays in the
+runner's pending entries list, and its idle time there is the runner's lease:
+renewing resets it (XCLAIM of all the runner's entries, one script per tick), and
+anyone's XAUTOCLAIM takes over entries idle longer than the lease. Every write by a
+runner names its attempt, and the script refuses it if another attempt holds the
+task by then.
+
+A task snapshot is a stream entry (see :mod:`peer_grpc.stores.redis.task_scripts`);
+:func:`encode_snapshot` and :func:`decode_snapshot` turn it into a :class:`Task`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
+from typing import Any
+
+import redis.asyncio
+
+from peer_grpc.core.errors import (
+    InternalError,
+    InvalidTransition,
+    TaskLimitReached,
+    TaskNotFound,
+)
+from peer_grpc.core.task import Task, TaskChange, TaskState
+from peer_grpc.stores.protocols import Claim, Enqueued, QueueLimits, ReclaimResult
+from peer_grpc.stores.redis import task_scripts
+from peer_grpc.stores.redis.connection import translate_unavailable, unavailable_errors
+from peer_grpc.stores.redis.keys import RedisKeys
+from peer_grpc.stores.redis.stream_watch import StreamWatch
+
+__all__ = ["RedisTaskQueue", "decode_entry", "encode_snapshot"]
+
+#: Tries of a change that lost the race to a concurrent change of the same task.
+_CHANGE_TRIES = 32
+#: How a snapshot field set by a script is read (see task_scripts).
+_FIELD_PARSERS: dict[bytes, tuple[str, Any]] = {
+    b"state": ("state", int),
+    b"attempt": ("attempt", int),
+    b"max_attempts": ("max_attempts", int),
+    b"ordinal": ("ordinal", int),
+    b"updated_at": ("updated_at", float),
+    b"error_code": ("error_code", bytes.decode),
+    b"error_message": ("error_message", bytes.decode),
+}
+
+
+#: The fields of a Task, in order.
+_TASK_FIELDS = tuple(field.name for field in fields(Task))
+
+
+def encode_snapshot(task: Task) -> str:
+    """The snapshot's JSON (the ``task`` field of its entry)."""
+    # Field by field: dataclasses.asdict deep-copies, and costs twice as much.
+    fields = {name: getattr(task, name) for name in _TASK_FIELDS}
+    fields["state"] = int(task.state)
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def decode_snapshot(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Task:
+    """The task a snapshot entry holds: its JSON, with the fields scripts set on top."""
+    raw: dict[str, Any] = json.loads(fields[b"task"])
+    for field, (name, parse) in _FIELD_PARSERS.items():
+        value = fields.get(field)
+        if value is not None:
+            raw[name] = parse(value)
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
+    raw["version"] = int(entry_id.partition("-")[0])
+    raw["state"] = TaskState(raw["state"])
+    return Task(**raw)
+
+
+class RedisTaskQueue:
+    """The queue of a :class:`~peer_grpc.stores.redis.RedisTaskStore` (its ``queue``).
+
+    Args:
+        client: the store's Redis client.
+        keys: the store's key layout.
+        retention: seconds a finished task is kept.
+        retry_after: seconds callers are told to wait while Redis is away.
+        watch: the store's stream watch, which also tells idle runners of new work.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        keys: RedisKeys,
+        *,
+        retention: float,
+        retry_after: float,
+        watch: StreamWatch,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._retention = retention
+        self._retry_after = retry_after
+        self._watch = watch
+        self._delegate = client.register_script(task_scripts.DELEGATE)
+        self._claim = client.register_script(task_scripts.CLAIM)
+        self._move = client.register_script(task_scripts.MOVE)
+        self._renew = client.register_script(task_scripts.RENEW)
+        self._reclaim = client.register_script(task_scripts.RECLAIM)
+        self._hand_back = client.register_script(task_scripts.HAND_BACK)
+        #: The newest wake the last claim saw (see :meth:`wait_for_work`).
+        self._last_wake = "0-0"
+
+    async def enqueue(
+        self,
+        task: Task,
+        payload: Mapping[str, Any],
+        limits: QueueLimits | None,
+        *,
+        runner_id: str = "",
+        claim: int = 0,
+    ) -> Enqueued:
+        """See :meth:`peer_grpc.stores.protocols.TaskQueue.enqueue`; ``limits`` None
+        stores the task whatever the counts (a plain create)."""
+        keys = self._keys
+        args = [
+            keys.tasks,
+            encode_snapshot(task),
+            json.dumps(payload, separators=(",", ":")),
+            task_scripts.pack(
+                task.task_id,
+                int(task.state),
+                task.max_attempts,
+                task.session_id,
+                task.owner_peer_id,
+                _ms(task.timeout + self._retention),
+                repr(self._retention),
+                repr(task.updated_at),
+                limits.max_running if limits else 0,
+                limits.max_per_session if limits else 0,
+                limits.max_queued if limits else 0,
+                runner_id,
+                claim,
+            ),
+        ]
+        with self._unavailable("queueing a task"):
+            reply = await self._delegate(keys=[keys.task_counts], args=args)
+        verdict = reply[0]
+        if verdict == b"OK":
+            return Enqueued(replace(task, ordinal=int(reply[1])), tuple(_claims(reply[2])))
+        if verdict == b"COLLISION":
+            raise ValueError("task id collision")
+        assert limits is not None
+        if verdict == b"SESSION_LIMIT":
+            raise TaskLimitReached("session", limits.max_per_session, limits.retry_after)
+        if limits.max_queued:
+            raise TaskLimitReached("queue", limits.max_queued, limits.retry_after)
+        raise TaskLimitReached("server", limits.max_running, limits.retry_after)
+
+    async def claim(self, runner_id: str, count: int, now: float) -> Sequence[Claim]:
+        with self._unavailable("claiming tasks"):
+            last_wake, claims = await self._claim(
+                keys=[self._keys.task_counts],
+                args=[self._keys.tasks, runner_id, count, repr(now), secrets.token_hex(8)],
+            )
+        self._last_wake = _bytes(last_wake).decode()
+        return _claims(claims)
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 - a poll bound
+        # Until a wake newer than the last claim saw: a task queued since then, which no
+        # replica claimed as it queued it. The replica's one stream reader does the
+        # waiting. Redis away: the next claim says so, and the runner backs off there.
+        try:
+            await asyncio.wait_for(
+                self._watch.wait_after(self._keys.task_wake, self._last_wake), timeout
+            )
+        except TimeoutError:
+            pass
+        except unavailable_errors:
+            await asyncio.sleep(min(timeout, self._retry_after))
+
+    async def renew(self, runner_id: str, held: Sequence[Task]) -> set[str]:
+        if not held:
+            return set()
+        args: list[str | int] = [self._keys.tasks, runner_id]
+        for task in held:
+            args += [task.task_id, task.attempt]
+        with self._unavailable("renewing task leases"):
+            lost = await self._renew(keys=[self._keys.task_counts], args=args)
+        return {task_id.decode() for task_id in lost}
+
+    async def finish(self, task: Task, change: TaskChange, now: float) -> Task | None:
+        latest = task
+        for _ in range(_CHANGE_TRIES):
+            try:
+                changed = latest.changed(change, now)
+            except InvalidTransition:  # it ended, or went back to the queue
+                return None
+            verdict = await self.move(latest, changed, fence=task.attempt)
+            if verdict == b"OK":
+                return changed
+            if verdict in (b"LOST", b"GONE"):
+                return None
+            found = await self.get(task.task_id)  # CONFLICT: judge the change against it
+            if found is None:
+                return None
+            latest = found
+        raise InternalError(f"task {task.task_id} kept changing under its end")
+
+    async def reclaim(self, runner_id: str, lease: float, now: float, limit: int) -> ReclaimResult:
+        with self._unavailable("reclaiming tasks"):
+            requeued, ended = await self._reclaim(
+                keys=[self._keys.task_counts],
+                args=[self._keys.tasks, runner_id, _ms(lease), limit, repr(now), self._retention],
+            )
+        return ReclaimResult(requeued=int(requeued), ended=int(ended))
+
+    async def hand_back(self, runner_id: str, task_ids: Sequence[str], now: float) -> int:
+        if not task_ids:
+            return 0
+        with self._unavailable("handing back tasks"):
+            handed = await self._hand_back(
+                keys=[self._keys.task_counts],
+                args=[self._keys.tasks, runner_id, repr(now), repr(self._retention), *task_ids],
+            )
+        return int(handed)
+
+    async def unfinished(self, session_id: str) -> Sequence[str]:
+        with self._unavailable("listing a session's tasks"):
+            members = await self._redis.smembers(self._keys.open_tasks(session_id))
+        return sorted(_bytes(member).decode() for member in members)
+
+    # The store's side: reading and changing one task.
+
+    async def get(self, task_id: str) -> Task | None:
+        with self._unavailable("reading a task"):
+            entries = await self._redis.xrevrange(self._keys.task(task_id), count=1)
+        return decode_entry(entries[0]) if entries else None
+
+    async def change(self, task_id: str, change: TaskChange, now: float) -> Task:
+        """Apply ``change`` unfenced (CancelTask, a session's end); see TaskStore.change."""
+        for _ in range(_CHANGE_TRIES):
+            latest = await self.get(task_id)
+            if latest is None:
+                raise TaskNotFound(f"no task {task_id}")
+            task = latest.changed(change, now)  # raises InvalidTransition
+            verdict = await self.move(latest, task)
+            if verdict == b"GONE":
+                raise TaskNotFound(f"no task {task_id}")
+            if verdict == b"OK":
+                return task
+        raise InternalError(
+            f"task {task_id} kept changing under a change for {_CHANGE_TRIES} tries"
+        )
+
+    async def move(self, latest: Task, task: Task, *, fence: int | None = None) -> bytes:
+        """Append ``task``, computed from ``latest``, if the store still holds ``latest``
+        (and, with ``fence``, attempt ``fence`` still runs it): the MOVE script."""
+        keep = self._retention if task.state.is_final else task.timeout + self._retention
+        with self._unavailable("changing a task"):
+            verdict: bytes = await self._move(
+                keys=[self._keys.task_counts],
+                args=[
+                    self._keys.tasks,
+                    encode_snapshot(task),
+                    task_scripts.pack(
+                        task.task_id,
+                        latest.version,
+                        int(task.state),
+                        task.attempt,
+                        "" if fence is None else fence,
+                        _ms(keep),
+                        repr(task.updated_at),
+                        repr(self._retention),
+                    ),
+                ],
+            )
+        return verdict
+
+    def _unavailable(self, what: str) -> Any:
+        return translate_unavailable(what, self._retry_after)
+
+
+def decode_entry(entry: Any) -> Task:
+    """A task from a stream entry as redis-py reads it: (id, fields)."""
+    return decode_snapshot(entry[0], entry[1])
+
+
+def _claims(reply: Sequence[Any]) -> list[Claim]:
+    claims = []
+    for entry_id, flat, payload in reply:
+        fields = {_bytes(flat[i]): _bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+        claims.append(Claim(decode_snapshot(_bytes(entry_id), fields), json.loads(payload)))
+    return claims
+
+
+def _bytes(value: bytes | str | int) -> bytes:
+    # A kept reply comes back through cjson: strings and numbers rather than bytes.
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)

@@ -1,0 +1,364 @@
+"""The Lua scripts of the Redis task store and its queue: each is one atomic step.
+
+Every script gets the counts hash as ``KEYS[1]`` and the start of every task key
+(``<prefix>:{tasks}:``) as ``ARGV[1]``, and builds the other keys from it; all of
+them carry the ``{tasks}`` hash tag, so they live in one slot.
+
+A task's snapshot is a stream entry whose fields are the snapshot as JSON
+(``task``, written by Python) and the fields scripts read or set without parsing
+JSON: ``state``, ``attempt``, ``max_attempts``, ``session``, ``owner``,
+``ordinal``, ``keep`` (milliseconds to keep an unfinished task), ``entry`` (its
+queue entry), ``runner``, and, where a script changed the task, ``updated_at``,
+``error_code`` and ``error_message``. Those fields win over the JSON when the
+snapshot is read (see :func:`peer_grpc.stores.redis.task_queue.decode_snapshot`).
+Lua writes no JSON of its own: cjson would round the times.
+
+Queue scripts are resent by redis-py after a timeout although the first send may
+have run; each either recognises its own effect or keeps its answer a minute
+under a request id and answers a resend with it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CLAIM", "DELEGATE", "HAND_BACK", "MOVE", "RECLAIM", "RENEW", "SWEEP", "pack"]
+
+#: What joins the small arguments of a script into one (see ``split`` in the Lua).
+_SEPARATOR = "\x1f"
+
+
+def pack(*arguments: object) -> str:
+    """The small arguments of a script as one: each argument costs redis-py time to
+    encode. None of them may hold the unit separator (ids, numbers and names do not)."""
+    return _SEPARATOR.join(str(argument) for argument in arguments)
+
+
+#: What every task script shares. States: 1 SUBMITTED, 2 WORKING, 3 and up final.
+_LIB = """
+local P = ARGV[1]
+local COUNTS = KEYS[1]
+local QUEUE = P .. 'queue'
+local GROUP = 'runners'
+
+-- The small arguments of a script, sent as one (each argument costs the client time to
+-- encode): joined by the unit separator, which JSON never holds unescaped.
+local function split(packed)
+  local parts, start = {}, 1
+  while true do
+    local at = string.find(packed, '\\31', start, true)
+    if not at then
+      parts[#parts + 1] = string.sub(packed, start)
+      return parts
+    end
+    parts[#parts + 1] = string.sub(packed, start, at - 1)
+    start = at + 1
+  end
+end
+
+local function fields_of(flat)
+  local f = {}
+  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+  return f
+end
+
+local function flat_of(f)
+  local flat = {}
+  for name, value in pairs(f) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+  end
+  return flat
+end
+
+-- The latest snapshot of a task: its version and fields, or nil if there is no task.
+local function latest(id)
+  local last = redis.call('XREVRANGE', P .. 'task:' .. id, '+', '-', 'COUNT', 1)[1]
+  if not last then return nil end
+  return tonumber(string.match(last[1], '^(%d+)-')), fields_of(last[2])
+end
+
+local function append(id, version, f, keep_ms)
+  local key = P .. 'task:' .. id
+  redis.call('XADD', key, version .. '-0', unpack(flat_of(f)))
+  redis.call('PEXPIRE', key, keep_ms)
+end
+
+local function forget_entry(entry)
+  if entry and entry ~= '' then
+    redis.call('XACK', QUEUE, GROUP, entry)
+    redis.call('XDEL', QUEUE, entry)
+  end
+end
+
+-- Tell idle runners that a task waits: they block on this small stream, not on the
+-- queue, so that a task claimed in the step that queued it wakes nobody.
+local function wake()
+  redis.call('XADD', P .. 'wake', 'MAXLEN', '~', 64, '*', 'w', '')
+end
+
+local function last_wake()
+  local last = redis.call('XREVRANGE', P .. 'wake', '+', '-', 'COUNT', 1)[1]
+  if last then return last[1] end
+  return '0-0'
+end
+
+local function ensure_group()
+  redis.pcall('XGROUP', 'CREATE', QUEUE, GROUP, '0', 'MKSTREAM')
+end
+
+-- Keep the counts and indexes in step with a task's move from state `old` to `new`.
+local function account(id, f, old, new, now, retention)
+  if old == new then return end
+  if old == 1 then redis.call('HINCRBY', COUNTS, 'queued', -1)
+  elseif old == 2 then redis.call('HINCRBY', COUNTS, 'running', -1) end
+  if new == 1 then redis.call('HINCRBY', COUNTS, 'queued', 1)
+  elseif new == 2 then redis.call('HINCRBY', COUNTS, 'running', 1) end
+  if new >= 3 and old < 3 then
+    redis.call('SREM', P .. 'open:' .. f.session, id)
+    forget_entry(f.entry)
+    redis.call('ZADD', P .. 'ended', tonumber(now) + tonumber(retention), id)
+  end
+end
+
+-- Take up to `wanted` queued tasks for `runner`, within the running limit the front
+-- ends set. Each becomes WORKING with its next attempt; its queue entry stays in the
+-- runner's pending list, where its idle time is the runner's lease.
+local function claim(runner, wanted, now)
+  local held = redis.call('HMGET', COUNTS, 'max_running', 'running')
+  local room = wanted
+  if held[1] then room = math.min(wanted, tonumber(held[1]) - (tonumber(held[2]) or 0)) end
+  local claims = {}
+  if room <= 0 then return claims end
+  ensure_group()
+  while room > 0 do
+    local read = redis.call('XREADGROUP', 'GROUP', GROUP, runner, 'COUNT', room,
+                            'STREAMS', QUEUE, '>')
+    if not read or #read[1][2] == 0 then break end
+    for _, entry in ipairs(read[1][2]) do
+      local queued = fields_of(entry[2])
+      local version, f = latest(queued.task)
+      if version and f.state == '1' and f.entry == entry[1] then
+        f.state = '2'
+        f.attempt = tostring(tonumber(f.attempt) + 1)
+        f.runner = runner
+        f.updated_at = now
+        append(queued.task, version + 1, f, f.keep)
+        redis.call('HINCRBY', COUNTS, 'queued', -1)
+        redis.call('HINCRBY', COUNTS, 'running', 1)
+        claims[#claims + 1] = {(version + 1) .. '-0', flat_of(f), queued.payload}
+        room = room - 1
+      else
+        -- Ended while it waited (its end forgot the entry already), or gone with its
+        -- key's TTL while still counted as queued.
+        forget_entry(entry[1])
+        if not version then redis.call('HINCRBY', COUNTS, 'queued', -1) end
+      end
+    end
+  end
+  return claims
+end
+
+-- A WORKING task's runner is gone: queue it again if it has attempts left, else end
+-- it `end_state` with `code`. Returns 'REQUEUED', 'ENDED' or nil (it was not running).
+local function lose(id, entry, now, retention, end_state, code, message)
+  local version, f = latest(id)
+  if not version or f.state ~= '2' or f.entry ~= entry then
+    forget_entry(entry)
+    return nil
+  end
+  if tonumber(f.attempt) < tonumber(f.max_attempts) then
+    local payload = fields_of(redis.call('XRANGE', QUEUE, entry, entry)[1][2]).payload
+    forget_entry(entry)
+    f.entry = redis.call('XADD', QUEUE, '*', 'task', id, 'payload', payload)
+    f.state = '1'
+    f.runner = ''
+    f.updated_at = now
+    append(id, version + 1, f, f.keep)
+    redis.call('HINCRBY', COUNTS, 'running', -1)
+    redis.call('HINCRBY', COUNTS, 'queued', 1)
+    return 'REQUEUED'
+  end
+  f.state = end_state
+  f.updated_at = now
+  f.error_code = code
+  f.error_message = message
+  append(id, version + 1, f, math.max(math.floor(tonumber(retention) * 1000), 1))
+  account(id, f, 2, tonumber(end_state), now, retention)
+  return 'ENDED'
+end
+"""
+
+#: Store a task and, if SUBMITTED, enqueue it, within the limits; optionally claim
+#: queued tasks for the delegating replica's own runner in the same step.
+#: ARGV: prefix, task JSON, payload JSON, then packed (see :func:`pack`): task id, state,
+#: max_attempts, session, owner, keep ms (unfinished), retention s, now, max running
+#: (0: no limits), max per session, max queued, runner ('' claims nothing), tasks to
+#: claim at most. Returns {'OK', ordinal, claims} | {'SESSION_LIMIT'} | {'SERVER_LIMIT'}
+#: | {'COLLISION'}.
+DELEGATE = (
+    _LIB
+    + """
+local id, state_text, max_attempts, session, owner, keep, retention, now, max_running,
+      max_per_session, max_queued, runner, wanted = unpack(split(ARGV[4]))
+local state = tonumber(state_text)
+local reply_key = P .. 'reply:' .. id
+local kept = redis.call('GET', reply_key)
+if kept then return cjson.decode(kept) end
+if redis.call('EXISTS', P .. 'task:' .. id) == 1 then return {'COLLISION'} end
+max_running = tonumber(max_running)
+if max_running > 0 then
+  if redis.call('SCARD', P .. 'open:' .. session) >= tonumber(max_per_session) then
+    return {'SESSION_LIMIT'}
+  end
+  local held = redis.call('HMGET', COUNTS, 'queued', 'running')
+  if (tonumber(held[1]) or 0) + (tonumber(held[2]) or 0) >= max_running + tonumber(max_queued) then
+    return {'SERVER_LIMIT'}
+  end
+  redis.call('HSET', COUNTS, 'max_running', max_running)
+end
+local ordinal = redis.call('INCR', P .. 'ordinal')
+local f = {task = ARGV[2], state = state_text, attempt = '0', max_attempts = max_attempts,
+           session = session, owner = owner, ordinal = tostring(ordinal), keep = keep}
+if state == 1 then
+  ensure_group()
+  f.entry = redis.call('XADD', QUEUE, '*', 'task', id, 'payload', ARGV[3])
+  redis.call('SADD', P .. 'open:' .. session, id)
+  redis.call('HINCRBY', COUNTS, 'queued', 1)
+elseif state >= 3 then
+  keep = math.max(math.floor(tonumber(retention) * 1000), 1)
+  redis.call('ZADD', P .. 'ended', tonumber(now) + tonumber(retention), id)
+end
+append(id, 1, f, keep)
+redis.call('ZADD', P .. 'owned:' .. owner, ordinal, id)
+local claims = {}
+if runner ~= '' then claims = claim(runner, tonumber(wanted), now) end
+if state == 1 and tonumber(redis.call('HGET', COUNTS, 'queued') or '0') > 0 then wake() end
+local reply = {'OK', ordinal, claims}
+redis.call('SET', reply_key, cjson.encode(reply), 'PX', 60000)
+return reply
+"""
+)
+
+#: Claim queued tasks for a runner. ARGV: prefix, runner, tasks at most, now, request id.
+#: Returns {the last wake id, claims}, a claim being {snapshot entry id, snapshot fields,
+#: payload JSON}: a runner that claimed nothing waits for a wake after that id.
+CLAIM = (
+    _LIB
+    + """
+local reply_key = P .. 'reply:' .. ARGV[5]
+local kept = redis.call('GET', reply_key)
+if kept then return cjson.decode(kept) end
+local reply = {last_wake(), claim(ARGV[2], tonumber(ARGV[3]), ARGV[4])}
+if #reply[2] > 0 then redis.call('SET', reply_key, cjson.encode(reply), 'PX', 60000) end
+return reply
+"""
+)
+
+#: Append a snapshot that Python computed from the version it follows, if the task is
+#: still at it; with a fence (an attempt), only if that attempt still runs the task.
+#: ARGV: prefix, task JSON, then packed: task id, the version it follows, new state, new
+#: attempt, fence ('' for none), keep ms, now, retention s.
+#: Returns 'OK' | 'GONE' | 'CONFLICT' | 'LOST'.
+MOVE = (
+    _LIB
+    + """
+local id, follows, state, attempt, fence, keep, now, retention = unpack(split(ARGV[3]))
+local version, f = latest(id)
+if not version then return 'GONE' end
+if version ~= tonumber(follows) then
+  -- This very move sent again after its reply was lost finds itself on top: done.
+  if version == tonumber(follows) + 1 and f.task == ARGV[2] then return 'OK' end
+  return 'CONFLICT'
+end
+if fence ~= '' and (f.state ~= '2' or f.attempt ~= fence) then return 'LOST' end
+local moved = {task = ARGV[2], state = state, attempt = attempt,
+               max_attempts = f.max_attempts, session = f.session, owner = f.owner,
+               ordinal = f.ordinal, keep = f.keep, entry = f.entry, runner = f.runner}
+append(id, version + 1, moved, keep)
+account(id, moved, tonumber(f.state), tonumber(state), now, retention)
+return 'OK'
+"""
+)
+
+#: Renew a runner's leases, all in one step. ARGV: prefix, runner, then pairs of
+#: task id and attempt. Returns the ids of those the runner no longer holds
+#: (ended, canceled, or taken from it after its lease lapsed).
+RENEW = (
+    _LIB
+    + """
+local runner, lost = ARGV[2], {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local version, f = latest(id)
+  if version and f.state == '2' and f.attempt == ARGV[i + 1] and f.runner == runner then
+    redis.call('XCLAIM', QUEUE, GROUP, runner, 0, f.entry, 'JUSTID')
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost
+"""
+)
+
+#: Take over the tasks whose lease lapsed (idle in the pending list longer than the
+#: lease): queue each again or end it FAILED WORKER_LOST. ARGV: prefix, reclaimer,
+#: lease ms, entries at most, now, retention s. Returns {requeued, ended}.
+RECLAIM = (
+    _LIB
+    + """
+ensure_group()
+local taken = redis.call('XAUTOCLAIM', QUEUE, GROUP, ARGV[2], ARGV[3], '0-0',
+                         'COUNT', ARGV[4], 'JUSTID')
+local requeued, ended = 0, 0
+for _, entry in ipairs(taken[2]) do
+  local queued = redis.call('XRANGE', QUEUE, entry, entry)[1]
+  if queued then
+    local outcome = lose(fields_of(queued[2]).task, entry, ARGV[5], ARGV[6], '4',
+      'WORKER_LOST', 'the process running the task stopped renewing its lease')
+    if outcome == 'REQUEUED' then requeued = requeued + 1
+    elseif outcome == 'ENDED' then ended = ended + 1 end
+  else
+    forget_entry(entry)
+  end
+end
+if requeued > 0 then wake() end
+return {requeued, ended}
+"""
+)
+
+#: A stopping runner hands back the tasks it still holds: queued again if they have
+#: attempts left, else CANCELED SHUTDOWN. ARGV: prefix, runner, now, retention s,
+#: then task ids. Returns how many it handed back.
+HAND_BACK = (
+    _LIB
+    + """
+local handed = 0
+for i = 5, #ARGV do
+  local version, f = latest(ARGV[i])
+  if version and f.state == '2' and f.runner == ARGV[2] then
+    local outcome = lose(ARGV[i], f.entry, ARGV[3], ARGV[4], '5', 'SHUTDOWN',
+                         'the worker stopped before the task finished')
+    if outcome then handed = handed + 1 end
+    if outcome == 'REQUEUED' then wake() end
+  end
+end
+return handed
+"""
+)
+
+#: Forget finished tasks past their retention. ARGV: prefix, now, at most.
+#: Returns how many were due.
+SWEEP = (
+    _LIB
+    + """
+local due = redis.call('ZRANGEBYSCORE', P .. 'ended', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(due) do
+  local version, f = latest(id)
+  if version then
+    redis.call('ZREM', P .. 'owned:' .. f.owner, id)
+    redis.call('DEL', P .. 'task:' .. id)
+  end
+  redis.call('ZREM', P .. 'ended', id)
+end
+return #due
+"""
+)

@@ -1,0 +1,335 @@
+"""The Redis task queue: enqueue, claim, leases, reclaim, fencing and the shared limits.
+
+Each test has a store of its own (keys under a fresh prefix) on the shared real
+redis-server; two "runners" are two runner ids on one queue, as two processes
+would be. Leases are short so that lapsing takes a moment, not ten seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from peer_grpc.core.errors import TaskLimitReached
+from peer_grpc.core.task import Task, TaskChange, TaskState
+from peer_grpc.stores.protocols import QueueLimits, ReclaimResult
+from peer_grpc.stores.redis import RedisTaskStore, task_scripts
+from peer_grpc.stores.redis.task_queue import RedisTaskQueue
+from tests.conftest import redis_task_store
+
+T = TaskState
+NOW = 1_700_000_000.0
+LEASE = 0.2
+LIMITS = QueueLimits(max_running=2, max_per_session=3, max_queued=2, retry_after=1.0)
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[RedisTaskStore]:
+    store = redis_task_store(retention=60.0)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def queue(store: RedisTaskStore) -> RedisTaskQueue:
+    return store.queue
+
+
+def new_task(session: str = "s1", *, max_attempts: int = 1, peer: str = "p1") -> Task:
+    return Task(
+        task_id=secrets.token_hex(8),
+        task_type="echo",
+        owner_peer_id=peer,
+        session_id=session,
+        state=T.SUBMITTED,
+        created_at=NOW,
+        updated_at=NOW,
+        timeout=30.0,
+        max_attempts=max_attempts,
+    )
+
+
+async def counts(store: RedisTaskStore) -> dict[str, int]:
+    """The queued and running counts as Redis holds them."""
+    queued, running = await store._redis.hmget(store._keys.task_counts, ["queued", "running"])
+    return {"queued": int(queued or 0), "running": int(running or 0)}
+
+
+async def enqueue(queue: RedisTaskQueue, task: Task, payload: dict[str, Any] | None = None) -> Task:
+    return (await queue.enqueue(task, payload or {"n": 1}, LIMITS)).task
+
+
+async def test_a_queued_task_is_stored_submitted_and_claimed_with_its_payload(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task(), {"n": 7})
+    assert (await store.get(task.task_id)) == task
+    assert task.state is T.SUBMITTED
+    assert task.attempt == 0
+    assert task.ordinal == 1
+
+    [claim] = await queue.claim("runner-a", 5, NOW + 1)
+
+    assert claim.payload == {"n": 7}
+    assert (claim.task.state, claim.task.attempt, claim.task.version) == (T.WORKING, 1, 2)
+    assert claim.task.updated_at == NOW + 1
+    assert (await store.get(task.task_id)) == claim.task
+    assert await counts(store) == {"queued": 0, "running": 1}
+
+
+async def test_runners_take_tasks_in_the_order_they_were_queued(queue: RedisTaskQueue):
+    limits = QueueLimits(max_running=10, max_per_session=10, max_queued=0, retry_after=1.0)
+    queued = [(await queue.enqueue(new_task(), {"i": i}, limits)).task for i in range(6)]
+
+    first = await queue.claim("runner-a", 2, NOW)
+    second = await queue.claim("runner-b", 4, NOW)
+
+    claimed = [claim.task.task_id for claim in (*first, *second)]
+    assert claimed == [task.task_id for task in queued]
+
+
+async def test_over_running_plus_queued_a_delegation_is_refused_and_nothing_is_stored(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    for session in ("s1", "s2", "s3", "s4"):  # 2 running + 2 queued
+        await enqueue(queue, new_task(session))
+    refused = new_task("s5")
+
+    with pytest.raises(TaskLimitReached) as caught:
+        await enqueue(queue, refused)
+
+    assert (caught.value.scope, caught.value.limit) == ("queue", 2)
+    assert await store.get(refused.task_id) is None
+    assert await counts(store) == {"queued": 4, "running": 0}
+
+
+async def test_a_session_over_its_limit_is_refused_whatever_the_queue_holds(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    limits = QueueLimits(max_running=10, max_per_session=2, max_queued=10, retry_after=1.0)
+    for _ in range(2):
+        await queue.enqueue(new_task("s1"), {}, limits)
+
+    with pytest.raises(TaskLimitReached) as caught:
+        await queue.enqueue(new_task("s1"), {}, limits)
+    assert caught.value.scope == "session"
+    await queue.enqueue(new_task("s2"), {}, limits)  # another session still may
+
+
+async def test_claims_never_take_more_than_the_running_limit_over_all_runners(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    for session in ("s1", "s2", "s3", "s4"):
+        await enqueue(queue, new_task(session))
+
+    got = [*await queue.claim("runner-a", 5, NOW), *await queue.claim("runner-b", 5, NOW)]
+
+    assert len(got) == LIMITS.max_running
+    assert await counts(store) == {"queued": 2, "running": 2}
+
+
+async def test_a_finished_task_frees_its_running_slot_for_the_next_claim(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    for session in ("s1", "s2", "s3"):
+        await enqueue(queue, new_task(session))
+    first, _ = await queue.claim("runner-a", 5, NOW)
+    assert await queue.claim("runner-b", 5, NOW) == []
+
+    done = await queue.finish(first.task, TaskChange(T.COMPLETED, result={"ok": True}), NOW + 1)
+
+    assert done is not None
+    assert done.state is T.COMPLETED
+    assert done.result == {"ok": True}
+    assert len(await queue.claim("runner-b", 5, NOW)) == 1
+    assert await counts(store) == {"queued": 0, "running": 2}
+    assert await store._redis.xlen(store._keys.task_queue) == 2  # the finished one's entry went
+
+
+async def test_the_delegating_runner_claims_in_the_same_step(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = new_task()
+    enqueued = await queue.enqueue(task, {"n": 1}, LIMITS, runner_id="front-end", claim=1)
+
+    assert enqueued.task.state is T.SUBMITTED
+    [claim] = enqueued.claims
+    assert claim.task.task_id == task.task_id
+    assert claim.task.state is T.WORKING
+
+
+async def test_a_lapsed_lease_of_a_plain_handler_ends_the_task_worker_lost(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task())
+    await queue.claim("runner-a", 1, NOW)
+
+    assert await queue.reclaim("reaper", LEASE, NOW, 10) == ReclaimResult()  # not lapsed yet
+    await asyncio.sleep(LEASE + 0.05)
+    result = await queue.reclaim("reaper", LEASE, NOW + 5, 10)
+
+    assert (result.requeued, result.ended) == (0, 1)
+    lost = await store.get(task.task_id)
+    assert lost is not None
+    assert (lost.state, lost.error_code, lost.updated_at) == (T.FAILED, "WORKER_LOST", NOW + 5)
+    assert await counts(store) == {"queued": 0, "running": 0}
+    assert await queue.unfinished("s1") == []
+
+
+async def test_a_renewed_lease_does_not_lapse(store: RedisTaskStore, queue: RedisTaskQueue):
+    await enqueue(queue, new_task())
+    [claim] = await queue.claim("runner-a", 1, NOW)
+
+    for _ in range(4):
+        await asyncio.sleep(LEASE / 2)
+        assert await queue.renew("runner-a", [claim.task]) == set()
+    result = await queue.reclaim("reaper", LEASE, NOW, 10)
+
+    assert (result.requeued, result.ended) == (0, 0)
+    assert (await store.get(claim.task.task_id)).state is T.WORKING  # type: ignore[union-attr]
+
+
+async def test_a_retryable_task_whose_lease_lapsed_runs_again_at_its_next_attempt(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task(max_attempts=2), {"n": 2})
+    [_first] = await queue.claim("runner-a", 1, NOW)
+    await asyncio.sleep(LEASE + 0.05)
+
+    result = await queue.reclaim("reaper", LEASE, NOW, 10)
+
+    assert (result.requeued, result.ended) == (1, 0)
+    requeued = await store.get(task.task_id)
+    assert requeued is not None
+    assert (requeued.state, requeued.attempt) == (T.SUBMITTED, 1)
+    [second] = await queue.claim("runner-b", 1, NOW)
+    assert (second.task.attempt, second.payload) == (2, {"n": 2})
+    # Its second attempt lapses too: out of attempts, it fails.
+    await asyncio.sleep(LEASE + 0.05)
+    assert (await queue.reclaim("reaper", LEASE, NOW, 10)).ended == 1
+    assert (await store.get(task.task_id)).error_code == "WORKER_LOST"  # type: ignore[union-attr]
+
+
+async def test_a_runner_that_lost_its_lease_cannot_write_over_the_new_attempt(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task(max_attempts=3))
+    [stale] = await queue.claim("runner-a", 1, NOW)
+    await asyncio.sleep(LEASE + 0.05)
+    await queue.reclaim("reaper", LEASE, NOW, 10)
+    [current] = await queue.claim("runner-b", 1, NOW)
+
+    assert await queue.finish(stale.task, TaskChange(T.COMPLETED, result={"by": "a"}), NOW) is None
+    assert await queue.finish(stale.task, TaskChange(T.FAILED, error_code="X"), NOW) is None
+    assert await queue.renew("runner-a", [stale.task]) == {task.task_id}
+
+    done = await queue.finish(current.task, TaskChange(T.COMPLETED, result={"by": "b"}), NOW)
+    assert done is not None
+    assert done.result == {"by": "b"}
+    assert done.attempt == 2
+    assert (await store.get(task.task_id)).result == {"by": "b"}  # type: ignore[union-attr]
+
+
+async def test_a_stale_runner_cannot_fail_a_task_that_went_back_to_the_queue(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task(max_attempts=2))
+    [stale] = await queue.claim("runner-a", 1, NOW)
+    await asyncio.sleep(LEASE + 0.05)
+    await queue.reclaim("reaper", LEASE, NOW, 10)  # SUBMITTED again, attempt 1
+
+    assert await queue.finish(stale.task, TaskChange(T.FAILED, error_code="X"), NOW) is None
+    assert (await store.get(task.task_id)).state is T.SUBMITTED  # type: ignore[union-attr]
+
+
+async def test_a_cancel_elsewhere_is_reported_to_the_runner_at_its_renewal(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task())
+    [claim] = await queue.claim("runner-a", 1, NOW)
+
+    await store.change(task.task_id, TaskChange(T.CANCELED, error_code="CANCELED"), NOW)
+
+    assert await queue.renew("runner-a", [claim.task]) == {task.task_id}
+    assert await queue.finish(claim.task, TaskChange(T.COMPLETED, result={}), NOW) is None
+    assert await counts(store) == {"queued": 0, "running": 0}
+
+
+async def test_a_task_canceled_while_queued_is_never_claimed(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task())
+    await store.change(task.task_id, TaskChange(T.CANCELED, error_code="CANCELED"), NOW)
+
+    assert await queue.claim("runner-a", 5, NOW) == []
+    assert await counts(store) == {"queued": 0, "running": 0}
+
+
+async def test_a_stopping_runner_hands_back_retryable_tasks_and_cancels_the_rest(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    retryable = await enqueue(queue, new_task("s1", max_attempts=3))
+    plain = await enqueue(queue, new_task("s2"))
+    await queue.claim("runner-a", 2, NOW)
+
+    assert await queue.hand_back("runner-a", [retryable.task_id, plain.task_id], NOW) == 2
+
+    back = await store.get(retryable.task_id)
+    assert back is not None
+    assert back.state is T.SUBMITTED
+    ended = await store.get(plain.task_id)
+    assert ended is not None
+    assert (ended.state, ended.error_code) == (T.CANCELED, "SHUTDOWN")
+    assert await counts(store) == {"queued": 1, "running": 0}
+
+
+async def test_a_session_lists_its_unfinished_tasks(store: RedisTaskStore, queue: RedisTaskQueue):
+    first = await enqueue(queue, new_task("s1"))
+    second = await enqueue(queue, new_task("s1"))
+    await enqueue(queue, new_task("s2"))
+    await store.change(first.task_id, TaskChange(T.CANCELED), NOW)
+
+    assert await queue.unfinished("s1") == [second.task_id]
+
+
+async def test_scripts_sent_twice_act_once(store: RedisTaskStore, queue: RedisTaskQueue):
+    """redis-py sends a script again after a timeout although the first send ran."""
+    task = new_task()
+    first = await queue.enqueue(task, {}, LIMITS, runner_id="front-end", claim=1)
+    again = await queue.enqueue(task, {}, LIMITS, runner_id="front-end", claim=1)
+
+    assert again == first
+    assert await counts(store) == {"queued": 0, "running": 1}
+
+    redis_client: redis.asyncio.Redis = store._redis
+    claim_script = redis_client.register_script(task_scripts.CLAIM)
+    await enqueue(queue, new_task("s2"))
+    args: list[str | int] = [store._keys.tasks, "runner-b", 5, repr(NOW), "request-1"]
+    _, sent = await claim_script(keys=[store._keys.task_counts], args=args)
+    _, resent = await claim_script(keys=[store._keys.task_counts], args=args)
+    assert len(sent) == 1
+    assert len(resent) == 1
+    assert await counts(store) == {"queued": 0, "running": 2}
+
+
+async def test_a_task_claimed_as_it_was_queued_wakes_no_idle_runner(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    """Idle runners wait for a wake; only a task left waiting sends one."""
+    assert await queue.claim("idle-runner", 1, NOW) == []
+    wakes = await store._redis.xlen(store._keys.task_wake)
+
+    await queue.enqueue(new_task("s1"), {}, LIMITS, runner_id="front-end", claim=1)
+    assert await store._redis.xlen(store._keys.task_wake) == wakes
+
+    await queue.enqueue(new_task("s2"), {}, LIMITS)  # left waiting
+    assert await store._redis.xlen(store._keys.task_wake) == wakes + 1
+    async with asyncio.timeout(1):
+        await queue.wait_for_work(30)  # returns at once: the wake came after the claim
