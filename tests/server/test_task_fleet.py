@@ -70,6 +70,18 @@ async def run_again(payload):
     return {"pid": os.getpid(), "attempt": current_task().attempt}
 
 
+@registry.task("hold")
+async def hold(payload):
+    record(payload)
+    try:
+        await asyncio.sleep(payload.get("seconds", 60))
+    except asyncio.CancelledError:
+        with open(RUNS, "a") as runs:
+            runs.write(json.dumps({"task": current_task().task_id, "stopped": True}) + "\\n")
+        raise
+    return {}
+
+
 @registry.task("blocking-retry", retry=Retry(max_attempts=3))
 def blocking(payload):
     record(payload)
@@ -426,3 +438,39 @@ def test_a_worker_reports_its_health_while_redis_answers_and_not_after(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+@pytest.mark.parametrize("how", ["CancelTask", "Terminate"])
+def test_a_task_ended_through_another_replica_stops_on_the_worker_within_a_lease_tick(
+    fleet: Fleet, how: str
+):
+    here, there = fleet.serve("--no-run-tasks"), fleet.serve("--no-run-tasks")
+    fleet.worker("--concurrency", "2")
+
+    async def end_it_elsewhere() -> tuple[peer_pb2.Task, float]:
+        first = client(here, "owner")
+        await first.connect()
+        task = await first.delegate_task("hold", {"seconds": 60}, wait=False)
+        await eventually(lambda: len(fleet.runs()) >= 1)
+        await first.close(terminate=False)
+        elsewhere = PeerClient(there.address, "owner", timeout=30, ticket=first.ticket)
+        await elsewhere.connect()
+        ended_at = time.monotonic()
+        if how == "CancelTask":
+            await elsewhere.cancel_task(task.task_id)
+        else:
+            await elsewhere.close()  # Terminate: the session ends, and its tasks
+        await eventually(lambda: any(run.get("stopped") for run in fleet.runs()), seconds=10)
+        took = time.monotonic() - ended_at
+        async with client(there, "owner") as reader:  # a new session of the same peer
+            return await reader.get_task(task.task_id), took
+
+    task, took = asyncio.run(end_it_elsewhere())
+
+    expected = "CANCELED" if how == "CancelTask" else "SESSION_ENDED"
+    assert (T(task.state), task.error.code) == (T.CANCELED, expected)
+
+    # A lease tick is a quarter of the lease (here 1 s); allow for a loaded machine.
+    assert took < LEASE / 4 + 2.0, f"{took:.2f}s"
+    stopped = [run for run in fleet.runs() if run.get("stopped")]
+    assert [run["task"] for run in stopped] == [task.task_id]

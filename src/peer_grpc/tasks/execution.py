@@ -10,13 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Mapping
-from typing import Any
+import sys
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
 
 from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.tasks.registry import TaskContext, TaskOutcome, TaskRegistry
 
-__all__ = ["CANCELLED_FROM_WITHIN", "deadline_exceeded", "ending", "run_handler"]
+T = TypeVar("T")
+
+__all__ = ["CANCELLED_FROM_WITHIN", "deadline_exceeded", "ending", "run_handler", "start_task"]
+
+#: Python 3.12 runs a task's first step at once when asked (``eager_start``), with the
+#: task current as it would be in any step; older ones schedule every step.
+_EAGER = sys.version_info >= (3, 12)
+
+
+def start_task(work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+    """An asyncio task running ``work``: on Python 3.12+ started eagerly, so that a task
+    whose handler returns without waiting is done before this returns, and costs its
+    caller no trip through the event loop."""
+    if _EAGER:
+        loop = asyncio.get_running_loop()
+        return asyncio.Task(work, loop=loop, name=name, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    return asyncio.create_task(work, name=name)
+
 
 #: The end of a task whose handler cancelled itself (nobody asked it to stop).
 CANCELLED_FROM_WITHIN = TaskChange(

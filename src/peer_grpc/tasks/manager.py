@@ -34,7 +34,7 @@ from peer_grpc.core.errors import (
 from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.stores.memory.tasks import MemoryTaskStore
 from peer_grpc.stores.protocols import Enqueued, QueueLimits, TaskQueue, TaskStore
-from peer_grpc.tasks.execution import deadline_exceeded, run_handler
+from peer_grpc.tasks.execution import deadline_exceeded, run_handler, start_task
 from peer_grpc.tasks.registry import (
     DEFAULT_MAX_RESULT_BYTES,
     TaskContext,
@@ -287,7 +287,7 @@ class TaskManager:
                 )
             self._release(record)
             return task
-        record.lifecycle = asyncio.create_task(
+        record.lifecycle = start_task(
             self._lifecycle(record, task, dict(payload)), name=f"peer-grpc-task-{task_type}"
         )
         if on_created is not None:
