@@ -189,7 +189,7 @@ async def test_a_renewed_lease_does_not_lapse(store: RedisTaskStore, queue: Redi
 
     for _ in range(4):
         await asyncio.sleep(LEASE / 2)
-        assert await queue.renew("runner-a", [claim.task]) == set()
+        assert await queue.renew("runner-a", [claim.task], NOW, LEASE / 2) == set()
     result = await queue.reclaim("reaper", LEASE, NOW, 10)
 
     assert (result.requeued, result.ended) == (0, 0)
@@ -228,7 +228,7 @@ async def test_a_runner_that_lost_its_lease_cannot_write_over_the_new_attempt(
 
     assert await queue.finish(stale.task, TaskChange(T.COMPLETED, result={"by": "a"}), NOW) is None
     assert await queue.finish(stale.task, TaskChange(T.FAILED, error_code="X"), NOW) is None
-    assert await queue.renew("runner-a", [stale.task]) == {task.task_id}
+    assert await queue.renew("runner-a", [stale.task], NOW, LEASE / 2) == {task.task_id}
 
     done = await queue.finish(current.task, TaskChange(T.COMPLETED, result={"by": "b"}), NOW)
     assert done is not None
@@ -257,7 +257,7 @@ async def test_a_cancel_elsewhere_is_reported_to_the_runner_at_its_renewal(
 
     await store.change(task.task_id, TaskChange(T.CANCELED, error_code="CANCELED"), NOW)
 
-    assert await queue.renew("runner-a", [claim.task]) == {task.task_id}
+    assert await queue.renew("runner-a", [claim.task], NOW, LEASE / 2) == {task.task_id}
     assert await queue.finish(claim.task, TaskChange(T.COMPLETED, result={}), NOW) is None
     assert await counts(store) == {"queued": 0, "running": 0}
 
@@ -333,3 +333,81 @@ async def test_a_task_claimed_as_it_was_queued_wakes_no_idle_runner(
     assert await store._redis.xlen(store._keys.task_wake) == wakes + 1
     async with asyncio.timeout(1):
         await queue.wait_for_work(30)  # returns at once: the wake came after the claim
+
+
+async def test_a_claim_whose_reply_was_lost_goes_back_to_the_queue_unrun(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    """The runner never learned of the claim, so the task never ran: it is queued again
+    at its next renewal, its attempt given back, instead of failing WORKER_LOST."""
+    task = await enqueue(queue, new_task())
+    claim_script = store._redis.register_script(task_scripts.CLAIM)
+    args: list[str | int] = [store._keys.tasks, "runner-a", 1, repr(NOW), "lost-reply"]
+    await claim_script(keys=[store._keys.task_counts], args=args)  # its answer never read
+    assert (await store.get(task.task_id)).state is T.WORKING  # type: ignore[union-attr]
+
+    assert await queue.renew("runner-a", [], NOW, LEASE / 2) == set()  # too soon to tell
+    await asyncio.sleep(LEASE / 2 + 0.05)
+    assert await queue.renew("runner-a", [], NOW, LEASE / 2) == set()
+
+    back = await store.get(task.task_id)
+    assert back is not None
+    assert (back.state, back.attempt) == (T.SUBMITTED, 0)
+    assert await counts(store) == {"queued": 1, "running": 0}
+    [claim] = await queue.claim("runner-b", 1, NOW)
+    assert claim.task.attempt == 1
+
+
+async def test_an_unfinished_task_is_kept_until_it_ends_then_for_the_retention(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    """A queued task may wait longer than any fixed time: it must not vanish from under
+    its counts and its session's open set."""
+    task = await enqueue(queue, new_task())
+    key = store._keys.task(task.task_id)
+    assert await store._redis.pttl(key) == -1
+    [claim] = await queue.claim("runner-a", 1, NOW)
+    assert await store._redis.pttl(key) == -1
+
+    await queue.finish(claim.task, TaskChange(T.COMPLETED, result={}), NOW)
+
+    assert 0 < await store._redis.pttl(key) <= 60_000
+
+
+async def test_a_lapsed_lease_deep_in_a_long_pending_list_is_still_found(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    """Each reclaim scans a bounded stretch of the pending list and the next goes on
+    from there, so renewed leases ahead of a lapsed one cannot hide it."""
+    limits = QueueLimits(max_running=100, max_per_session=100, max_queued=0, retry_after=1.0)
+    for _ in range(30):
+        await queue.enqueue(new_task(), {}, limits)
+    claims = await queue.claim("runner-a", 30, NOW)
+    await asyncio.sleep(LEASE + 0.05)
+    await queue.renew("runner-a", [claim.task for claim in claims[:-1]], NOW, 60)
+
+    ended = 0
+    for _ in range(4):  # each call claims at most 1 and scans at most 10 entries
+        ended += (await queue.reclaim("reaper", LEASE, NOW, 1)).ended
+
+    assert ended == 1
+    lost = await store.get(claims[-1].task.task_id)
+    assert lost is not None
+    assert lost.error_code == "WORKER_LOST"
+
+
+async def test_a_stopping_runner_leaves_the_group_and_gives_back_what_it_never_learned_of(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task())
+    claim_script = store._redis.register_script(task_scripts.CLAIM)
+    args: list[str | int] = [store._keys.tasks, "runner-a", 1, repr(NOW), "cut-short"]
+    await claim_script(keys=[store._keys.task_counts], args=args)
+
+    assert await queue.hand_back("runner-a", [], NOW) == 1
+
+    back = await store.get(task.task_id)
+    assert back is not None
+    assert (back.state, back.attempt) == (T.SUBMITTED, 0)
+    consumers = await store._redis.xinfo_consumers(store._keys.task_queue, "runners")
+    assert "runner-a" not in {c["name"].decode() for c in consumers}

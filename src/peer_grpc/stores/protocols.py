@@ -323,11 +323,16 @@ class TaskQueue(Protocol):
         """Return when a task may have been queued, or after ``timeout`` seconds."""
         ...
 
-    async def renew(self, runner_id: str, held: Sequence[Task]) -> set[str]:
+    async def renew(
+        self, runner_id: str, held: Sequence[Task], now: float, orphan_after: float
+    ) -> set[str]:
         """Renew the leases on ``held`` (the snapshots the runner claimed), in one step.
 
         Returns the ids of those it no longer holds: they ended (canceled, say) or
-        were reclaimed after the lease lapsed. Their handlers should stop.
+        were reclaimed after the lease lapsed. Their handlers should stop. Tasks
+        claimed for the runner that it does not hold and has not renewed for
+        ``orphan_after`` seconds (it never learned of the claim: a lost reply) go back
+        to the queue, their attempt given back.
         """
         ...
 
@@ -345,7 +350,8 @@ class TaskQueue(Protocol):
 
     async def hand_back(self, runner_id: str, task_ids: Sequence[str], now: float) -> int:
         """Give back tasks a stopping runner holds: queued again if retryable, else
-        CANCELED ``SHUTDOWN``. Returns how many."""
+        CANCELED ``SHUTDOWN``; and those claimed for it that it never learned of, as if
+        never claimed. The runner leaves the queue. Returns how many."""
         ...
 
     async def unfinished(self, session_id: str) -> Sequence[str]:

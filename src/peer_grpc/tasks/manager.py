@@ -352,15 +352,20 @@ class TaskManager:
         if not wait:
             return task
         finished = runner.finished(task.task_id) if runner is not None else None
-        if finished is not None:
-            try:
-                ended = await _until_resolved(finished, max_wait)
-            except TimeoutError:
-                ended = None
-            if ended is not None:
-                return ended
+        if finished is None:
+            return await self._until_final(task, max_wait)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            ended = await _until_resolved(finished, max_wait)
+        except TimeoutError:
             return await self.get(task.owner_peer_id, task.task_id)
-        return await self._until_final(task, max_wait)
+        if ended is not None:
+            return ended
+        # Not ended by this runner (its lease lapsed, or it stopped): follow the task to
+        # its end wherever it runs, within what is left of the wait.
+        left = None if max_wait is None else max(max_wait - (loop.time() - started), 0)
+        return await self._until_final(task, left)
 
     async def _until_final(self, task: Task, max_wait: float | None) -> Task:
         """The task once final (it runs elsewhere), or as it stands after ``max_wait``."""

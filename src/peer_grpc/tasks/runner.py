@@ -171,17 +171,22 @@ class TaskRunner:
         claiming = self._loops[:1]
         for loop in claiming:
             loop.cancel()
-        pending = [held.finished for held in self._held.values()]
-        if pending and grace > 0:
-            await asyncio.wait(pending, timeout=grace)
+        # Their lifecycles, not the futures callers wait on: a caller that went away
+        # cancelled its future, and its task deserves the grace all the same.
+        running = [held.lifecycle for held in self._held.values() if held.lifecycle]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
         left = list(self._held.values())
         for held in left:
             held.stop()
-        if left:
-            with contextlib.suppress(StoreUnavailable):
-                handed = await self.queue.hand_back(
-                    self.runner_id, [held.task.task_id for held in left], self.clock.now()
-                )
+        try:
+            handed = await self.queue.hand_back(
+                self.runner_id, [held.task.task_id for held in left], self.clock.now()
+            )
+        except StoreUnavailable as error:
+            log.warning("tasks not handed back (their leases will lapse instead): %s", error)
+        else:
+            if handed:
                 log.info("handed back %d tasks still running at the stop", handed)
         for loop in self._loops:
             loop.cancel()
@@ -202,6 +207,9 @@ class TaskRunner:
             self._in_background(self._refuse(task, finished), "refuse")
             return
         held = _Held(task, context, finished)
+        earlier = self._held.get(task.task_id)
+        if earlier is not None:  # an attempt of ours whose lease lapsed: it must stop
+            earlier.stop()
         self._held[task.task_id] = held
         held.lifecycle = self._in_background(self._run(held, claim.payload), task.task_type)
 
@@ -243,14 +251,26 @@ class TaskRunner:
         except Exception:
             log.exception("task %s: recording its end failed", held.task.task_id)
         finally:
-            if held.expiry is not None:
-                ended = await held.expiry
-            if not held.finished.done():
-                held.finished.set_result(ended)
-            # The slot stays taken until a plain handler's thread has returned.
-            await held.context.worker_done()
-            self._held.pop(held.task.task_id, None)
-            self._slot_freed.set()
+            try:
+                if held.expiry is not None:
+                    ended = await held.expiry
+            except Exception:
+                log.exception("task %s: recording its timeout failed", held.task.task_id)
+            finally:
+                if not held.finished.done():
+                    held.finished.set_result(ended)
+                try:
+                    # The slot stays taken until a plain handler's thread has returned.
+                    await held.context.worker_done()
+                finally:
+                    self._release(held)
+
+    def _release(self, held: _Held) -> None:
+        # Only this holding: the same task may have come back to this runner since, at
+        # a later attempt (its lease lapsed while this one ran on).
+        if self._held.get(held.task.task_id) is held:
+            del self._held[held.task.task_id]
+        self._slot_freed.set()
 
     def _expire(self, held: _Held) -> None:
         """The task ran past its timeout: record DEADLINE_EXCEEDED and stop its handler."""
@@ -332,7 +352,9 @@ class TaskRunner:
     async def tick(self) -> None:
         """Renew the leases of held tasks, stop those lost, reclaim lapsed ones elsewhere."""
         held = [h for h in self._held.values() if not h.lost]
-        lost = await self.queue.renew(self.runner_id, [h.task for h in held])
+        lost = await self.queue.renew(
+            self.runner_id, [h.task for h in held], self.clock.now(), self.lease / 2
+        )
         for task_id in lost:
             log.info("task %s ended elsewhere or was taken over; stopping its handler", task_id)
             self.stop_task(task_id)

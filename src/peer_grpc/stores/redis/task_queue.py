@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
@@ -39,6 +40,11 @@ from peer_grpc.stores.redis.stream_watch import StreamWatch
 
 __all__ = ["RedisTaskQueue", "decode_entry", "encode_snapshot"]
 
+log = logging.getLogger(__name__)
+
+#: Every so many reclaims, consumers idle an hour with nothing pending leave the group
+#: (runners that were killed, and so never left it themselves).
+_PRUNE_EVERY = 100
 #: Tries of a change that lost the race to a concurrent change of the same task.
 _CHANGE_TRIES = 32
 #: How a snapshot field set by a script is read (see task_scripts).
@@ -112,6 +118,9 @@ class RedisTaskQueue:
         self._hand_back = client.register_script(task_scripts.HAND_BACK)
         #: The newest wake the last claim saw (see :meth:`wait_for_work`).
         self._last_wake = "0-0"
+        #: Where the next reclaim goes on scanning the pending list.
+        self._reclaim_cursor = "0-0"
+        self._reclaims = 0
 
     async def enqueue(
         self,
@@ -135,7 +144,6 @@ class RedisTaskQueue:
                 task.max_attempts,
                 task.session_id,
                 task.owner_peer_id,
-                _ms(task.timeout + self._retention),
                 repr(self._retention),
                 repr(task.updated_at),
                 limits.max_running if limits else 0,
@@ -181,14 +189,21 @@ class RedisTaskQueue:
         except unavailable_errors:
             await asyncio.sleep(min(timeout, self._retry_after))
 
-    async def renew(self, runner_id: str, held: Sequence[Task]) -> set[str]:
-        if not held:
-            return set()
-        args: list[str | int] = [self._keys.tasks, runner_id]
+    async def renew(
+        self, runner_id: str, held: Sequence[Task], now: float, orphan_after: float
+    ) -> set[str]:
+        args: list[str | int] = [self._keys.tasks, runner_id, _ms(orphan_after), repr(now)]
         for task in held:
             args += [task.task_id, task.attempt]
         with self._unavailable("renewing task leases"):
-            lost = await self._renew(keys=[self._keys.task_counts], args=args)
+            lost, orphans = await self._renew(keys=[self._keys.task_counts], args=args)
+        if orphans:
+            log.warning(
+                "%d tasks were claimed for runner %s but it never learned of them (a lost "
+                "reply); they went back to the queue",
+                orphans,
+                runner_id,
+            )
         return {task_id.decode() for task_id in lost}
 
     async def finish(self, task: Task, change: TaskChange, now: float) -> Task | None:
@@ -210,16 +225,26 @@ class RedisTaskQueue:
         raise InternalError(f"task {task.task_id} kept changing under its end")
 
     async def reclaim(self, runner_id: str, lease: float, now: float, limit: int) -> ReclaimResult:
+        self._reclaims += 1
+        prune = "1" if self._reclaims % _PRUNE_EVERY == 0 else "0"
+        args: list[str | int | float] = [
+            self._keys.tasks,
+            runner_id,
+            _ms(lease),
+            limit,
+            repr(now),
+            self._retention,
+            self._reclaim_cursor,
+            prune,
+        ]
         with self._unavailable("reclaiming tasks"):
-            requeued, ended = await self._reclaim(
-                keys=[self._keys.task_counts],
-                args=[self._keys.tasks, runner_id, _ms(lease), limit, repr(now), self._retention],
-            )
+            requeued, ended, cursor = await self._reclaim(keys=[self._keys.task_counts], args=args)
+        # XAUTOCLAIM scans a bounded stretch of the pending list per call: go on from
+        # where it stopped, so that lapsed leases deep in a long list are found too.
+        self._reclaim_cursor = _bytes(cursor).decode()
         return ReclaimResult(requeued=int(requeued), ended=int(ended))
 
     async def hand_back(self, runner_id: str, task_ids: Sequence[str], now: float) -> int:
-        if not task_ids:
-            return 0
         with self._unavailable("handing back tasks"):
             handed = await self._hand_back(
                 keys=[self._keys.task_counts],
@@ -258,7 +283,6 @@ class RedisTaskQueue:
     async def move(self, latest: Task, task: Task, *, fence: int | None = None) -> bytes:
         """Append ``task``, computed from ``latest``, if the store still holds ``latest``
         (and, with ``fence``, attempt ``fence`` still runs it): the MOVE script."""
-        keep = self._retention if task.state.is_final else task.timeout + self._retention
         with self._unavailable("changing a task"):
             verdict: bytes = await self._move(
                 keys=[self._keys.task_counts],
@@ -271,7 +295,6 @@ class RedisTaskQueue:
                         int(task.state),
                         task.attempt,
                         "" if fence is None else fence,
-                        _ms(keep),
                         repr(task.updated_at),
                         repr(self._retention),
                     ),

@@ -7,10 +7,10 @@ them carry the ``{tasks}`` hash tag, so they live in one slot.
 A task's snapshot is a stream entry whose fields are the snapshot as JSON
 (``task``, written by Python) and the fields scripts read or set without parsing
 JSON: ``state``, ``attempt``, ``max_attempts``, ``session``, ``owner``,
-``ordinal``, ``keep`` (milliseconds to keep an unfinished task), ``entry`` (its
-queue entry), ``runner``, and, where a script changed the task, ``updated_at``,
-``error_code`` and ``error_message``. Those fields win over the JSON when the
-snapshot is read (see :func:`peer_grpc.stores.redis.task_queue.decode_snapshot`).
+``ordinal``, ``entry`` (its queue entry), ``runner``, and, where a script changed
+the task, ``updated_at``, ``error_code`` and ``error_message``. Those fields win
+over the JSON when the snapshot is read (see
+:func:`peer_grpc.stores.redis.task_queue.decode_snapshot`).
 Lua writes no JSON of its own: cjson would round the times.
 
 Queue scripts are resent by redis-py after a timeout although the first send may
@@ -76,10 +76,12 @@ local function latest(id)
   return tonumber(string.match(last[1], '^(%d+)-')), fields_of(last[2])
 end
 
+-- Append a snapshot. A finished task is kept `keep_ms`; an unfinished one (keep_ms nil)
+-- until it ends, since its counts and indexes may only change in step with it.
 local function append(id, version, f, keep_ms)
   local key = P .. 'task:' .. id
   redis.call('XADD', key, version .. '-0', unpack(flat_of(f)))
-  redis.call('PEXPIRE', key, keep_ms)
+  if keep_ms then redis.call('PEXPIRE', key, keep_ms) else redis.call('PERSIST', key) end
 end
 
 local function forget_entry(entry)
@@ -109,7 +111,11 @@ end
 local function account(id, f, old, new, now, retention)
   if old == new then return end
   if old == 1 then redis.call('HINCRBY', COUNTS, 'queued', -1)
-  elseif old == 2 then redis.call('HINCRBY', COUNTS, 'running', -1) end
+  elseif old == 2 then
+    redis.call('HINCRBY', COUNTS, 'running', -1)
+    -- A running slot freed: runners that had no room may claim a waiting task now.
+    if tonumber(redis.call('HGET', COUNTS, 'queued') or '0') > 0 then wake() end
+  end
   if new == 1 then redis.call('HINCRBY', COUNTS, 'queued', 1)
   elseif new == 2 then redis.call('HINCRBY', COUNTS, 'running', 1) end
   if new >= 3 and old < 3 then
@@ -141,7 +147,7 @@ local function claim(runner, wanted, now)
         f.attempt = tostring(tonumber(f.attempt) + 1)
         f.runner = runner
         f.updated_at = now
-        append(queued.task, version + 1, f, f.keep)
+        append(queued.task, version + 1, f, nil)
         redis.call('HINCRBY', COUNTS, 'queued', -1)
         redis.call('HINCRBY', COUNTS, 'running', 1)
         claims[#claims + 1] = {(version + 1) .. '-0', flat_of(f), queued.payload}
@@ -172,7 +178,7 @@ local function lose(id, entry, now, retention, end_state, code, message)
     f.state = '1'
     f.runner = ''
     f.updated_at = now
-    append(id, version + 1, f, f.keep)
+    append(id, version + 1, f, nil)
     redis.call('HINCRBY', COUNTS, 'running', -1)
     redis.call('HINCRBY', COUNTS, 'queued', 1)
     return 'REQUEUED'
@@ -185,19 +191,44 @@ local function lose(id, entry, now, retention, end_state, code, message)
   account(id, f, 2, tonumber(end_state), now, retention)
   return 'ENDED'
 end
+
+-- A claimed entry whose runner never learned of it (the reply to its claim was lost, or
+-- the claim was cut short): the task never ran, so it goes back to the queue with its
+-- attempt given back. Returns whether it did.
+local function unclaim(entry, now)
+  local queued = redis.call('XRANGE', QUEUE, entry, entry)[1]
+  if not queued then
+    redis.call('XACK', QUEUE, GROUP, entry)
+    return false
+  end
+  local item = fields_of(queued[2])
+  local version, f = latest(item.task)
+  forget_entry(entry)
+  if not version or f.state ~= '2' or f.entry ~= entry then return false end
+  f.entry = redis.call('XADD', QUEUE, '*', 'task', item.task, 'payload', item.payload)
+  f.state = '1'
+  f.attempt = tostring(tonumber(f.attempt) - 1)
+  f.runner = ''
+  f.updated_at = now
+  append(item.task, version + 1, f, nil)
+  redis.call('HINCRBY', COUNTS, 'running', -1)
+  redis.call('HINCRBY', COUNTS, 'queued', 1)
+  wake()
+  return true
+end
 """
 
 #: Store a task and, if SUBMITTED, enqueue it, within the limits; optionally claim
 #: queued tasks for the delegating replica's own runner in the same step.
 #: ARGV: prefix, task JSON, payload JSON, then packed (see :func:`pack`): task id, state,
-#: max_attempts, session, owner, keep ms (unfinished), retention s, now, max running
+#: max_attempts, session, owner, retention s, now, max running
 #: (0: no limits), max per session, max queued, runner ('' claims nothing), tasks to
 #: claim at most. Returns {'OK', ordinal, claims} | {'SESSION_LIMIT'} | {'SERVER_LIMIT'}
 #: | {'COLLISION'}.
 DELEGATE = (
     _LIB
     + """
-local id, state_text, max_attempts, session, owner, keep, retention, now, max_running,
+local id, state_text, max_attempts, session, owner, retention, now, max_running,
       max_per_session, max_queued, runner, wanted = unpack(split(ARGV[4]))
 local state = tonumber(state_text)
 local reply_key = P .. 'reply:' .. id
@@ -217,7 +248,8 @@ if max_running > 0 then
 end
 local ordinal = redis.call('INCR', P .. 'ordinal')
 local f = {task = ARGV[2], state = state_text, attempt = '0', max_attempts = max_attempts,
-           session = session, owner = owner, ordinal = tostring(ordinal), keep = keep}
+           session = session, owner = owner, ordinal = tostring(ordinal)}
+local keep = nil
 if state == 1 then
   ensure_group()
   f.entry = redis.call('XADD', QUEUE, '*', 'task', id, 'payload', ARGV[3])
@@ -256,12 +288,12 @@ return reply
 #: Append a snapshot that Python computed from the version it follows, if the task is
 #: still at it; with a fence (an attempt), only if that attempt still runs the task.
 #: ARGV: prefix, task JSON, then packed: task id, the version it follows, new state, new
-#: attempt, fence ('' for none), keep ms, now, retention s.
+#: attempt, fence ('' for none), now, retention s.
 #: Returns 'OK' | 'GONE' | 'CONFLICT' | 'LOST'.
 MOVE = (
     _LIB
     + """
-local id, follows, state, attempt, fence, keep, now, retention = unpack(split(ARGV[3]))
+local id, follows, state, attempt, fence, now, retention = unpack(split(ARGV[3]))
 local version, f = latest(id)
 if not version then return 'GONE' end
 if version ~= tonumber(follows) then
@@ -272,21 +304,26 @@ end
 if fence ~= '' and (f.state ~= '2' or f.attempt ~= fence) then return 'LOST' end
 local moved = {task = ARGV[2], state = state, attempt = attempt,
                max_attempts = f.max_attempts, session = f.session, owner = f.owner,
-               ordinal = f.ordinal, keep = f.keep, entry = f.entry, runner = f.runner}
+               ordinal = f.ordinal, entry = f.entry, runner = f.runner}
+local keep = nil
+if tonumber(state) >= 3 then keep = math.max(math.floor(tonumber(retention) * 1000), 1) end
 append(id, version + 1, moved, keep)
 account(id, moved, tonumber(f.state), tonumber(state), now, retention)
 return 'OK'
 """
 )
 
-#: Renew a runner's leases, all in one step. ARGV: prefix, runner, then pairs of
-#: task id and attempt. Returns the ids of those the runner no longer holds
-#: (ended, canceled, or taken from it after its lease lapsed).
+#: Renew a runner's leases, all in one step, and give back what it holds unknowingly.
+#: ARGV: prefix, runner, orphan idle ms, now, then pairs of task id and attempt.
+#: Returns {ids of the tasks the runner no longer holds (ended, canceled, or taken from
+#: it after its lease lapsed), how many entries it held unknowingly}: entries claimed
+#: for it that it has not renewed for the orphan idle time (half a lease), which it
+#: never learned of, go back to the queue.
 RENEW = (
     _LIB
     + """
-local runner, lost = ARGV[2], {}
-for i = 3, #ARGV, 2 do
+local runner, orphan_idle, now, lost = ARGV[2], ARGV[3], ARGV[4], {}
+for i = 5, #ARGV, 2 do
   local id = ARGV[i]
   local version, f = latest(id)
   if version and f.state == '2' and f.attempt == ARGV[i + 1] and f.runner == runner then
@@ -295,18 +332,26 @@ for i = 3, #ARGV, 2 do
     lost[#lost + 1] = id
   end
 end
-return lost
+ensure_group()
+local orphans = 0
+for _, pending in ipairs(redis.call('XPENDING', QUEUE, GROUP, 'IDLE', orphan_idle, '-', '+',
+                                    100, runner)) do
+  if unclaim(pending[1], now) then orphans = orphans + 1 end
+end
+return {lost, orphans}
 """
 )
 
 #: Take over the tasks whose lease lapsed (idle in the pending list longer than the
 #: lease): queue each again or end it FAILED WORKER_LOST. ARGV: prefix, reclaimer,
-#: lease ms, entries at most, now, retention s. Returns {requeued, ended}.
+#: lease ms, entries at most, now, retention s, the cursor to scan the pending list
+#: from, whether to forget consumers idle an hour with nothing pending ('1' or '0').
+#: Returns {requeued, ended, the cursor to go on from ('0-0': scanned to the end)}.
 RECLAIM = (
     _LIB
     + """
 ensure_group()
-local taken = redis.call('XAUTOCLAIM', QUEUE, GROUP, ARGV[2], ARGV[3], '0-0',
+local taken = redis.call('XAUTOCLAIM', QUEUE, GROUP, ARGV[2], ARGV[3], ARGV[7],
                          'COUNT', ARGV[4], 'JUSTID')
 local requeued, ended = 0, 0
 for _, entry in ipairs(taken[2]) do
@@ -321,13 +366,23 @@ for _, entry in ipairs(taken[2]) do
   end
 end
 if requeued > 0 then wake() end
-return {requeued, ended}
+if ARGV[8] == '1' then
+  for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', QUEUE, GROUP)) do
+    local c = fields_of(consumer)
+    if tonumber(c.pending) == 0 and tonumber(c.idle) > 3600000 then
+      redis.call('XGROUP', 'DELCONSUMER', QUEUE, GROUP, c.name)
+    end
+  end
+end
+return {requeued, ended, taken[1]}
 """
 )
 
 #: A stopping runner hands back the tasks it still holds: queued again if they have
-#: attempts left, else CANCELED SHUTDOWN. ARGV: prefix, runner, now, retention s,
-#: then task ids. Returns how many it handed back.
+#: attempts left, else CANCELED SHUTDOWN; entries claimed for it that it never learned
+#: of go back to the queue as if never claimed. Then it leaves the consumer group.
+#: ARGV: prefix, runner, now, retention s, then the ids of the tasks it holds.
+#: Returns how many tasks it handed back.
 HAND_BACK = (
     _LIB
     + """
@@ -341,6 +396,11 @@ for i = 5, #ARGV do
     if outcome == 'REQUEUED' then wake() end
   end
 end
+ensure_group()
+for _, pending in ipairs(redis.call('XPENDING', QUEUE, GROUP, '-', '+', 1000, ARGV[2])) do
+  if unclaim(pending[1], ARGV[3]) then handed = handed + 1 end
+end
+redis.call('XGROUP', 'DELCONSUMER', QUEUE, GROUP, ARGV[2])
 return handed
 """
 )

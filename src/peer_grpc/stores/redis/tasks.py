@@ -34,8 +34,8 @@ _LIST_BATCH = 100
 class RedisTaskStore:
     """Tasks in Redis, for any number of server replicas.
 
-    A task not yet finished is kept for its timeout plus the retention, so that
-    one whose replica died without a word still goes away in the end.
+    A task is kept until it ends (a runner that dies leaves it to be reclaimed after
+    its lease), then for the retention.
 
     Args:
         client: a ``redis.asyncio`` client (see :meth:`from_url`); closed with the store.
