@@ -89,6 +89,16 @@ def redis_task_store(**options: Any) -> RedisTaskStore:
     return RedisTaskStore.from_url(shared_redis().url, **options)
 
 
+@pytest.fixture
+async def redis_tasks() -> AsyncIterator[RedisTaskStore]:
+    """A Redis task store of the test's own (for what only the Redis store does)."""
+    store = redis_task_store()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 #: Every SessionStore implementation; store-level and end-to-end tests run once per entry.
 #: Each takes the store's keyword options (e.g. ``retry_cache_size``).
 STORE_FACTORIES: dict[str, StoreFactory] = {

@@ -4,9 +4,7 @@ connection, so calls, health checks and the recording of tasks' ends never wait 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio
 
 from peer_grpc.core.task import TaskChange, TaskState
@@ -17,15 +15,6 @@ from tests.tasks.test_task_lifecycle import new_task
 WATCHERS = 100
 
 
-@pytest.fixture
-async def store() -> AsyncIterator[RedisTaskStore]:
-    store = redis_task_store()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 async def blocked_readers() -> int:
     """Connections Redis holds blocked in XREAD (flag ``b`` in CLIENT LIST)."""
     async with redis.asyncio.Redis.from_url(shared_redis().url) as client:
@@ -33,17 +22,17 @@ async def blocked_readers() -> int:
     return sum(1 for c in clients if c["cmd"] == "xread" and "b" in c["flags"])
 
 
-async def test_a_hundred_watchers_hold_no_connection_each(store: RedisTaskStore):
+async def test_a_hundred_watchers_hold_no_connection_each(redis_tasks: RedisTaskStore):
     ids = [f"w{n}" for n in range(WATCHERS)]
     for task_id in ids:
-        await store.create(new_task(task_id))
-    watchers = [asyncio.create_task(store.changes_after(task_id, 1)) for task_id in ids]
+        await redis_tasks.create(new_task(task_id))
+    watchers = [asyncio.create_task(redis_tasks.changes_after(task_id, 1)) for task_id in ids]
     await asyncio.sleep(0.3)  # every watcher is waiting
     blocked = await blocked_readers()
-    await store.check()  # a health check gets a connection at once
+    await redis_tasks.check()  # a health check gets a connection at once
 
     for task_id in ids:
-        await store.change(task_id, TaskChange(TaskState.WORKING), 101.0)
+        await redis_tasks.change(task_id, TaskChange(TaskState.WORKING), 101.0)
     seen = await asyncio.wait_for(asyncio.gather(*watchers), 10)
 
     assert blocked == 1  # the one reader, not a connection per watcher
@@ -51,7 +40,7 @@ async def test_a_hundred_watchers_hold_no_connection_each(store: RedisTaskStore)
 
 
 async def test_a_watcher_that_joins_late_is_woken_without_waiting_out_the_poll(
-    store: RedisTaskStore,
+    redis_tasks: RedisTaskStore,
 ):
     slow_poll = redis_task_store(watch_poll=30.0)
     try:

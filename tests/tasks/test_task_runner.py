@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from peer_grpc import Retry, TaskRegistry, TaskState, current_task
 from peer_grpc.core.task import Task
@@ -16,21 +13,12 @@ from peer_grpc.stores.protocols import QueueLimits
 from peer_grpc.stores.redis import RedisTaskStore
 from peer_grpc.tasks.manager import TaskLimits, TaskManager
 from peer_grpc.tasks.runner import TaskRunner
-from tests.conftest import eventually, redis_task_store
+from tests.conftest import eventually
 
 T = TaskState
 NOW = 1_700_000_000.0
 LEASE = 0.3
 LIMITS = QueueLimits(max_running=8, max_per_session=8, max_queued=8, retry_after=1.0)
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[RedisTaskStore]:
-    store = redis_task_store()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def new_task(task_type: str, *, max_attempts: int = 1, timeout: float = 30.0) -> Task:
@@ -48,7 +36,7 @@ def new_task(task_type: str, *, max_attempts: int = 1, timeout: float = 30.0) ->
 
 
 async def test_a_task_that_comes_back_to_its_runner_is_held_at_its_new_attempt(
-    store: RedisTaskStore,
+    redis_tasks: RedisTaskStore,
 ):
     """Its lease lapsed while it ran (a stall), it was queued again, and the same runner
     claimed it: the earlier attempt stops, and ending it does not drop the new one."""
@@ -62,14 +50,14 @@ async def test_a_task_that_comes_back_to_its_runner_is_held_at_its_new_attempt(
         await release.wait()
         return {"attempt": current_task().attempt}
 
-    runner = TaskRunner(registry, store.queue, concurrency=2, lease=LEASE, runner_id="runner")
-    task = (await store.queue.enqueue(new_task("slow", max_attempts=3), {}, LIMITS)).task
-    runner.adopt(await store.queue.claim("runner", 1, NOW))
+    runner = TaskRunner(registry, redis_tasks.queue, concurrency=2, lease=LEASE, runner_id="runner")
+    task = (await redis_tasks.queue.enqueue(new_task("slow", max_attempts=3), {}, LIMITS)).task
+    runner.adopt(await redis_tasks.queue.claim("runner", 1, NOW))
     await eventually(lambda: attempts == [1])
     await asyncio.sleep(LEASE + 0.05)  # no tick ran: the lease lapsed
-    await store.queue.reclaim("reaper", LEASE, NOW, 10)
+    await redis_tasks.queue.reclaim("reaper", LEASE, NOW, 10)
 
-    runner.adopt(await store.queue.claim("runner", 1, NOW))
+    runner.adopt(await redis_tasks.queue.claim("runner", 1, NOW))
     await eventually(lambda: attempts == [1, 2])
     await asyncio.sleep(0.05)  # the first attempt's lifecycle ends (stopped)
 
@@ -84,7 +72,7 @@ async def test_a_task_that_comes_back_to_its_runner_is_held_at_its_new_attempt(
 
 
 async def test_a_delegation_whose_caller_went_away_still_gets_the_shutdown_grace(
-    store: RedisTaskStore,
+    redis_tasks: RedisTaskStore,
 ):
     registry = TaskRegistry()
 
@@ -93,7 +81,7 @@ async def test_a_delegation_whose_caller_went_away_still_gets_the_shutdown_grace
         await asyncio.sleep(0.3)
         return {"done": True}
 
-    manager = TaskManager(registry, store, limits=TaskLimits(lease=LEASE))
+    manager = TaskManager(registry, redis_tasks, limits=TaskLimits(lease=LEASE))
     waiting = asyncio.create_task(
         manager.delegate(peer_id="owner", session_id="session", task_type="short", payload={})
     )

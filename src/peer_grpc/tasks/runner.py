@@ -42,6 +42,8 @@ _TICKS_PER_LEASE = 4
 _IDLE_POLL = 1.0
 #: Tasks reclaimed per tick at most.
 _RECLAIM_BATCH = 100
+#: Seconds a stop waits for the runner's own loops to end after cancelling them.
+_STOP_SETTLE = 1.0
 #: Seconds a task's end is retried while the store is unavailable.
 _RECORD_PATIENCE = 60.0
 
@@ -121,6 +123,7 @@ class TaskRunner:
         )
         self._slot_freed = asyncio.Event()
         self._accepting = True
+        self._stopped = False
         self._loops: list[asyncio.Task[None]] = []
         #: Tasks running in the background, held here so that none is collected early.
         self._background: set[asyncio.Task[None]] = set()
@@ -188,11 +191,13 @@ class TaskRunner:
         else:
             if handed:
                 log.info("handed back %d tasks still running at the stop", handed)
+        self._stopped = True
         for loop in self._loops:
             loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        # Bounded: a cancellation that a library swallowed mid-command ends the loop at
+        # its next turn (it looks at _stopped), not here.
+        if self._loops:
+            await asyncio.wait(self._loops, timeout=_STOP_SETTLE)
         self._loops = []
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -339,7 +344,7 @@ class TaskRunner:
 
     async def _tick_forever(self) -> None:
         tick = self.lease / _TICKS_PER_LEASE
-        while True:
+        while not self._stopped:
             await asyncio.sleep(tick)
             try:
                 await self.tick()
