@@ -34,8 +34,6 @@ so that a task is stored, counted and enqueued in one atomic step)::
     <prefix>:{tasks}:owned:<peer> ZSET   the peer's task ids, scored by ordinal (ListTasks)
     <prefix>:{tasks}:ordinal      STRING the last task ordinal handed out
     <prefix>:{tasks}:ended        ZSET   finished task ids, scored by when to forget them
-    <prefix>:{tasks}:reply:<id>   STRING a queue script's answer, kept a minute so that a
-                                         resent script answers as the first send did
 
 Per rate-limited key (tag ``{b:<scope>:<hash of the key>}``)::
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
@@ -171,7 +170,7 @@ class RedisTaskQueue:
         with self._unavailable("claiming tasks"):
             last_wake, claims = await self._claim(
                 keys=[self._keys.task_counts],
-                args=[self._keys.tasks, runner_id, count, repr(now), secrets.token_hex(8)],
+                args=[self._keys.tasks, runner_id, count, repr(now)],
             )
         self._last_wake = _bytes(last_wake).decode()
         return _claims(claims)
@@ -320,7 +319,7 @@ def _claims(reply: Sequence[Any]) -> list[Claim]:
 
 
 def _bytes(value: bytes | str | int) -> bytes:
-    # A kept reply comes back through cjson: strings and numbers rather than bytes.
+    # redis-py hands back bytes; a Lua number comes back an int.
     if isinstance(value, bytes):
         return value
     return str(value).encode()

@@ -14,8 +14,9 @@ over the JSON when the snapshot is read (see
 Lua writes no JSON of its own: cjson would round the times.
 
 Queue scripts are resent by redis-py after a timeout although the first send may
-have run; each either recognises its own effect or keeps its answer a minute
-under a request id and answers a resend with it.
+have run. DELEGATE and MOVE recognise their own effect; RENEW and RECLAIM are safe
+to run twice; what a lost answer claimed (DELEGATE, CLAIM) its runner never
+learned of, and RENEW gives such claims back to the queue, unrun.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ end
 local function append(id, version, f, keep_ms)
   local key = P .. 'task:' .. id
   redis.call('XADD', key, version .. '-0', unpack(flat_of(f)))
-  if keep_ms then redis.call('PEXPIRE', key, keep_ms) else redis.call('PERSIST', key) end
+  -- No TTL is ever set on an unfinished task, so there is none to take off.
+  if keep_ms then redis.call('PEXPIRE', key, keep_ms) end
 end
 
 local function forget_entry(entry)
@@ -105,6 +107,20 @@ end
 
 local function ensure_group()
   redis.pcall('XGROUP', 'CREATE', QUEUE, GROUP, '0', 'MKSTREAM')
+end
+
+-- XREADGROUP; the group is made on first use (and again after Redis lost it), which
+-- costs nothing while it exists, unlike creating it every time.
+local function read_group(runner, count)
+  local read = redis.pcall('XREADGROUP', 'GROUP', GROUP, runner, 'COUNT', count,
+                           'STREAMS', QUEUE, '>')
+  if type(read) == 'table' and read.err then
+    ensure_group()
+    read = redis.call('XREADGROUP', 'GROUP', GROUP, runner, 'COUNT', count,
+                      'STREAMS', QUEUE, '>')
+  end
+  if not read then return {} end
+  return read[1][2]
 end
 
 -- Keep the counts and indexes in step with a task's move from state `old` to `new`.
@@ -132,14 +148,11 @@ local function claim(runner, wanted, now)
   local held = redis.call('HMGET', COUNTS, 'max_running', 'running')
   local room = wanted
   if held[1] then room = math.min(wanted, tonumber(held[1]) - (tonumber(held[2]) or 0)) end
-  local claims = {}
-  if room <= 0 then return claims end
-  ensure_group()
+  local claims, gone = {}, 0
   while room > 0 do
-    local read = redis.call('XREADGROUP', 'GROUP', GROUP, runner, 'COUNT', room,
-                            'STREAMS', QUEUE, '>')
-    if not read or #read[1][2] == 0 then break end
-    for _, entry in ipairs(read[1][2]) do
+    local asked = room
+    local entries = read_group(runner, asked)
+    for _, entry in ipairs(entries) do
       local queued = fields_of(entry[2])
       local version, f = latest(queued.task)
       if version and f.state == '1' and f.entry == entry[1] then
@@ -148,18 +161,19 @@ local function claim(runner, wanted, now)
         f.runner = runner
         f.updated_at = now
         append(queued.task, version + 1, f, nil)
-        redis.call('HINCRBY', COUNTS, 'queued', -1)
-        redis.call('HINCRBY', COUNTS, 'running', 1)
         claims[#claims + 1] = {(version + 1) .. '-0', flat_of(f), queued.payload}
         room = room - 1
       else
-        -- Ended while it waited (its end forgot the entry already), or gone with its
-        -- key's TTL while still counted as queued.
+        -- Ended while it waited (its end forgot the entry already), or deleted from
+        -- under its counts by hand.
         forget_entry(entry[1])
-        if not version then redis.call('HINCRBY', COUNTS, 'queued', -1) end
+        if not version then gone = gone + 1 end
       end
     end
+    if #entries < asked then break end  -- nothing more waits
   end
+  if #claims + gone > 0 then redis.call('HINCRBY', COUNTS, 'queued', -(#claims + gone)) end
+  if #claims > 0 then redis.call('HINCRBY', COUNTS, 'running', #claims) end
   return claims
 end
 
@@ -231,27 +245,33 @@ DELEGATE = (
 local id, state_text, max_attempts, session, owner, retention, now, max_running,
       max_per_session, max_queued, runner, wanted = unpack(split(ARGV[4]))
 local state = tonumber(state_text)
-local reply_key = P .. 'reply:' .. id
-local kept = redis.call('GET', reply_key)
-if kept then return cjson.decode(kept) end
-if redis.call('EXISTS', P .. 'task:' .. id) == 1 then return {'COLLISION'} end
+local first = redis.call('XRANGE', P .. 'task:' .. id, '-', '+', 'COUNT', 1)[1]
+if first then
+  -- This very call sent again after its reply was lost finds its own task: done. What
+  -- it claimed then, its runner never learned of: the runner's next renewal gives it back.
+  local stored = fields_of(first[2])
+  if stored.task == ARGV[2] then return {'OK', tonumber(stored.ordinal), {}} end
+  return {'COLLISION'}
+end
+local held = redis.call('HMGET', COUNTS, 'queued', 'running', 'max_running')
+local queued = tonumber(held[1]) or 0
 max_running = tonumber(max_running)
 if max_running > 0 then
   if redis.call('SCARD', P .. 'open:' .. session) >= tonumber(max_per_session) then
     return {'SESSION_LIMIT'}
   end
-  local held = redis.call('HMGET', COUNTS, 'queued', 'running')
-  if (tonumber(held[1]) or 0) + (tonumber(held[2]) or 0) >= max_running + tonumber(max_queued) then
+  if queued + (tonumber(held[2]) or 0) >= max_running + tonumber(max_queued) then
     return {'SERVER_LIMIT'}
   end
-  redis.call('HSET', COUNTS, 'max_running', max_running)
+  if tonumber(held[3]) ~= max_running then
+    redis.call('HSET', COUNTS, 'max_running', max_running)
+  end
 end
 local ordinal = redis.call('INCR', P .. 'ordinal')
 local f = {task = ARGV[2], state = state_text, attempt = '0', max_attempts = max_attempts,
            session = session, owner = owner, ordinal = tostring(ordinal)}
 local keep = nil
 if state == 1 then
-  ensure_group()
   f.entry = redis.call('XADD', QUEUE, '*', 'task', id, 'payload', ARGV[3])
   redis.call('SADD', P .. 'open:' .. session, id)
   redis.call('HINCRBY', COUNTS, 'queued', 1)
@@ -263,25 +283,20 @@ append(id, 1, f, keep)
 redis.call('ZADD', P .. 'owned:' .. owner, ordinal, id)
 local claims = {}
 if runner ~= '' then claims = claim(runner, tonumber(wanted), now) end
-if state == 1 and tonumber(redis.call('HGET', COUNTS, 'queued') or '0') > 0 then wake() end
-local reply = {'OK', ordinal, claims}
-redis.call('SET', reply_key, cjson.encode(reply), 'PX', 60000)
-return reply
+if state == 1 and queued + 1 - #claims > 0 then wake() end
+return {'OK', ordinal, claims}
 """
 )
 
-#: Claim queued tasks for a runner. ARGV: prefix, runner, tasks at most, now, request id.
+#: Claim queued tasks for a runner. ARGV: prefix, runner, tasks at most, now.
 #: Returns {the last wake id, claims}, a claim being {snapshot entry id, snapshot fields,
 #: payload JSON}: a runner that claimed nothing waits for a wake after that id.
 CLAIM = (
     _LIB
     + """
-local reply_key = P .. 'reply:' .. ARGV[5]
-local kept = redis.call('GET', reply_key)
-if kept then return cjson.decode(kept) end
-local reply = {last_wake(), claim(ARGV[2], tonumber(ARGV[3]), ARGV[4])}
-if #reply[2] > 0 then redis.call('SET', reply_key, cjson.encode(reply), 'PX', 60000) end
-return reply
+-- Sent again after its reply was lost, it claims afresh: what the first send claimed,
+-- the runner never learned of, and its next renewal gives back.
+return {last_wake(), claim(ARGV[2], tonumber(ARGV[3]), ARGV[4])}
 """
 )
 
