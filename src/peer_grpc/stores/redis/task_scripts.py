@@ -415,7 +415,11 @@ ensure_group()
 for _, pending in ipairs(redis.call('XPENDING', QUEUE, GROUP, '-', '+', 1000, ARGV[2])) do
   if unclaim(pending[1], ARGV[3]) then handed = handed + 1 end
 end
-redis.call('XGROUP', 'DELCONSUMER', QUEUE, GROUP, ARGV[2])
+-- Leaving the group drops the consumer's pending entries: only once it has none, or
+-- a task still WORKING would lose the entry that lets anyone reclaim it.
+if #redis.call('XPENDING', QUEUE, GROUP, '-', '+', 1, ARGV[2]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', QUEUE, GROUP, ARGV[2])
+end
 return handed
 """
 )
