@@ -142,7 +142,7 @@ async def test_a_finished_task_frees_its_running_slot_for_the_next_claim(
     first, _ = await queue.claim("runner-a", 5, NOW)
     assert await queue.claim("runner-b", 5, NOW) == []
 
-    done = await queue.finish(first.task, TaskChange(T.COMPLETED, result={"ok": True}), NOW + 1)
+    done = await queue.finish(first, TaskChange(T.COMPLETED, result={"ok": True}), NOW + 1)
 
     assert done is not None
     assert done.state is T.COMPLETED
@@ -188,7 +188,7 @@ async def test_a_renewed_lease_does_not_lapse(store: RedisTaskStore, queue: Redi
 
     for _ in range(4):
         await asyncio.sleep(LEASE / 2)
-        assert await queue.renew("runner-a", [claim.task], NOW, LEASE / 2) == set()
+        assert await queue.renew("runner-a", [claim], NOW, LEASE / 2) == set()
     result = await queue.reclaim("reaper", LEASE, NOW, 10)
 
     assert (result.requeued, result.ended) == (0, 0)
@@ -225,11 +225,11 @@ async def test_a_runner_that_lost_its_lease_cannot_write_over_the_new_attempt(
     await queue.reclaim("reaper", LEASE, NOW, 10)
     [current] = await queue.claim("runner-b", 1, NOW)
 
-    assert await queue.finish(stale.task, TaskChange(T.COMPLETED, result={"by": "a"}), NOW) is None
-    assert await queue.finish(stale.task, TaskChange(T.FAILED, error_code="X"), NOW) is None
-    assert await queue.renew("runner-a", [stale.task], NOW, LEASE / 2) == {task.task_id}
+    assert await queue.finish(stale, TaskChange(T.COMPLETED, result={"by": "a"}), NOW) is None
+    assert await queue.finish(stale, TaskChange(T.FAILED, error_code="X"), NOW) is None
+    assert await queue.renew("runner-a", [stale], NOW, LEASE / 2) == {task.task_id}
 
-    done = await queue.finish(current.task, TaskChange(T.COMPLETED, result={"by": "b"}), NOW)
+    done = await queue.finish(current, TaskChange(T.COMPLETED, result={"by": "b"}), NOW)
     assert done is not None
     assert done.result == {"by": "b"}
     assert done.attempt == 2
@@ -244,7 +244,7 @@ async def test_a_stale_runner_cannot_fail_a_task_that_went_back_to_the_queue(
     await asyncio.sleep(LEASE + 0.05)
     await queue.reclaim("reaper", LEASE, NOW, 10)  # SUBMITTED again, attempt 1
 
-    assert await queue.finish(stale.task, TaskChange(T.FAILED, error_code="X"), NOW) is None
+    assert await queue.finish(stale, TaskChange(T.FAILED, error_code="X"), NOW) is None
     assert (await store.get(task.task_id)).state is T.SUBMITTED  # type: ignore[union-attr]
 
 
@@ -256,8 +256,8 @@ async def test_a_cancel_elsewhere_is_reported_to_the_runner_at_its_renewal(
 
     await store.change(task.task_id, TaskChange(T.CANCELED, error_code="CANCELED"), NOW)
 
-    assert await queue.renew("runner-a", [claim.task], NOW, LEASE / 2) == {task.task_id}
-    assert await queue.finish(claim.task, TaskChange(T.COMPLETED, result={}), NOW) is None
+    assert await queue.renew("runner-a", [claim], NOW, LEASE / 2) == {task.task_id}
+    assert await queue.finish(claim, TaskChange(T.COMPLETED, result={}), NOW) is None
     assert await counts(store) == {"queued": 0, "running": 0}
 
 
@@ -374,7 +374,7 @@ async def test_an_unfinished_task_is_kept_until_it_ends_then_for_the_retention(
     [claim] = await queue.claim("runner-a", 1, NOW)
     assert await store._redis.pttl(key) == -1
 
-    await queue.finish(claim.task, TaskChange(T.COMPLETED, result={}), NOW)
+    await queue.finish(claim, TaskChange(T.COMPLETED, result={}), NOW)
 
     assert 0 < await store._redis.pttl(key) <= 60_000
 
@@ -389,7 +389,7 @@ async def test_a_lapsed_lease_deep_in_a_long_pending_list_is_still_found(
         await queue.enqueue(new_task(), {}, limits)
     claims = await queue.claim("runner-a", 30, NOW)
     await asyncio.sleep(LEASE + 0.05)
-    await queue.renew("runner-a", [claim.task for claim in claims[:-1]], NOW, 60)
+    await queue.renew("runner-a", claims[:-1], NOW, 60)
 
     ended = 0
     for _ in range(4):  # each call claims at most 1 and scans at most 10 entries
@@ -416,3 +416,22 @@ async def test_a_stopping_runner_leaves_the_group_and_gives_back_what_it_never_l
     assert (back.state, back.attempt) == (T.SUBMITTED, 0)
     consumers = await store._redis.xinfo_consumers(store._keys.task_queue, "runners")
     assert "runner-a" not in {c["name"].decode() for c in consumers}
+
+
+async def test_a_claim_given_back_unrun_cannot_write_over_the_next_claim_at_the_same_attempt(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    """A claim given back refunds its attempt, so the next claim has the same number:
+    writes are fenced by the claim's own queue entry, which never repeats."""
+    task = await enqueue(queue, new_task())
+    [late] = await queue.claim("runner-a", 1, NOW)  # runner-a learns of this only later
+    await asyncio.sleep(LEASE / 2 + 0.05)
+    await queue.renew("runner-a", [], NOW, LEASE / 2)  # given back as unknown
+    [current] = await queue.claim("runner-b", 1, NOW)
+    assert current.task.attempt == late.task.attempt == 1
+
+    assert await queue.finish(late, TaskChange(T.COMPLETED, result={"by": "a"}), NOW) is None
+    assert await queue.renew("runner-a", [late], NOW, LEASE / 2) == {task.task_id}
+    done = await queue.finish(current, TaskChange(T.COMPLETED, result={"by": "b"}), NOW)
+    assert done is not None
+    assert done.result == {"by": "b"}

@@ -265,6 +265,9 @@ class Claim:
 
     task: Task
     payload: Mapping[str, Any]
+    #: This hold of the task, never the same twice (on Redis, the queue entry): the
+    #: runner's writes are fenced with it, so no later hold can be mistaken for this one.
+    lease: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +295,7 @@ class TaskQueue(Protocol):
     tasks in one step); a task whose lease lapses is reclaimed by anyone: queued
     again if its handler is retryable and attempts remain, else ended FAILED
     ``WORKER_LOST``. A runner writes a task's end only while its attempt still
-    holds the task (the write is fenced by the attempt number, in the store).
+    holds the task (the write is fenced by the claim's lease, in the store).
     """
 
     async def enqueue(
@@ -324,9 +327,9 @@ class TaskQueue(Protocol):
         ...
 
     async def renew(
-        self, runner_id: str, held: Sequence[Task], now: float, orphan_after: float
+        self, runner_id: str, held: Sequence[Claim], now: float, orphan_after: float
     ) -> set[str]:
-        """Renew the leases on ``held`` (the snapshots the runner claimed), in one step.
+        """Renew the leases of the claims the runner holds, in one step.
 
         Returns the ids of those it no longer holds: they ended (canceled, say) or
         were reclaimed after the lease lapsed. Their handlers should stop. Tasks
@@ -336,8 +339,8 @@ class TaskQueue(Protocol):
         """
         ...
 
-    async def finish(self, task: Task, change: TaskChange, now: float) -> Task | None:
-        """Apply ``change`` to the claimed ``task``, fenced by its attempt.
+    async def finish(self, claim: Claim, change: TaskChange, now: float) -> Task | None:
+        """Apply ``change`` to the claimed task, fenced by the claim's lease.
 
         Returns the task after it, or None if this attempt no longer holds the task
         (it ended another way, or its lease lapsed and it was reclaimed).

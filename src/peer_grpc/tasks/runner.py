@@ -57,7 +57,7 @@ def new_runner_id() -> str:
 class _Held:
     """A task this runner claimed and runs."""
 
-    task: Task
+    claim: Claim
     context: TaskContext
     #: Resolved with the task as its end was recorded, or None if another end won.
     finished: asyncio.Future[Task | None] = field(repr=False)
@@ -69,6 +69,10 @@ class _Held:
     lost: bool = False
     #: Recording DEADLINE_EXCEEDED, once the timeout passed.
     expiry: asyncio.Task[Task | None] | None = None
+
+    @property
+    def task(self) -> Task:
+        return self.claim.task
 
     def stop(self) -> None:
         """Stop the handler: the task is not this runner's to end any more."""
@@ -149,7 +153,12 @@ class TaskRunner:
             ]
 
     def adopt(self, claims: Sequence[Claim]) -> None:
-        """Run tasks claimed for this runner (by itself, or by a DelegateTask here)."""
+        """Run tasks claimed for this runner (by itself, or by a DelegateTask here).
+
+        Once stopping, it runs none: never having run, they go back to the queue, at
+        the stop's hand back or the next renewal, whichever comes first."""
+        if not self._accepting:
+            return
         for claim in claims:
             self._start(claim)
 
@@ -174,6 +183,8 @@ class TaskRunner:
         claiming = self._loops[:1]
         for loop in claiming:
             loop.cancel()
+        if claiming:  # a claim in flight lands before the hand back, not after it
+            await asyncio.wait(claiming, timeout=_STOP_SETTLE)
         # Their lifecycles, not the futures callers wait on: a caller that went away
         # cancelled its future, and its task deserves the grace all the same.
         running = [held.lifecycle for held in self._held.values() if held.lifecycle]
@@ -197,7 +208,8 @@ class TaskRunner:
         # Bounded: a cancellation that a library swallowed mid-command ends the loop at
         # its next turn (it looks at _stopped), not here.
         if self._loops:
-            await asyncio.wait(self._loops, timeout=_STOP_SETTLE)
+            _, pending = await asyncio.wait(self._loops, timeout=_STOP_SETTLE)
+            self._background.update(pending)  # held on to until they do end
         self._loops = []
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -209,9 +221,9 @@ class TaskRunner:
         self.reached[TaskState.WORKING] += 1
         finished: asyncio.Future[Task | None] = asyncio.get_running_loop().create_future()
         if task.task_type not in self.registry:
-            self._in_background(self._refuse(task, finished), "refuse")
+            self._in_background(self._refuse(claim, finished), "refuse")
             return
-        held = _Held(task, context, finished)
+        held = _Held(claim, context, finished)
         earlier = self._held.get(task.task_id)
         if earlier is not None:  # an attempt of ours whose lease lapsed: it must stop
             earlier.stop()
@@ -246,7 +258,7 @@ class TaskRunner:
                 timer.cancel()
                 held.in_handler = False
             if not held.lost:
-                ended = await self._record(held.task, change)
+                ended = await self._record(held.claim, change)
         except asyncio.CancelledError:
             if not held.lost:
                 raise
@@ -283,32 +295,33 @@ class TaskRunner:
         held.expiry = asyncio.create_task(self._record_expiry(held))
 
     async def _record_expiry(self, held: _Held) -> Task | None:
-        ended = await self._record(held.task, deadline_exceeded(held.task))
+        ended = await self._record(held.claim, deadline_exceeded(held.task))
         # The caller waiting for the end learns it now, while the handler still stops.
         if not held.finished.done():
             held.finished.set_result(ended)
         return ended
 
-    async def _refuse(self, task: Task, finished: asyncio.Future[Task | None]) -> None:
+    async def _refuse(self, claim: Claim, finished: asyncio.Future[Task | None]) -> None:
+        task_type = claim.task.task_type
         change = TaskChange(
             TaskState.FAILED,
             error_code="UNKNOWN_TASK_TYPE",
-            error_message=f"the runner that took the task has no handler for {task.task_type!r}",
+            error_message=f"the runner that took the task has no handler for {task_type!r}",
         )
         ended = None
         with contextlib.suppress(StoreUnavailable):
-            ended = await self._record(task, change)
+            ended = await self._record(claim, change)
         if not finished.done():
             finished.set_result(ended)
 
-    async def _record(self, task: Task, change: TaskChange) -> Task | None:
+    async def _record(self, claim: Claim, change: TaskChange) -> Task | None:
         """Write the task's end; retried while the store is away, for a while."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + _RECORD_PATIENCE
         delay = 0.05
         while True:
             try:
-                ended = await self.queue.finish(task, change, self.clock.now())
+                ended = await self.queue.finish(claim, change, self.clock.now())
             except StoreUnavailable:
                 if loop.time() + delay > give_up:
                     raise
@@ -356,13 +369,17 @@ class TaskRunner:
 
     async def tick(self) -> None:
         """Renew the leases of held tasks, stop those lost, reclaim lapsed ones elsewhere."""
-        held = [h for h in self._held.values() if not h.lost]
+        # Every holding, stopped ones too: one still recording its end (a timeout, say)
+        # holds the task, and must not look like a claim nobody knows of.
+        held = list(self._held.values())
         lost = await self.queue.renew(
-            self.runner_id, [h.task for h in held], self.clock.now(), self.lease / 2
+            self.runner_id, [h.claim for h in held], self.clock.now(), self.lease / 2
         )
         for task_id in lost:
-            log.info("task %s ended elsewhere or was taken over; stopping its handler", task_id)
-            self.stop_task(task_id)
+            holding = self._held.get(task_id)
+            if holding is not None and not holding.lost:
+                log.info("task %s ended elsewhere or was taken over; stopping it", task_id)
+                holding.stop()
         result = await self.queue.reclaim(
             self.runner_id, self.lease, self.clock.now(), _RECLAIM_BATCH
         )

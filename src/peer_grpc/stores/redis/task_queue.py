@@ -189,11 +189,11 @@ class RedisTaskQueue:
             await asyncio.sleep(min(timeout, self._retry_after))
 
     async def renew(
-        self, runner_id: str, held: Sequence[Task], now: float, orphan_after: float
+        self, runner_id: str, held: Sequence[Claim], now: float, orphan_after: float
     ) -> set[str]:
         args: list[str | int] = [self._keys.tasks, runner_id, _ms(orphan_after), repr(now)]
-        for task in held:
-            args += [task.task_id, task.attempt]
+        for claim in held:
+            args += [claim.task.task_id, claim.lease]
         with self._unavailable("renewing task leases"):
             lost, orphans = await self._renew(keys=[self._keys.task_counts], args=args)
         if orphans:
@@ -205,14 +205,14 @@ class RedisTaskQueue:
             )
         return {task_id.decode() for task_id in lost}
 
-    async def finish(self, task: Task, change: TaskChange, now: float) -> Task | None:
-        latest = task
+    async def finish(self, claim: Claim, change: TaskChange, now: float) -> Task | None:
+        task = latest = claim.task
         for _ in range(_CHANGE_TRIES):
             try:
                 changed = latest.changed(change, now)
             except InvalidTransition:  # it ended, or went back to the queue
                 return None
-            verdict = await self.move(latest, changed, fence=task.attempt)
+            verdict = await self.move(latest, changed, fence=claim.lease)
             if verdict == b"OK":
                 return changed
             if verdict in (b"LOST", b"GONE"):
@@ -279,9 +279,9 @@ class RedisTaskQueue:
             f"task {task_id} kept changing under a change for {_CHANGE_TRIES} tries"
         )
 
-    async def move(self, latest: Task, task: Task, *, fence: int | None = None) -> bytes:
+    async def move(self, latest: Task, task: Task, *, fence: str | None = None) -> bytes:
         """Append ``task``, computed from ``latest``, if the store still holds ``latest``
-        (and, with ``fence``, attempt ``fence`` still runs it): the MOVE script."""
+        (and, with ``fence``, the hold of that queue entry still runs it): the MOVE script."""
         with self._unavailable("changing a task"):
             verdict: bytes = await self._move(
                 keys=[self._keys.task_counts],
@@ -314,7 +314,8 @@ def _claims(reply: Sequence[Any]) -> list[Claim]:
     claims = []
     for entry_id, flat, payload in reply:
         fields = {_bytes(flat[i]): _bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
-        claims.append(Claim(decode_snapshot(_bytes(entry_id), fields), json.loads(payload)))
+        task = decode_snapshot(_bytes(entry_id), fields)
+        claims.append(Claim(task, json.loads(payload), lease=fields[b"entry"].decode()))
     return claims
 
 

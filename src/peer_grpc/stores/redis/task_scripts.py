@@ -109,6 +109,15 @@ local function ensure_group()
   redis.pcall('XGROUP', 'CREATE', QUEUE, GROUP, '0', 'MKSTREAM')
 end
 
+-- A group command's answer, or `empty` when there is no group yet (none was ever made,
+-- or Redis lost it): nothing is pending then, and creating it each time would count an
+-- error (BUSYGROUP) in Redis's statistics on every call.
+local function in_group(empty, ...)
+  local answer = redis.pcall(...)
+  if type(answer) == 'table' and answer.err then return empty end
+  return answer
+end
+
 -- XREADGROUP; the group is made on first use (and again after Redis lost it), which
 -- costs nothing while it exists, unlike creating it every time.
 local function read_group(runner, count)
@@ -301,7 +310,8 @@ return {last_wake(), claim(ARGV[2], tonumber(ARGV[3]), ARGV[4])}
 )
 
 #: Append a snapshot that Python computed from the version it follows, if the task is
-#: still at it; with a fence (an attempt), only if that attempt still runs the task.
+#: still at it; with a fence (the queue entry of a claim), only if that claim still
+#: holds the task. Entries are new at every claim, so a fence never repeats.
 #: ARGV: prefix, task JSON, then packed: task id, the version it follows, new state, new
 #: attempt, fence ('' for none), now, retention s.
 #: Returns 'OK' | 'GONE' | 'CONFLICT' | 'LOST'.
@@ -316,7 +326,7 @@ if version ~= tonumber(follows) then
   if version == tonumber(follows) + 1 and f.task == ARGV[2] then return 'OK' end
   return 'CONFLICT'
 end
-if fence ~= '' and (f.state ~= '2' or f.attempt ~= fence) then return 'LOST' end
+if fence ~= '' and (f.state ~= '2' or f.entry ~= fence) then return 'LOST' end
 local moved = {task = ARGV[2], state = state, attempt = attempt,
                max_attempts = f.max_attempts, session = f.session, owner = f.owner,
                ordinal = f.ordinal, entry = f.entry, runner = f.runner}
@@ -329,7 +339,8 @@ return 'OK'
 )
 
 #: Renew a runner's leases, all in one step, and give back what it holds unknowingly.
-#: ARGV: prefix, runner, orphan idle ms, now, then pairs of task id and attempt.
+#: ARGV: prefix, runner, orphan idle ms, now, then pairs of task id and lease (its
+#: queue entry).
 #: Returns {ids of the tasks the runner no longer holds (ended, canceled, or taken from
 #: it after its lease lapsed), how many entries it held unknowingly}: entries claimed
 #: for it that it has not renewed for the orphan idle time (half a lease), which it
@@ -341,16 +352,15 @@ local runner, orphan_idle, now, lost = ARGV[2], ARGV[3], ARGV[4], {}
 for i = 5, #ARGV, 2 do
   local id = ARGV[i]
   local version, f = latest(id)
-  if version and f.state == '2' and f.attempt == ARGV[i + 1] and f.runner == runner then
-    redis.call('XCLAIM', QUEUE, GROUP, runner, 0, f.entry, 'JUSTID')
+  if version and f.state == '2' and f.entry == ARGV[i + 1] and f.runner == runner then
+    in_group({}, 'XCLAIM', QUEUE, GROUP, runner, 0, f.entry, 'JUSTID')
   else
     lost[#lost + 1] = id
   end
 end
-ensure_group()
 local orphans = 0
-for _, pending in ipairs(redis.call('XPENDING', QUEUE, GROUP, 'IDLE', orphan_idle, '-', '+',
-                                    100, runner)) do
+for _, pending in ipairs(in_group({}, 'XPENDING', QUEUE, GROUP, 'IDLE', orphan_idle, '-', '+',
+                                  100, runner)) do
   if unclaim(pending[1], now) then orphans = orphans + 1 end
 end
 return {lost, orphans}
@@ -365,9 +375,8 @@ return {lost, orphans}
 RECLAIM = (
     _LIB
     + """
-ensure_group()
-local taken = redis.call('XAUTOCLAIM', QUEUE, GROUP, ARGV[2], ARGV[3], ARGV[7],
-                         'COUNT', ARGV[4], 'JUSTID')
+local taken = in_group({'0-0', {}}, 'XAUTOCLAIM', QUEUE, GROUP, ARGV[2], ARGV[3], ARGV[7],
+                       'COUNT', ARGV[4], 'JUSTID')
 local requeued, ended = 0, 0
 for _, entry in ipairs(taken[2]) do
   local queued = redis.call('XRANGE', QUEUE, entry, entry)[1]
@@ -382,7 +391,7 @@ for _, entry in ipairs(taken[2]) do
 end
 if requeued > 0 then wake() end
 if ARGV[8] == '1' then
-  for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', QUEUE, GROUP)) do
+  for _, consumer in ipairs(in_group({}, 'XINFO', 'CONSUMERS', QUEUE, GROUP)) do
     local c = fields_of(consumer)
     if tonumber(c.pending) == 0 and tonumber(c.idle) > 3600000 then
       redis.call('XGROUP', 'DELCONSUMER', QUEUE, GROUP, c.name)
@@ -411,14 +420,13 @@ for i = 5, #ARGV do
     if outcome == 'REQUEUED' then wake() end
   end
 end
-ensure_group()
-for _, pending in ipairs(redis.call('XPENDING', QUEUE, GROUP, '-', '+', 1000, ARGV[2])) do
+for _, pending in ipairs(in_group({}, 'XPENDING', QUEUE, GROUP, '-', '+', 1000, ARGV[2])) do
   if unclaim(pending[1], ARGV[3]) then handed = handed + 1 end
 end
 -- Leaving the group drops the consumer's pending entries: only once it has none, or
 -- a task still WORKING would lose the entry that lets anyone reclaim it.
-if #redis.call('XPENDING', QUEUE, GROUP, '-', '+', 1, ARGV[2]) == 0 then
-  redis.call('XGROUP', 'DELCONSUMER', QUEUE, GROUP, ARGV[2])
+if #in_group({1}, 'XPENDING', QUEUE, GROUP, '-', '+', 1, ARGV[2]) == 0 then
+  in_group({}, 'XGROUP', 'DELCONSUMER', QUEUE, GROUP, ARGV[2])
 end
 return handed
 """
