@@ -494,7 +494,7 @@ def _markdown(results: Results, found: list[Target]) -> str:
         "",
         "A DelegateTask(echo) on Redis: the admission, then one script that stores, queues "
         "and claims the task (the replica that took the call has room), then one that "
-        "records its end, fenced by its attempt: three round trips on the call's path, "
+        "records its end, fenced by its claim: three round trips on the call's path, "
         "which the same test file counts on the wire. The idle runners are not woken by a "
         "task claimed as it was queued.",
         "",

@@ -237,7 +237,7 @@ class TaskRunner:
         return background
 
     async def _run(self, held: _Held, payload: Mapping[str, Any]) -> None:
-        """Run the handler, record its end (fenced by the attempt), free the slot."""
+        """Run the handler, record its end (fenced by the claim), free the slot."""
         ended: Task | None = None
         try:
             if held.lost:

@@ -6,8 +6,8 @@ the running limit counted in Redis); a claimed task's queue entry stays in the
 runner's pending entries list, and its idle time there is the runner's lease:
 renewing resets it (XCLAIM of all the runner's entries, one script per tick), and
 anyone's XAUTOCLAIM takes over entries idle longer than the lease. Every write by a
-runner names its attempt, and the script refuses it if another attempt holds the
-task by then.
+runner names its claim (its queue entry, never the same twice), and the script
+refuses it if another claim holds the task by then.
 
 A task snapshot is a stream entry (see :mod:`peer_grpc.stores.redis.task_scripts`);
 :func:`encode_snapshot` and :func:`decode_snapshot` turn it into a :class:`Task`.
