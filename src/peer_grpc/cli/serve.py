@@ -27,7 +27,7 @@ from peer_grpc.server.peer_server import ServerBindError, serve
 from peer_grpc.server.workers import run_workers
 from peer_grpc.tasks.registry import TaskRegistry
 
-__all__ = ["add_serve", "load_registry", "run_serve"]
+__all__ = ["add_serve", "add_setting", "load_registry", "run_serve"]
 
 
 def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,13 +47,15 @@ def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         return groups[title]
 
     for name, setting, default in settings():
-        _add_setting(group(setting.group), name, setting, default)
+        add_setting(group(setting.group), name, setting, default)
     _add_process_options(group(SERVER_GROUP), group(OPERATIONS_GROUP))
 
 
-def _add_setting(
+def add_setting(
     group: argparse._ArgumentGroup, name: str, setting: Setting, default: object
 ) -> None:
+    """Add the option of the ServerConfig setting ``name`` (its flag, parser, help and
+    environment variable) to ``group``."""
     value = env_default(setting.env, setting.parse, default)
     shown = describe_default(value) if value != default else None
     shown = shown or setting.default_text or describe_default(default)

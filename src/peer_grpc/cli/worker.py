@@ -9,19 +9,23 @@ from collections.abc import Callable
 from typing import Any
 
 from peer_grpc.cli.options import add_log_options, env_default, typed
-from peer_grpc.cli.serve import load_registry
+from peer_grpc.cli.serve import add_setting, load_registry
 from peer_grpc.core.settings import (
     ENV_PREFIX,
     parse_at_least_one,
     parse_float,
-    parse_int,
-    parse_positive,
 )
 from peer_grpc.observability.logs import configure_logging
+from peer_grpc.server.config import settings
 from peer_grpc.server.task_worker import WorkerConfig, run_worker
 from peer_grpc.tasks.registry import default_registry
 
 __all__ = ["add_worker", "run_worker_command"]
+
+#: The ServerConfig settings a worker takes too, which must be the front ends' values.
+_SHARED_WITH_SERVE = frozenset(
+    {"redis_key_prefix", "redis_timeout", "task_retention", "max_task_result_bytes", "task_lease"}
+)
 
 
 def add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +55,6 @@ def add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the TaskRegistry of task handlers to run (default: the built-in echo and sleep)",
     )
     option("--concurrency", parse_at_least_one, defaults.concurrency, "tasks run at once")
-    option("--task-lease", parse_positive, defaults.task_lease, "as the front ends' --task-lease")
     option(
         "--shutdown-grace",
         parse_float,
@@ -64,12 +67,11 @@ def add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         None,
         "HOST:PORT to serve grpc.health.v1.Health on (service peer.v1.TaskWorker)",
     )
-    option("--redis-key-prefix", str, defaults.redis_key_prefix, "as the front ends'")
-    option("--redis-timeout", parse_positive, defaults.redis_timeout, "as the front ends'")
-    option("--task-retention", parse_float, defaults.task_retention, "as the front ends'")
-    option(
-        "--max-task-result-bytes", parse_int, defaults.max_task_result_bytes, "as the front ends'"
-    )
+    # What must match the front ends: the very settings of `serve`, declared once.
+    shared = worker.add_argument_group("as the front ends (set them alike)")
+    for name, setting, default in settings():
+        if name in _SHARED_WITH_SERVE:
+            add_setting(shared, name, setting, default)
     add_log_options(worker.add_argument_group("operations"))
 
 
