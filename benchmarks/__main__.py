@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-sizes", help="comma-separated session counts")
     parser.add_argument("--out", type=Path, default=ROOT, help="where BENCHMARKS.md goes")
     parser.add_argument("--report-only", action="store_true", help="rewrite from results.json")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of older code (e.g. a git worktree) to measure beside this one",
+    )
     args = parser.parse_args(argv)
 
     results_file = args.out / "benchmarks" / "results.json"
@@ -65,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
+    servers = _list(args.servers, str) or list(rpc.SERVERS)
+    if args.baseline:
+        servers += [name for name in rpc.add_baseline(args.baseline) if name not in servers]
     plan = rpc.Plan(
-        servers=_list(args.servers, str) or list(rpc.SERVERS),
+        servers=servers,
         sessions=_list(args.sessions, int) or ([1, 4] if quick else [1, 16, 64]),
         flood_sessions=4 if quick else 16,
         rounds=args.rounds or (1 if quick else 3),
@@ -93,6 +101,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": plan.seconds,
             "sessions": list(plan.sessions),
         },
+        "baseline": str(args.baseline or ""),
         "calls": calls,
         "stores": stores,
     }

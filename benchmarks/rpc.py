@@ -36,6 +36,8 @@ class ServerKind:
     command: tuple[str, ...]
     needs_redis: bool = False
     workers: int = 1
+    #: Where another version of peer-grpc lives (its ``src``), served instead of this one.
+    baseline: str = ""
 
 
 def _serve(*flags: str) -> tuple[str, ...]:
@@ -62,6 +64,25 @@ SERVERS = {
         ),
     )
 }
+
+
+#: The suffix of a server that runs another version of the code (``--baseline``).
+BASELINE = "@baseline"
+
+
+def add_baseline(source: Path) -> list[str]:
+    """Serve the code under ``source`` (a checkout, e.g. a git worktree of the commit
+    before a change) as ``memory-strict@baseline`` and ``redis-strict@baseline``, so that
+    old and new code are measured in one run, taking turns. Returns their names."""
+    src = str((source / "src").resolve())
+    added = []
+    for name in ("memory-strict", "redis-strict"):
+        kind = SERVERS[name]
+        SERVERS[name + BASELINE] = ServerKind(
+            name + BASELINE, kind.command, kind.needs_redis, kind.workers, baseline=src
+        )
+        added.append(name + BASELINE)
+    return added
 
 
 @dataclass(frozen=True)
@@ -101,7 +122,14 @@ class Plan:
             for sessions in self.sessions
             for method in self.methods
             for server in self.servers
-            if not server.endswith(("workers", "metrics"))
+            if not server.endswith(("workers", "metrics", BASELINE))
+        ]
+        # The code before a change: its Ping only, beside the same server of this code.
+        configs += [
+            Config(server, "ping", sessions)
+            for sessions in self.sessions
+            for server in self.servers
+            if server.endswith(BASELINE)
         ]
         metered = [server for server in self.servers if server.endswith("metrics")]
         configs += [
@@ -169,7 +197,10 @@ def running_servers(names: Sequence[str], workdir: Path) -> Iterator[dict[str, R
             kind = SERVERS[name]
             port = free_port()
             command = [part.format(port=port, redis=redis_url) for part in kind.command]
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+            env = None
+            if kind.baseline:
+                env = {**os.environ, "PYTHONPATH": kind.baseline}
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
             stack.callback(_stop, process)
             servers[name] = RunningServer(kind, port, process)
         for server in servers.values():

@@ -33,7 +33,7 @@ import time
 import tracemalloc
 from typing import Any
 
-from peer_grpc.core.retry import CallKey, CallOutcome
+from peer_grpc.core.retry import CallKey, answered
 from peer_grpc.core.session import Session, SessionState
 from peer_grpc.sessions.manager import SWEEP_BATCH, hash_session_token, new_session_token
 from peer_grpc.stores.memory.sessions import MemorySessionStore
@@ -116,7 +116,7 @@ async def retry_cache_costs(window: int) -> tuple[float, float]:
     cached = MemorySessionStore()
     await fill(cached, sample, window)
     for number in range(sample):
-        outcome = CallOutcome(0, b"", server_sequence=PAST_CALLS + 1)
+        outcome = answered(b"", PAST_CALLS + 1)
         await cached.record(session_id(number), PAST_CALLS + 1, outcome)
     with_cache = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()

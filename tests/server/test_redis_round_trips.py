@@ -129,10 +129,54 @@ async def test_concurrent_sessions_stay_at_one_round_trip_per_call(
             asyncio.gather(*(calls(session.session_id) for session in opened))
         )
 
-    # One round trip to admit each call (carrying the outcome of the session's call
-    # before), and one more for each session's first call, which indexes the session
-    # as established. Two round trips a call would be 640.
-    assert trips == sessions * calls_each + sessions
+    # One round trip to admit each call, carrying the outcome of the session's call
+    # before; a session's first call moves it to the established index in the same
+    # step. Two round trips a call would be 640.
+    assert trips == sessions * calls_each
+
+
+@pytest.mark.parametrize("counted_server", [8], indirect=True)
+async def test_outcomes_go_alone_only_when_their_session_falls_silent(
+    counted_server: PeerServer, monkeypatch: pytest.MonkeyPatch
+):
+    """A session that keeps calling within the delay never has an outcome written on
+    its own, however long it goes on: the writer takes only outcomes that waited."""
+    monkeypatch.setattr(redis_sessions, "OUTCOME_DELAY", 0.3)
+    async with grpc.aio.insecure_channel(counted_server.address) as channel:
+        stub = peer_pb2_grpc.PeerServiceStub(channel)
+        session_id = (await open_session(stub)).session_id
+        await stub.Ping(peer_pb2.PingRequest(), metadata=session_metadata(session_id, 1))
+        await asyncio.sleep(0.6)  # its outcome written, loading the script that writes them
+
+        async def steady_pings() -> None:
+            for sequence in range(2, 32):  # 30 calls over about 1.5 s: 5 delays
+                await stub.Ping(
+                    peer_pb2.PingRequest(), metadata=session_metadata(session_id, sequence)
+                )
+                await asyncio.sleep(0.05)
+
+        assert await round_trips_of(steady_pings()) == 30
+        assert await round_trips_of(asyncio.sleep(0.6)) == 1  # the last, once silent
+
+
+@pytest.mark.parametrize("counted_server", [8], indirect=True)
+async def test_a_refused_sequence_costs_one_round_trip(counted_server: PeerServer):
+    """The refusal, the count of sequence errors and the window width the error reports
+    all come from the admission itself."""
+    async with grpc.aio.insecure_channel(counted_server.address) as channel:
+        stub = peer_pb2_grpc.PeerServiceStub(channel)
+        session_id = (await open_session(stub)).session_id
+        await stub.Ping(peer_pb2.PingRequest(), metadata=session_metadata(session_id, 1))
+        before = (await counted_server.manager.get_session_stats()).sequence_errors_total
+
+        async def gap() -> None:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Ping(peer_pb2.PingRequest(), metadata=session_metadata(session_id, 9))
+            assert refused.value.code() is grpc.StatusCode.ABORTED
+
+        assert await round_trips_of(gap()) == 1
+        stats = await counted_server.manager.get_session_stats()
+        assert stats.sequence_errors_total == before + 1
 
 
 @pytest.fixture

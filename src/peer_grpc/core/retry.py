@@ -13,17 +13,27 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
+
+from peer_grpc.core.errors import SequenceError, SequenceErrorKind
+from peer_grpc.core.session import Session
 
 __all__ = [
     "DEFAULT_RETRY_CACHE",
     "FORGOTTEN",
+    "INTERRUPTED",
     "NOT_RUN",
+    "CallEnd",
     "CallKey",
     "CallOutcome",
     "RetryCache",
+    "answer_to_resend",
+    "answered",
+    "cut_short",
     "decode_outcome",
     "encode_outcome",
+    "replay_refusal",
     "request_digest",
 ]
 
@@ -44,49 +54,110 @@ class CallKey:
     digest: bytes
 
 
+class CallEnd(Enum):
+    """How an admitted call ended, as far as a resend of it is concerned."""
+
+    #: It succeeded: a resend gets the same response.
+    ANSWERED = "answered"
+    #: It failed with a status: a resend gets the same status.
+    FAILED = "failed"
+    #: It was admitted but never ran (the store's answer to the admission was lost): a
+    #: resend is told to send it again, and that resend runs it.
+    NOT_RUN = "not_run"
+    #: It was cut short (its caller gone, its task torn down) with its effect unknown.
+    INTERRUPTED = "interrupted"
+    #: It was forgotten before it ended: more calls were accepted since than the record
+    #: holds. Only a resend waiting for the outcome sees this; it is refused as a REPLAY.
+    FORGOTTEN = "forgotten"
+
+
 @dataclass(frozen=True, slots=True)
 class CallOutcome:
     """How an accepted call ended, enough to answer a resend identically."""
 
-    #: The status code's number: 0 (OK) or a gRPC error code.
-    code: int
-    #: The serialized response, on success.
+    end: CallEnd
+    #: The serialized response, when :attr:`end` is ANSWERED.
     response: bytes = b""
-    #: The status message, on failure.
-    message: str = ""
-    #: Trailing metadata sent with a failure (e.g. grpc-status-details-bin).
-    trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
+    #: The failure, when :attr:`end` is FAILED, encoded by the transport (the rich-status
+    #: module): the core keeps and compares it, never reads it.
+    status: bytes = b""
     #: The server's ``peer-sequence`` for the original response.
     server_sequence: int = 0
 
+    @property
+    def message(self) -> str:
+        """What a resend of a call that ended NOT_RUN or INTERRUPTED is told."""
+        return _RESEND_MESSAGES.get(self.end, "")
 
-#: What a resend waiting for an outcome gets when the call was forgotten before its
-#: outcome came (more calls accepted since than the cache holds): it is refused as a REPLAY.
-FORGOTTEN = CallOutcome(code=-1, message="forgotten")
 
-#: What a resend gets when the original was admitted but never ran (the store's
-#: answer to the admission was lost): UNAVAILABLE, so the caller sends it again,
-#: and that resend runs it.
-NOT_RUN = CallOutcome(
-    code=14,  # UNAVAILABLE
-    message="the original call with this sequence was admitted but did not run; send it again",
-)
+_RESEND_MESSAGES = {
+    CallEnd.NOT_RUN: (
+        "the original call with this sequence was admitted but did not run; send it again"
+    ),
+    CallEnd.INTERRUPTED: (
+        "the original call with this sequence was interrupted; its effect is unknown"
+    ),
+}
+
+#: See :attr:`CallEnd.FORGOTTEN`.
+FORGOTTEN = CallOutcome(CallEnd.FORGOTTEN)
+
+#: See :attr:`CallEnd.NOT_RUN`.
+NOT_RUN = CallOutcome(CallEnd.NOT_RUN)
+
+#: See :attr:`CallEnd.INTERRUPTED`.
+INTERRUPTED = CallOutcome(CallEnd.INTERRUPTED)
+
+
+def answered(response: bytes, server_sequence: int) -> CallOutcome:
+    """The outcome of a call that succeeded with ``response``."""
+    return CallOutcome(CallEnd.ANSWERED, response, server_sequence=server_sequence)
+
+
+def cut_short(store_failed: bool, effect_done: bytes | None, server_sequence: int) -> CallOutcome:
+    """The outcome of an admitted call that ended without an answer of its own.
+
+    ``store_failed``: the store failed mid-call, so a resend may run it again;
+    otherwise the call was cancelled or torn down and its effect is unknown. Either
+    way, a method whose effect is known to be done (``effect_done``: the response a
+    resend learns it from) is answered with that.
+    """
+    if effect_done is not None:
+        return CallOutcome(CallEnd.ANSWERED, effect_done, server_sequence=server_sequence)
+    end = CallEnd.NOT_RUN if store_failed else CallEnd.INTERRUPTED
+    return CallOutcome(end, server_sequence=server_sequence)
+
+
+def answer_to_resend(outcome: CallOutcome, session: Session, sequence: int) -> CallOutcome:
+    """What a resend of accepted call ``sequence`` gets: the original's ``outcome``.
+
+    Raises:
+        SequenceError: REPLAY, if the call was forgotten before its outcome came.
+    """
+    if outcome.end is CallEnd.FORGOTTEN:
+        raise replay_refusal(session, sequence)
+    return outcome
+
+
+def replay_refusal(session: Session, sequence: int) -> SequenceError:
+    """The refusal of a call that reuses ``sequence`` and cannot be answered from the
+    record (forgotten, or a stream, whose messages are not kept)."""
+    return SequenceError(
+        session.session_id,
+        session.expected_sequence,
+        sequence,
+        SequenceErrorKind.REPLAY,
+        replay_window=session.window,
+    )
 
 
 def encode_outcome(outcome: CallOutcome) -> bytes:
     """``outcome`` as bytes for a shared store (see :func:`decode_outcome`)."""
-    trailing = [
-        [key, base64.b64encode(value).decode(), True]
-        if isinstance(value, bytes)
-        else [key, value, False]
-        for key, value in outcome.trailing_metadata
-    ]
     return json.dumps(
         {
-            "code": outcome.code,
+            "end": outcome.end.value,
             "response": base64.b64encode(outcome.response).decode(),
-            "message": outcome.message,
-            "trailing": trailing,
+            "status": base64.b64encode(outcome.status).decode(),
             "server_sequence": outcome.server_sequence,
         },
         separators=(",", ":"),
@@ -96,16 +167,18 @@ def encode_outcome(outcome: CallOutcome) -> bytes:
 def decode_outcome(data: bytes) -> CallOutcome:
     """The outcome :func:`encode_outcome` wrote."""
     raw: dict[str, Any] = json.loads(data)
-    trailing: tuple[tuple[str, str | bytes], ...] = tuple(
-        (key, base64.b64decode(value) if is_bytes else value)
-        for key, value, is_bytes in raw["trailing"]
-    )
+    if "end" not in raw:
+        # Written by a replica from before the core owned outcomes (a rolling upgrade):
+        # its failures are kept as gRPC numbers, which the core cannot repeat, so only
+        # a success is answered as it was; anything else is "effect unknown".
+        if raw.get("code") == 0:
+            return answered(base64.b64decode(raw["response"]), raw["server_sequence"])
+        return INTERRUPTED
     return CallOutcome(
-        code=raw["code"],
-        response=base64.b64decode(raw["response"]),
-        message=raw["message"],
-        trailing_metadata=trailing,
-        server_sequence=raw["server_sequence"],
+        CallEnd(raw["end"]),
+        base64.b64decode(raw["response"]),
+        base64.b64decode(raw["status"]),
+        raw["server_sequence"],
     )
 
 

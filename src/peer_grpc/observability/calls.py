@@ -1,21 +1,22 @@
 """What watches the calls a server answers: metrics, call logs and traces.
 
-Each of those is a :class:`CallObserver`. The server puts an observing link in its
-interceptor chain only when at least one is configured, so that a server that
-observes nothing pays nothing per call. The link sits just inside the error
-interceptor: it sees the protocol errors as raised (a SequenceError's kind, a
-StoreUnavailable) before they become statuses, and every call refused by the
-session checks.
+Each of those is a :class:`CallObserver`, told of each call by two typed events:
+:class:`CallStarted` when the call reaches the interceptor, :class:`CallEnded`
+when it ends, built once from what the interceptor learned on the way (the
+session, its peer, the error). The interceptor builds them only when at least
+one observer is configured, so that a server that observes nothing pays nothing
+per call. They see the protocol errors as raised (a SequenceError's kind, a
+StoreUnavailable) as well as the status code the caller received, and every
+call refused by the session checks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 import grpc.aio
@@ -25,11 +26,13 @@ from peer_grpc.wire.rich_status import status_code_of
 
 __all__ = [
     "SERVER_FAULTS",
-    "CallFacts",
+    "CallEnded",
     "CallObserver",
+    "CallStarted",
     "ObservedCall",
     "notify_ended",
     "notify_started",
+    "status_code_of_ending",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,50 +51,54 @@ SERVER_FAULTS = frozenset(
 )
 
 
-@dataclass(slots=True)
-class CallFacts:
-    """What the interceptors learn about a call, for its metrics, log event and span.
+@dataclass(frozen=True, slots=True, eq=False)  # compared by identity: one per call
+class CallStarted:
+    """A PeerService call reached the server; nothing about its session is known yet."""
 
-    Bound only while something observes calls (see :mod:`peer_grpc.observability`),
-    so that an unobserved call pays one context-variable read for it.
-    """
-
-    #: The session the call named in its metadata; empty for a Handshake or sessionless call.
-    session_id: str = ""
-    #: The peer that owns the session, once the call was admitted (or the Handshake's).
-    peer_id: str = ""
+    #: The method's name within PeerService, e.g. ``Ping``.
+    method: str
+    #: Whether the method streams its responses (WatchTask).
+    streaming: bool
+    #: :func:`time.perf_counter` when the call reached the interceptor.
+    at: float
 
 
 @dataclass(slots=True)
-class ObservedCall(CallFacts):
-    """One PeerService call as the observers see it."""
+class CallEnded:
+    """A PeerService call ended. Built once, when it ends; treat it as a value."""
 
     #: The method's name within PeerService, e.g. ``Ping``.
     method: str = ""
     #: Whether the method streams its responses (WatchTask).
     streaming: bool = False
-    #: :func:`time.perf_counter` when the call reached the interceptors.
-    started: float = 0.0
-    #: Seconds from :attr:`started` to the call's end; set when it ends.
-    duration: float = 0.0
-    #: How the call ended.
+    #: The session the call named (for a Handshake, the one it opened or resumed);
+    #: empty for a sessionless call or one refused before its metadata was read.
+    session_id: str = ""
+    #: The peer that owns the session, once the call was admitted (or the one a
+    #: Handshake claimed).
+    peer_id: str = ""
+    #: The status code the caller received.
     code: grpc.StatusCode = grpc.StatusCode.OK
+    #: Seconds from the call's start to its end.
+    duration: float = 0.0
     #: What ended it, if it did not succeed: a PeerError, an abort, a fault or a cancellation.
     error: BaseException | None = None
-    #: The tracing observer's span for the call (None without tracing).
-    span: Any = None
+    #: The event that started the call: an observer that keeps something per call
+    #: (a span) finds it by this.
+    started: CallStarted | None = None
 
-    def ended(self, error: BaseException | None, context: grpc.aio.ServicerContext) -> None:
-        """Record that the call ended, successfully or by ``error``."""
-        self.duration = time.perf_counter() - self.started
-        if error is not None:
-            self.error = error
-            self.code = _status_code(error, context)
 
-    def forget(self) -> None:
-        """Drop what only the observers needed: the facts stay bound in the context of
-        tasks the call started (a delegated task's), which can outlive it by far."""
-        self.error = self.span = None
+#: The name of :class:`CallEnded` before observers were told by typed events.
+ObservedCall = CallEnded
+
+
+def status_code_of_ending(
+    error: BaseException | None, context: grpc.aio.ServicerContext
+) -> grpc.StatusCode:
+    """The status the client receives for a call that ended by ``error`` (None: OK)."""
+    if error is None:
+        return grpc.StatusCode.OK
+    return _status_code(error, context)
 
 
 def _status_code(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
@@ -118,15 +125,15 @@ class CallObserver(Protocol):
     and must not block; an observer that raises is logged and the call goes on.
     """
 
-    def call_started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
+    def call_started(self, call: CallStarted, context: grpc.aio.ServicerContext) -> None:
         """``call`` reached the server (nothing about its session is known yet)."""
 
-    def call_ended(self, call: ObservedCall) -> None:
-        """``call`` ended; its code, duration, error and session facts are set."""
+    def call_ended(self, call: CallEnded) -> None:
+        """``call`` ended; ``call.started`` is the event :meth:`call_started` was given."""
 
 
 def notify_started(
-    observers: Sequence[CallObserver], call: ObservedCall, context: grpc.aio.ServicerContext
+    observers: Sequence[CallObserver], call: CallStarted, context: grpc.aio.ServicerContext
 ) -> None:
     """Tell every observer that ``call`` started; a failing observer does not fail the call."""
     for observer in observers:
@@ -136,7 +143,7 @@ def notify_started(
             log.exception("call observer %s failed", type(observer).__name__)
 
 
-def notify_ended(observers: Sequence[CallObserver], call: ObservedCall) -> None:
+def notify_ended(observers: Sequence[CallObserver], call: CallEnded) -> None:
     """Tell every observer that ``call`` ended; a failing observer does not fail the call."""
     for observer in observers:
         try:

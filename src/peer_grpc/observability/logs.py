@@ -25,7 +25,7 @@ import grpc
 import grpc.aio
 
 from peer_grpc.core.session import short_id
-from peer_grpc.observability.calls import SERVER_FAULTS, ObservedCall
+from peer_grpc.observability.calls import SERVER_FAULTS, CallEnded, CallStarted
 
 __all__ = ["EVENT_FIELDS", "LOG_FORMATS", "CallLog", "JsonFormatter", "TextFormatter"]
 
@@ -134,10 +134,10 @@ class CallLog:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._log = logger if logger is not None else logging.getLogger("peer_grpc.calls")
 
-    def call_started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
+    def call_started(self, call: CallStarted, context: grpc.aio.ServicerContext) -> None:
         """Nothing to log until the call ends."""
 
-    def call_ended(self, call: ObservedCall) -> None:
+    def call_ended(self, call: CallEnded) -> None:
         """Log the call's method, code, duration, session prefix and peer."""
         code = call.code
         level = (

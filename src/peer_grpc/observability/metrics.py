@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 from peer_grpc.core.errors import SequenceError, StoreUnavailable
 from peer_grpc.core.session import SessionStats
 from peer_grpc.core.task import TaskState
-from peer_grpc.observability.calls import ObservedCall
+from peer_grpc.observability.calls import CallEnded, CallStarted
 from peer_grpc.wire.contract import SERVICE_NAME
 
 __all__ = ["LATENCY_BUCKETS", "MetricsEndpoint", "ServerMetrics", "StoreReadings"]
@@ -104,10 +104,10 @@ class ServerMetrics:
         self._stores = _StoreCollector(self)
         self.registry.register(self._stores)
 
-    def call_started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
+    def call_started(self, call: CallStarted, context: grpc.aio.ServicerContext) -> None:
         """Nothing to do until the call ends."""
 
-    def call_ended(self, call: ObservedCall) -> None:
+    def call_ended(self, call: CallEnded) -> None:
         """Count the call by method and code, time it, and count why it was refused."""
         key = (call.method, call.code)
         children = self._children.get(key)

@@ -22,7 +22,7 @@ import grpc.aio
 
 from peer_grpc._version import __version__
 from peer_grpc.core.session import short_id
-from peer_grpc.observability.calls import SERVER_FAULTS, ObservedCall
+from peer_grpc.observability.calls import SERVER_FAULTS, CallEnded, CallStarted
 from peer_grpc.wire.contract import SERVICE_NAME
 
 if TYPE_CHECKING:
@@ -51,8 +51,10 @@ class CallTracing:
         self._trace = trace
         self._context = context
         self._propagate = propagate
+        #: The span of each call in flight, and the context token to detach at its end.
+        self._open: dict[CallStarted, tuple[Any, Any]] = {}
 
-    def call_started(self, call: ObservedCall, context: grpc.aio.ServicerContext) -> None:
+    def call_started(self, call: CallStarted, context: grpc.aio.ServicerContext) -> None:
         """Open the call's span under the caller's trace, and make it current."""
         carrier = {
             key: value
@@ -74,13 +76,14 @@ class CallTracing:
             # A unary call starts and ends in one context; a stream is stepped from
             # several, where a context attached at the start could not be detached.
             token = self._context.attach(self._trace.set_span_in_context(span))
-        call.span = (span, token)
+        self._open[call] = (span, token)
 
-    def call_ended(self, call: ObservedCall) -> None:
+    def call_ended(self, call: CallEnded) -> None:
         """Close the call's span with its status code and session."""
-        if call.span is None:
+        opened = self._open.pop(call.started, None) if call.started is not None else None
+        if opened is None:
             return
-        span, token = call.span
+        span, token = opened
         if token is not None:
             self._context.detach(token)
         attributes: dict[str, Any] = {"rpc.grpc.status_code": call.code.value[0]}

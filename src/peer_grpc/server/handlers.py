@@ -21,7 +21,10 @@ from peer_grpc.core.errors import InvalidArgument
 from peer_grpc.core.retry import request_digest
 from peer_grpc.wire.contract import SERVICE_DESCRIPTOR, SERVICE_NAME
 
-__all__ = ["ReceivedRequest", "peer_service_handler"]
+__all__ = ["SERVICER_METHOD", "ReceivedRequest", "peer_service_handler", "servicer_method_of"]
+
+#: The attribute of each handler behavior here that holds the servicer method it unwraps for.
+SERVICER_METHOD = "servicer_method"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +67,17 @@ def _receiving_deserializer(message_type: type[Message]) -> Callable[[bytes], Re
 
 
 def _unwrapping(method: Callable[[Message, Any], Awaitable[Message]]) -> Callable[..., Any]:
-    """Hand the servicer method the decoded message out of its envelope."""
+    """Hand the servicer method the decoded message out of its envelope.
+
+    The interceptor, which decodes and validates the request itself, calls the
+    servicer method directly (:data:`SERVICER_METHOD`); this covers a handler
+    served without it.
+    """
 
     async def call(request: ReceivedRequest, context: Any) -> Message:
-        # The validation interceptor rejects undecodable requests first; this covers a
-        # handler served without it.
         return await method(request.decoded(), context)
 
+    setattr(call, SERVICER_METHOD, method)
     return call
 
 
@@ -83,7 +90,21 @@ def _unwrapping_stream(
         async for response in method(request.decoded(), context):
             yield response
 
+    setattr(stream, SERVICER_METHOD, method)
     return stream
+
+
+def servicer_method_of(behavior: Callable[..., Any]) -> Callable[[Message, Any], Any]:
+    """The servicer method behind a behavior of :func:`peer_service_handler`, which takes
+    the decoded message.
+
+    Raises:
+        TypeError: ``behavior`` was not made here.
+    """
+    method = getattr(behavior, SERVICER_METHOD, None)
+    if method is None:
+        raise TypeError("PeerService handlers must come from peer_service_handler")
+    return method  # type: ignore[no-any-return]
 
 
 def peer_service_handler(servicer: object) -> grpc.GenericRpcHandler:

@@ -1,19 +1,23 @@
-"""Server interceptors: the gRPC glue that guards every PeerService call.
+"""The server interceptor: the gRPC glue that guards every PeerService call.
 
-In this order (:func:`peer_interceptors`, which chains them into one grpc
-interceptor so that grpc enters one per call):
+Each method gets one wrapper, built once at its first call (:class:`PeerInterceptor`),
+that does in one coroutine what the protocol asks before and after the servicer:
 
-1. :class:`ErrorStatusInterceptor` turns protocol errors into rich statuses.
-   :class:`ObservingInterceptor` comes next when metrics, call logs or traces are
-   on: it times each call and tells the observers how it ended.
-2. :class:`SessionMetadataInterceptor` parses the session metadata and turns
-   away calls that need a session and carry none, before their body is looked at.
-3. :class:`RequestValidationInterceptor` rejects undecodable or invalid requests.
-4. :class:`SessionInterceptor` admits the call's identity (under mutual TLS),
-   session and sequence in one atomic store step and hands the session to the
-   servicer, or answers a resend of an accepted call with that call's outcome.
+1. refuse the call once the server is stopping (:class:`Gate`);
+2. read the session metadata (:func:`read_credentials`), refusing calls that need
+   a session and carry none, before their body is looked at;
+3. decode and validate the request (:func:`checked_message`);
+4. admit the call's identity (under mutual TLS), session and sequence in one
+   atomic store step, or answer a resend of an accepted call with that call's
+   outcome (:func:`answer_resend`);
+5. run the servicer with the admitted call bound for it (the one context variable,
+   :mod:`peer_grpc.server.call_context`);
+6. record how the call ended, for resends (:func:`outcome_of_failure`);
+7. turn protocol errors into rich statuses (:func:`status_of_error`).
 
-A call rejected by any of them never reaches a servicer and changes no session.
+Values pass between the steps as arguments. Observers, when configured, are told
+of each call's start and end by typed events. A call refused by any step never
+reaches a servicer and changes no session.
 """
 
 from __future__ import annotations
@@ -22,18 +26,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from contextvars import Token
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 
 from peer_grpc.core.errors import (
     InternalError,
     PeerError,
-    SequenceError,
-    SequenceErrorKind,
     SessionRequired,
     ShuttingDown,
     StoreUnavailable,
@@ -44,116 +45,60 @@ from peer_grpc.core.metadata import (
     SessionCredentials,
     parse_session_metadata,
 )
-from peer_grpc.core.retry import FORGOTTEN, NOT_RUN, CallKey, CallOutcome
-from peer_grpc.core.session import Session
-from peer_grpc.observability.calls import CallObserver, ObservedCall, notify_ended, notify_started
-from peer_grpc.server.call_context import (
-    NOT_PARSED,
-    CallRecord,
-    bind_call_facts,
-    bind_call_record,
-    bind_credentials,
-    bind_session,
-    current_call_facts,
-    current_credentials,
-    unbind_call_facts,
-    unbind_call_record,
-    unbind_credentials,
-    unbind_session,
+from peer_grpc.core.retry import (
+    CallEnd,
+    CallKey,
+    CallOutcome,
+    answer_to_resend,
+    answered,
+    cut_short,
+    replay_refusal,
 )
-from peer_grpc.server.handlers import ReceivedRequest
+from peer_grpc.core.session import Session
+from peer_grpc.observability.calls import (
+    CallEnded,
+    CallObserver,
+    CallStarted,
+    notify_ended,
+    notify_started,
+    status_code_of_ending,
+)
+from peer_grpc.server.call_context import AdmittedCall, bind_admitted, unbind_admitted
+from peer_grpc.server.handlers import ReceivedRequest, servicer_method_of
 from peer_grpc.server.validation import RequestValidator
 from peer_grpc.sessions.manager import SessionManager
 from peer_grpc.wire.contract import SERVICE_NAME
-from peer_grpc.wire.rich_status import to_grpc_status
+from peer_grpc.wire.rich_status import (
+    GrpcStatus,
+    failed_outcome,
+    status_of_outcome,
+    to_grpc_status,
+)
 from peer_grpc.wire.tls import identity_of
 
 __all__ = [
-    "ErrorStatusInterceptor",
+    "OPTIONALLY_SESSIONLESS_METHODS",
+    "SESSIONLESS_METHODS",
     "Gate",
-    "ObservingInterceptor",
-    "RequestValidationInterceptor",
-    "SessionInterceptor",
-    "SessionMetadataInterceptor",
+    "PeerInterceptor",
+    "answer_resend",
+    "checked_message",
+    "outcome_of_failure",
     "peer_interceptors",
+    "read_credentials",
+    "status_of_error",
 ]
 
 log = logging.getLogger(__name__)
 
-_Value = TypeVar("_Value")
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+Context: TypeAlias = grpc.aio.ServicerContext
+ServicerMethod = Callable[[Message, Context], Any]
 Serializer = Callable[[Any], bytes]
-_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 _METHOD_PREFIX = f"/{SERVICE_NAME}/"
 #: Methods that open sessions and so carry none.
 SESSIONLESS_METHODS = frozenset({"Handshake"})
 #: Methods that ``allow_sessionless`` lets older peers call without a session.
 OPTIONALLY_SESSIONLESS_METHODS = frozenset({"Ping", "Status"})
-
-
-class _MethodWrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps PeerService's handlers, once per method: unary ones with :meth:`wrap`,
-    server-streaming ones with :meth:`wrap_stream`."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        full_method: str = handler_call_details.method
-        if handler is None or not full_method.startswith(_METHOD_PREFIX):
-            return handler
-        cached = self._wrapped.get(full_method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        method = full_method[len(_METHOD_PREFIX) :]
-        if handler.unary_unary is not None:
-            serialize = _passing_bytes_through(handler.response_serializer)
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self.wrap(method, handler.unary_unary, serialize),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=serialize,
-            )
-        elif handler.unary_stream is not None:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                self.wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        else:  # fail closed: a shape no interceptor here knows would go unguarded
-            raise TypeError(f"{full_method}: only unary and server-streaming methods are served")
-        self._wrapped[full_method] = (handler, wrapped)
-        return wrapped
-
-    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
-        """Return the unary ``behavior`` wrapped for PeerService method ``method``.
-
-        ``serialize`` turns the method's responses into bytes; a wrapper may also
-        return bytes, which go out as they are.
-        """
-        raise NotImplementedError
-
-    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
-        """Return the server-streaming ``behavior`` wrapped for PeerService method ``method``."""
-        raise NotImplementedError
-
-
-def _passing_bytes_through(serialize: Serializer | None) -> Serializer:
-    if serialize is None:
-        return lambda response: response
-    if getattr(serialize, "passes_bytes", False):
-        return serialize
-
-    def serialize_or_pass(response: Any) -> bytes:
-        return response if isinstance(response, bytes) else serialize(response)
-
-    serialize_or_pass.passes_bytes = True  # type: ignore[attr-defined]
-    return serialize_or_pass
 
 
 class Gate:
@@ -175,439 +120,40 @@ class Gate:
         self.open = False
 
 
-def _shutting_down() -> ShuttingDown:
-    # A new one per call: a raised instance keeps its traceback, which would grow.
-    return ShuttingDown("the server is shutting down; send the call again elsewhere")
+# --- the steps, each a plain function of its inputs -------------------------------
 
 
-class ErrorStatusInterceptor(_MethodWrappingInterceptor):
-    """Aborts with the rich status of any :class:`PeerError` raised further in, and
-    refuses every call once ``gate`` is closed.
-
-    Anything else that escapes is a server fault: it is logged with its traceback
-    and answered INTERNAL without details.
-    """
-
-    def __init__(self, gate: Gate | None = None) -> None:
-        super().__init__()
-        self._gate = gate if gate is not None else Gate()
-
-    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
-        gate = self._gate
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                if not gate.open:
-                    raise _shutting_down()
-                return await behavior(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await _abort_for(error, method, context)
-
-        return guarded
-
-    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
-        gate = self._gate
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            try:
-                if not gate.open:
-                    raise _shutting_down()
-                async for response in behavior(request, context):
-                    yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await _abort_for(error, method, context)
-
-        return guarded
-
-
-async def _abort_for(error: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
-    """Abort the call with the status ``error`` deserves, keeping the trailers set so far
-    (the ``peer-sequence`` of an admitted call)."""
-    if not isinstance(error, PeerError):
-        log.exception("unhandled error in %s", method, exc_info=error)
-        error = InternalError("internal error")
-    status = to_grpc_status(error)
-    announced = tuple(context.trailing_metadata() or ())
-    if announced:
-        status = _Status(status.code, status.details, (*status.trailing_metadata, *announced))
-    await context.abort_with_status(status)
-
-
-@dataclass(frozen=True, slots=True)
-class _Status(grpc.Status):  # type: ignore[misc]
-    code: grpc.StatusCode
-    details: str
-    trailing_metadata: tuple[tuple[str, str | bytes], ...]
-
-
-class ObservingInterceptor(_MethodWrappingInterceptor):
-    """Times every call and tells the :class:`CallObserver` s how it ended.
-
-    The call's :class:`ObservedCall` is bound as its :class:`CallFacts`, which the
-    session interceptor fills in with the session and its peer.
-    """
-
-    def __init__(self, observers: Sequence[CallObserver]) -> None:
-        super().__init__()
-        self._observers = tuple(observers)
-
-    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
-        observers = self._observers
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = ObservedCall(method=method, started=time.perf_counter())
-            notify_started(observers, call, context)
-            token = bind_call_facts(call)
-            error: BaseException | None = None
-            try:
-                return await behavior(request, context)
-            except BaseException as raised:
-                error = raised
-                raise
-            finally:
-                unbind_call_facts(token)
-                call.ended(error, context)
-                notify_ended(observers, call)
-                call.forget()
-
-        return observed
-
-    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
-        observers = self._observers
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            call = ObservedCall(method=method, streaming=True, started=time.perf_counter())
-            notify_started(observers, call, context)
-            error: BaseException | None = None
-            try:
-                stream = behavior(request, context)
-                async for response in _bound(bind_call_facts, unbind_call_facts, call, stream):  # type: ignore[arg-type]
-                    yield response
-            except BaseException as raised:
-                error = raised
-                raise
-            finally:
-                call.ended(error, context)
-                notify_ended(observers, call)
-                call.forget()
-
-        return observed
-
-
-class RequestValidationInterceptor(_MethodWrappingInterceptor):
-    """Rejects requests that do not decode, or whose fields break the method's rules."""
-
-    def __init__(self, validators: Mapping[str, RequestValidator]) -> None:
-        super().__init__()
-        self._validators = validators
-
-    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
-        validate = self._validators.get(method)
-
-        async def validated(request: ReceivedRequest, context: grpc.aio.ServicerContext) -> Any:
-            self._check(validate, request)
-            return await behavior(request, context)
-
-        return validated
-
-    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
-        validate = self._validators.get(method)
-
-        async def validated(
-            request: ReceivedRequest, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            self._check(validate, request)
-            async for response in behavior(request, context):
-                yield response
-
-        return validated
-
-    @staticmethod
-    def _check(validate: RequestValidator | None, request: ReceivedRequest) -> None:
-        message = request.decoded()
-        if validate is not None:
-            validate(message)
-
-
-class SessionMetadataInterceptor(_MethodWrappingInterceptor):
-    """Parses each call's session metadata; refuses calls that need a session and lack one.
-
-    The parsed credentials are bound for :class:`SessionInterceptor`, so metadata
-    is read once per call.
-    """
-
-    def __init__(self, *, allow_sessionless: Collection[str] = ()) -> None:
-        super().__init__()
-        self._allow_sessionless = frozenset(allow_sessionless)
-
-    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
-        if method in SESSIONLESS_METHODS:
-            return behavior
-        sessionless_ok = method in self._allow_sessionless
-
-        async def parsed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = bind_credentials(_credentials_of(method, context, sessionless_ok))
-            try:
-                return await behavior(request, context)
-            finally:
-                unbind_credentials(token)
-
-        return parsed
-
-    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
-        async def parsed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            credentials = _credentials_of(method, context, sessionless_ok=False)
-            stream = behavior(request, context)
-            async for response in _bound(bind_credentials, unbind_credentials, credentials, stream):
-                yield response
-
-        return parsed
-
-
-def _credentials_of(
-    method: str, context: grpc.aio.ServicerContext, sessionless_ok: bool
+def read_credentials(
+    method: str, context: Context, sessionless_ok: bool
 ) -> SessionCredentials | None:
-    """The call's session metadata; SessionRequired if it has none and must."""
+    """The call's session metadata; None if it carries none and may go without.
+
+    Raises:
+        SessionRequired: the call carries no session and its method needs one.
+        InvalidArgument: the session metadata is malformed.
+    """
     credentials = parse_session_metadata(context.invocation_metadata())
-    if credentials is None:
-        if not sessionless_ok:
-            raise SessionRequired(
-                f"{method} needs the {SESSION_ID_KEY} and {SEQUENCE_KEY} metadata from a Handshake"
-            )
-        return None
-    facts = current_call_facts()
-    if facts is not None:  # from here on, even a refused call is told by its session
-        facts.session_id = credentials.session_id
+    if credentials is None and not sessionless_ok:
+        raise SessionRequired(
+            f"{method} needs the {SESSION_ID_KEY} and {SEQUENCE_KEY} metadata from a Handshake"
+        )
     return credentials
 
 
-class SessionInterceptor(_MethodWrappingInterceptor):
-    """Admits each call's session and sequence before its servicer runs.
+def checked_message(request: ReceivedRequest, validate: RequestValidator | None) -> Message:
+    """The decoded request, once it passed the method's rules.
 
-    The admitted session is bound for the servicer (see
-    :func:`peer_grpc.server.call_context.current_session`), and the server's own sequence
-    number for the response goes out as ``peer-sequence``: in the trailing metadata
-    of a unary call, in the initial metadata of a stream. The
-    call's outcome is recorded, so that a resend of it (same sequence, method and
-    bytes) is answered with the same outcome instead of running again. Calls
-    without credentials got here only if their method may go sessionless. A
-    streaming call is admitted the same way before its first message; its
-    messages are not kept, so a resend of it is refused as a REPLAY.
+    Raises:
+        InvalidArgument: the bytes do not decode, or a field breaks a rule.
     """
-
-    def __init__(self, manager: SessionManager, *, check_identity: bool = False) -> None:
-        super().__init__()
-        self._manager = manager
-        # Off without mutual TLS: no call has a certificate identity to compare.
-        self._check_identity = check_identity
-
-    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
-        if method in SESSIONLESS_METHODS:
-            return behavior
-        manager = self._manager
-        check_identity = self._check_identity
-
-        async def admitted(request: ReceivedRequest, context: grpc.aio.ServicerContext) -> Any:
-            credentials = _parsed_credentials()
-            if credentials is None:
-                return await behavior(request, context)
-            facts = current_call_facts()
-            sequence = credentials.sequence
-            admission = await manager.admit(
-                credentials.session_id,
-                sequence,
-                CallKey(method, request.digest),
-                identity_of(context) if check_identity else "",
-            )
-            session = admission.session
-            if facts is not None:
-                facts.peer_id = session.peer_id
-            if admission.replay is not None:
-                return await _answer_resend(session, sequence, admission.replay, context)
-            served = _Serving(manager, session, sequence)
-            # A unary call's response and status leave together, so the number rides in
-            # the trailers: initial metadata of its own would cost the call another batch.
-            context.set_trailing_metadata(served.announcement)
-            session_token = bind_session(session)
-            record_token = bind_call_record(served.record)
-            try:
-                response = serialize(await behavior(request, context))
-            except BaseException as error:
-                await served.ended_by(error, context)
-                raise
-            finally:
-                unbind_call_record(record_token)
-                unbind_session(session_token)
-            await served.answered(response)
-            return response
-
-        return admitted
-
-    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
-        manager = self._manager
-        check_identity = self._check_identity
-
-        async def admitted(
-            request: ReceivedRequest, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            credentials = _parsed_credentials()
-            if credentials is None:  # the metadata interceptor lets no stream through without
-                raise InternalError(f"{method} reached admission without a session")
-            facts = current_call_facts()
-            sequence = credentials.sequence
-            admission = await manager.admit(
-                credentials.session_id,
-                sequence,
-                CallKey(method, request.digest),
-                identity_of(context) if check_identity else "",
-            )
-            session = admission.session
-            if facts is not None:
-                facts.peer_id = session.peer_id
-            if admission.replay is not None:
-                # A stream's messages are not kept, so a resend cannot be answered from
-                # the record: the caller opens a new stream under a new sequence.
-                raise _replay(session, sequence)
-            served = _Serving(manager, session, sequence)
-            # The caller learns its stream was admitted before the first message comes.
-            await context.send_initial_metadata(served.announcement)
-            try:
-                stream = behavior(request, context)
-                bound = _bound(bind_session, unbind_session, session, stream)  # type: ignore[arg-type]
-                async for response in bound:
-                    yield response
-            except BaseException as error:
-                await served.ended_by(error, context)
-                raise
-            await served.answered(b"")
-
-        return admitted
+    message = request.decoded()
+    if validate is not None:
+        validate(message)
+    return message
 
 
-async def _bound(
-    bind: Callable[[_Value], Token[_Value]],
-    unbind: Callable[[Token[_Value]], None],
-    value: _Value,
-    stream: AsyncIterator[Any],
-) -> AsyncIterator[Any]:
-    """Iterate ``stream`` with ``value`` bound to its context variable at every step.
-
-    grpc may advance a response stream from different contexts, so a variable set
-    once before the first message could not be reset after the last; binding it
-    around each step keeps every set and reset in one context.
-    """
-    try:
-        while True:
-            token = bind(value)
-            try:
-                response = await anext(stream)
-            except StopAsyncIteration:
-                return
-            finally:
-                unbind(token)
-            yield response
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
-
-
-def _replay(session: Session, sequence: int) -> SequenceError:
-    """The error for a call that reuses ``sequence`` and cannot be answered from the record."""
-    return SequenceError(
-        session.session_id,
-        session.expected_sequence,
-        sequence,
-        SequenceErrorKind.REPLAY,
-        replay_window=session.window,
-    )
-
-
-def _parsed_credentials() -> SessionCredentials | None:
-    credentials = current_credentials()
-    if credentials is NOT_PARSED:  # fail closed if the interceptors are misassembled
-        raise InternalError("SessionMetadataInterceptor must run before SessionInterceptor")
-    return credentials
-
-
-class _Serving:
-    """An admitted call being served: it records how the call ended, so that a resend
-    of it gets the same answer."""
-
-    __slots__ = ("announcement", "manager", "record", "sequence", "server_sequence", "session_id")
-
-    def __init__(self, manager: SessionManager, session: Session, sequence: int) -> None:
-        self.manager = manager
-        self.session_id = session.session_id
-        self.sequence = sequence
-        self.server_sequence = session.sequence_num
-        #: The ``peer-sequence`` metadata that tells the caller its call was admitted.
-        self.announcement = ((SEQUENCE_KEY, str(self.server_sequence)),)
-        self.record = CallRecord()
-
-    async def answered(self, response: bytes) -> None:
-        """The call succeeded with ``response`` (serialized; empty for a stream)."""
-        await self._remember(CallOutcome(0, response, server_sequence=self.server_sequence))
-
-    async def ended_by(self, error: BaseException, context: grpc.aio.ServicerContext) -> None:
-        """The call ended with ``error``: an abort, a protocol error, a fault, or a
-        cancellation (its caller gone)."""
-        await self._remember(self._outcome_of(error, context))
-
-    def _outcome_of(self, error: BaseException, context: grpc.aio.ServicerContext) -> CallOutcome:
-        made = self.record.if_interrupted
-        done = made().SerializeToString() if made is not None else b""
-        if isinstance(error, grpc.aio.AbortError):
-            return _outcome_of_abort(context)
-        if isinstance(error, StoreUnavailable):
-            # The store failed mid-call. Unless the call's effect is known to be done (then
-            # a resend learns it), the call is marked as not run, so that a resend runs it.
-            return CallOutcome(code=0, response=done) if done else NOT_RUN
-        if isinstance(error, PeerError):
-            return _outcome_of_status(to_grpc_status(error))
-        if isinstance(error, Exception):
-            return _outcome_of_status(to_grpc_status(InternalError("internal error")))
-        # Cancelled, or torn down: the effect is unknown unless the method said otherwise.
-        return CallOutcome(code=0, response=done) if done else _INTERRUPTED
-
-    async def _remember(self, outcome: CallOutcome) -> None:
-        if outcome.server_sequence != self.server_sequence:
-            outcome = replace(outcome, server_sequence=self.server_sequence)
-        await self.manager.record_outcome(self.session_id, self.sequence, outcome)
-
-
-#: The outcome of a call that never finished (cancelled, or its task torn down).
-_INTERRUPTED = CallOutcome(
-    code=grpc.StatusCode.ABORTED.value[0],
-    message="the original call with this sequence was interrupted; its effect is unknown",
-)
-
-
-def _outcome_of_status(status: grpc.Status) -> CallOutcome:
-    return CallOutcome(
-        code=status.code.value[0],
-        message=status.details,
-        trailing_metadata=tuple(status.trailing_metadata),
-    )
-
-
-def _outcome_of_abort(context: grpc.aio.ServicerContext) -> CallOutcome:
-    code = context.code() or grpc.StatusCode.UNKNOWN
-    number = code.value[0] if isinstance(code, grpc.StatusCode) else int(code)
-    # Without the announcement: a resend's answer announces the number itself.
-    trailing = tuple(
-        (key, value) for key, value in context.trailing_metadata() or () if key != SEQUENCE_KEY
-    )
-    return CallOutcome(code=number, message=context.details() or "", trailing_metadata=trailing)
-
-
-async def _answer_resend(
-    session: Session,
-    sequence: int,
-    replay: Awaitable[CallOutcome],
-    context: grpc.aio.ServicerContext,
+async def answer_resend(
+    session: Session, sequence: int, replay: Awaitable[CallOutcome], context: Context
 ) -> bytes:
     """Answer a resend of an accepted call exactly as the original was answered."""
     try:
@@ -618,41 +164,386 @@ async def _answer_resend(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"the original call with sequence {sequence} was still running at the deadline",
         )
-    if outcome == FORGOTTEN:  # more calls were accepted since than the record holds
-        raise _replay(session, sequence)
-    announced = ((SEQUENCE_KEY, str(outcome.server_sequence)),) if outcome.server_sequence else ()
-    if outcome.code == 0:
+    outcome = answer_to_resend(outcome, session, sequence)
+    announced = _announcement(outcome.server_sequence) if outcome.server_sequence else ()
+    if outcome.end is CallEnd.ANSWERED:
         context.set_trailing_metadata(announced)
         return outcome.response
+    status = status_of_outcome(outcome)
     await context.abort(
-        _STATUS_BY_NUMBER.get(outcome.code, grpc.StatusCode.ABORTED),
-        outcome.message,
-        trailing_metadata=(*outcome.trailing_metadata, *announced),
+        status.code, status.details, trailing_metadata=(*status.trailing_metadata, *announced)
     )
     raise AssertionError("unreachable: abort raises")
 
 
-class _Chain(_MethodWrappingInterceptor):
-    """Several method-wrapping interceptors served as one.
+def status_of_error(error: Exception, method: str) -> GrpcStatus:
+    """The status a call that raised ``error`` ends with. Anything but a protocol error
+    is a server fault: it is logged with its traceback and answered INTERNAL."""
+    if not isinstance(error, PeerError):
+        log.exception("unhandled error in %s", method, exc_info=error)
+        error = InternalError("internal error")
+    return to_grpc_status(error)
 
-    Each method's handler is wrapped by every link once, outermost first, and the
-    result reused: grpc then runs one interceptor per call instead of one per
-    concern, which it would otherwise enter and leave on every call.
+
+def outcome_of_failure(
+    error: BaseException,
+    status: GrpcStatus | None,
+    admitted: AdmittedCall,
+    server_sequence: int,
+    context: Context,
+) -> CallOutcome:
+    """How an admitted call that ended by ``error`` (answered with ``status``, if it
+    is answered at all) ended, for resends of it."""
+    if isinstance(error, grpc.aio.AbortError):  # the servicer set its own status
+        code = context.code()
+        code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+        return failed_outcome(
+            code, context.details() or "", context.trailing_metadata(), server_sequence
+        )
+    if isinstance(error, StoreUnavailable):
+        # Unless the call's effect is known to be done (then a resend learns it), the call
+        # is marked as not run, so that a resend runs it.
+        return cut_short(True, admitted.effect_done(), server_sequence)
+    if status is not None:
+        return failed_outcome(
+            status.code, status.details, status.trailing_metadata, server_sequence
+        )
+    # Cancelled, or torn down: the effect is unknown unless the method said otherwise.
+    return cut_short(False, admitted.effect_done(), server_sequence)
+
+
+def _end_with(status: GrpcStatus, context: Context) -> None:
+    """Set the status the call ends with once its wrapper returns, keeping the trailers
+    set so far (the ``peer-sequence`` of an admitted call).
+
+    Cheaper than ``context.abort``, which raises through grpc: a refused call should
+    cost no more than an accepted one. grpc sends no response with a status that is
+    not OK.
+    """
+    announced = tuple(context.trailing_metadata() or ())
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata((*status.trailing_metadata, *announced))
+
+
+def _announcement(server_sequence: int) -> tuple[tuple[str, str], ...]:
+    """The ``peer-sequence`` metadata that tells the caller its call was admitted."""
+    return ((SEQUENCE_KEY, str(server_sequence)),)
+
+
+def _shutting_down() -> ShuttingDown:
+    # A new one per call: a raised instance keeps its traceback, which would grow.
+    return ShuttingDown("the server is shutting down; send the call again elsewhere")
+
+
+def _handshake_facts(message: Message | None, response: Message | None) -> tuple[str, str]:
+    """The session and peer a Handshake's observers are told of: the session it opened
+    or named to resume, and the peer it claimed (refused ones too)."""
+    if message is None:
+        return "", ""
+    session_id = message.resume.session_id if message.HasField("resume") else ""  # type: ignore[attr-defined]
+    if response is not None:
+        session_id = response.session_id  # type: ignore[attr-defined]
+    return session_id, message.peer_id  # type: ignore[attr-defined]
+
+
+# --- one wrapper per method ---------------------------------------------------------
+
+
+class _MethodGuard:
+    """Everything one PeerService method's calls need, worked out once: the servicer
+    method, its validator, whether it takes a session, and the call's two shapes."""
+
+    __slots__ = (
+        "check_identity",
+        "gate",
+        "manager",
+        "method",
+        "needs_credentials",
+        "observers",
+        "serialize",
+        "servicer_method",
+        "sessionless_ok",
+        "validate",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        servicer_method: ServicerMethod,
+        serialize: Serializer,
+        interceptor: PeerInterceptor,
+    ) -> None:
+        self.method = method
+        self.servicer_method = servicer_method
+        self.serialize = serialize
+        self.manager = interceptor.manager
+        self.validate = interceptor.validators.get(method)
+        self.needs_credentials = method not in SESSIONLESS_METHODS
+        self.sessionless_ok = method in interceptor.allow_sessionless
+        self.check_identity = interceptor.check_identity
+        self.observers = interceptor.observers
+        self.gate = interceptor.gate
+
+    def _started(self, streaming: bool, context: Context) -> CallStarted | None:
+        if not self.observers:
+            return None
+        started = CallStarted(self.method, streaming, time.perf_counter())
+        notify_started(self.observers, started, context)
+        return started
+
+    def _ended(
+        self,
+        started: CallStarted,
+        session_id: str,
+        peer_id: str,
+        error: BaseException | None,
+        context: Context,
+    ) -> None:
+        ended = CallEnded(
+            self.method,
+            started.streaming,
+            session_id,
+            peer_id,
+            status_code_of_ending(error, context),
+            time.perf_counter() - started.at,
+            error,
+            started,
+        )
+        notify_ended(self.observers, ended)
+
+    async def admit(
+        self, credentials: SessionCredentials, request: ReceivedRequest, context: Context
+    ) -> tuple[Session, Awaitable[CallOutcome] | None]:
+        """Admit the call on its session: the session after it, and for a resend the
+        original's outcome to await."""
+        admission = await self.manager.admit(
+            credentials.session_id,
+            credentials.sequence,
+            CallKey(self.method, request.digest),
+            identity_of(context) if self.check_identity else "",
+        )
+        return admission.session, admission.replay
+
+    async def unary(self, request: ReceivedRequest, context: Context) -> Any:
+        """Serve one unary call."""
+        if not self.gate.open:
+            return _end_with(to_grpc_status(_shutting_down()), context)
+        started = self._started(False, context)
+        session_id = peer_id = ""
+        message: Message | None = None
+        response: Any = None
+        admitted: AdmittedCall | None = None  # set while an outcome is owed
+        error: BaseException | None = None
+        try:
+            credentials = (
+                read_credentials(self.method, context, self.sessionless_ok)
+                if self.needs_credentials
+                else None
+            )
+            if credentials is not None:
+                session_id = credentials.session_id
+            message = checked_message(request, self.validate)
+            if credentials is None:  # a Handshake, or a sessionless Ping or Status
+                response = await self.servicer_method(message, context)
+                return response
+            session, replay = await self.admit(credentials, request, context)
+            peer_id = session.peer_id
+            if replay is not None:
+                return await answer_resend(session, credentials.sequence, replay, context)
+            # A unary call's response and status leave together, so the number rides in
+            # the trailers: initial metadata of its own would cost the call another batch.
+            context.set_trailing_metadata(_announcement(session.sequence_num))
+            admitted = AdmittedCall(session, credentials.sequence)
+            token = bind_admitted(admitted)
+            try:
+                response = self.serialize(await self.servicer_method(message, context))
+            finally:
+                unbind_admitted(token)
+            owed, admitted = admitted, None
+            await self.manager.record_outcome(
+                session_id, owed.sequence, answered(response, session.sequence_num)
+            )
+            return response
+        except grpc.aio.AbortError as aborted:
+            error = aborted
+            await self._record_failure(admitted, aborted, None, context)
+            raise
+        except Exception as failed:
+            error = failed
+            status = status_of_error(failed, self.method)
+            await self._record_failure(admitted, failed, status, context)
+            _end_with(status, context)
+        except BaseException as cancelled:
+            error = cancelled
+            await self._record_failure(admitted, cancelled, None, context)
+            raise
+        finally:
+            if started is not None:
+                if not self.needs_credentials:
+                    session_id, peer_id = _handshake_facts(message, response)
+                self._ended(started, session_id, peer_id, error, context)
+
+    async def stream(self, request: ReceivedRequest, context: Context) -> AsyncIterator[Any]:
+        """Serve one server-streaming call. Its messages are not kept, so a resend of
+        it is refused as a REPLAY: the caller opens a new stream under a new sequence."""
+        if not self.gate.open:
+            _end_with(to_grpc_status(_shutting_down()), context)
+            return
+        started = self._started(True, context)
+        session_id = peer_id = ""
+        admitted: AdmittedCall | None = None  # set while an outcome is owed
+        error: BaseException | None = None
+        try:
+            credentials = read_credentials(self.method, context, sessionless_ok=False)
+            assert credentials is not None  # no stream goes without a session
+            session_id = credentials.session_id
+            message = checked_message(request, self.validate)
+            session, replay = await self.admit(credentials, request, context)
+            peer_id = session.peer_id
+            if replay is not None:
+                raise replay_refusal(session, credentials.sequence)
+            admitted = AdmittedCall(session, credentials.sequence)
+            # The caller learns its stream was admitted before the first message comes.
+            await context.send_initial_metadata(_announcement(session.sequence_num))
+            async for response in _bound(admitted, self.servicer_method(message, context)):
+                yield response
+            owed, admitted = admitted, None
+            await self.manager.record_outcome(
+                session_id, owed.sequence, answered(b"", session.sequence_num)
+            )
+        except grpc.aio.AbortError as aborted:
+            error = aborted
+            await self._record_failure(admitted, aborted, None, context)
+            raise
+        except Exception as failed:
+            error = failed
+            status = status_of_error(failed, self.method)
+            await self._record_failure(admitted, failed, status, context)
+            _end_with(status, context)
+        except BaseException as cancelled:
+            error = cancelled
+            await self._record_failure(admitted, cancelled, None, context)
+            raise
+        finally:
+            if started is not None:
+                self._ended(started, session_id, peer_id, error, context)
+
+    async def _record_failure(
+        self,
+        admitted: AdmittedCall | None,
+        error: BaseException,
+        status: GrpcStatus | None,
+        context: Context,
+    ) -> None:
+        """Record how an admitted call that failed ended (nothing if none was admitted)."""
+        if admitted is None:
+            return
+        session = admitted.session
+        outcome = outcome_of_failure(error, status, admitted, session.sequence_num, context)
+        await self.manager.record_outcome(session.session_id, admitted.sequence, outcome)
+
+
+async def _bound(admitted: AdmittedCall, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Iterate ``stream`` with ``admitted`` bound at every step.
+
+    grpc may advance a response stream from different contexts, so a variable set
+    once before the first message could not be reset after the last; binding it
+    around each step keeps every set and reset in one context.
+    """
+    try:
+        while True:
+            token = bind_admitted(admitted)
+            try:
+                response = await anext(stream)
+            except StopAsyncIteration:
+                return
+            finally:
+                unbind_admitted(token)
+            yield response
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+class PeerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Guards every PeerService call: one wrapper per method, built at its first call.
+
+    Args:
+        manager: the session manager that admits calls and records their outcomes.
+        validators: each method's request rules.
+        allow_sessionless: methods that may be called without a session.
+        check_identity: whether a call on a session must come from the client
+            certificate identity that opened it (mutual TLS).
+        observers: told of every call; without any, calls are not timed at all.
+        gate: once closed, every call is refused UNAVAILABLE (``SHUTTING_DOWN``).
     """
 
-    def __init__(self, links: Sequence[_MethodWrappingInterceptor]) -> None:
-        super().__init__()
-        self._links = tuple(links)
+    def __init__(
+        self,
+        manager: SessionManager,
+        validators: Mapping[str, RequestValidator],
+        *,
+        allow_sessionless: Collection[str] = (),
+        check_identity: bool = False,
+        observers: Sequence[CallObserver] = (),
+        gate: Gate | None = None,
+    ) -> None:
+        self.manager = manager
+        self.validators = validators
+        self.allow_sessionless = frozenset(allow_sessionless)
+        self.check_identity = check_identity
+        self.observers = tuple(observers)
+        self.gate = gate if gate is not None else Gate()
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    def wrap(self, method: str, behavior: Behavior, serialize: Serializer) -> Behavior:
-        for link in reversed(self._links):
-            behavior = link.wrap(method, behavior, serialize)
-        return behavior
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        full_method: str = handler_call_details.method
+        if handler is None or not full_method.startswith(_METHOD_PREFIX):
+            return handler
+        cached = self._wrapped.get(full_method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(full_method, handler)
+        self._wrapped[full_method] = (handler, wrapped)
+        return wrapped
 
-    def wrap_stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
-        for link in reversed(self._links):
-            behavior = link.wrap_stream(method, behavior)
-        return behavior
+    def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        method = full_method[len(_METHOD_PREFIX) :]
+        if handler.unary_unary is not None:
+            serialize = _passing_bytes_through(handler.response_serializer)
+            guard = _MethodGuard(method, servicer_method_of(handler.unary_unary), serialize, self)
+            return grpc.unary_unary_rpc_method_handler(
+                guard.unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=serialize,
+            )
+        if handler.unary_stream is not None:
+            serialize = handler.response_serializer
+            guard = _MethodGuard(method, servicer_method_of(handler.unary_stream), serialize, self)
+            return grpc.unary_stream_rpc_method_handler(
+                guard.stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=serialize,
+            )
+        # Fail closed: a shape this does not know would go unguarded.
+        raise TypeError(f"{full_method}: only unary and server-streaming methods are served")
+
+
+def _passing_bytes_through(serialize: Serializer | None) -> Serializer:
+    """``serialize``, letting through the bytes a wrapper returns already serialized
+    (the response recorded for resends)."""
+    if serialize is None:
+        return lambda response: response
+
+    def serialize_or_pass(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+
+    return serialize_or_pass
 
 
 def peer_interceptors(
@@ -664,23 +555,17 @@ def peer_interceptors(
     observers: Sequence[CallObserver] = (),
     gate: Gate | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The PeerService's interceptors, in the order they must run (chained into one).
+    """The PeerService's interceptors (one): see :class:`PeerInterceptor`.
 
-    With ``check_identity`` (mutual TLS), a call on a session must come from the
-    client certificate identity that opened it. ``observers`` are told of every
-    call; without any, calls are not timed at all. Once ``gate`` closes, every call
-    is refused UNAVAILABLE (``SHUTTING_DOWN``).
+    ``allow_sessionless`` lets Ping and Status be called without a session.
     """
-    observing = [ObservingInterceptor(observers)] if observers else []
-    chain = _Chain(
-        [
-            ErrorStatusInterceptor(gate),
-            *observing,
-            SessionMetadataInterceptor(
-                allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else ()
-            ),
-            RequestValidationInterceptor(validators),
-            SessionInterceptor(manager, check_identity=check_identity),
-        ]
-    )
-    return [chain]
+    return [
+        PeerInterceptor(
+            manager,
+            validators,
+            allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else (),
+            check_identity=check_identity,
+            observers=observers,
+            gate=gate,
+        )
+    ]

@@ -16,7 +16,6 @@ from peer_grpc.core.session import Session, SessionState
 from peer_grpc.core.task import TaskState
 from peer_grpc.server.call_context import (
     answer_if_interrupted,
-    current_call_facts,
     current_session,
     current_session_or_none,
 )
@@ -81,9 +80,6 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     async def Handshake(
         self, request: peer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.HandshakeResponse:
-        facts = current_call_facts()
-        if facts is not None:  # a refused handshake is logged with the peer it claimed
-            facts.peer_id = request.peer_id
         caller = caller_of(context)
         now = self._manager.clock.now()
         if self._throttle is not None:
@@ -106,8 +102,6 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         session = await manager.update_session_state(
             session.session_id, SessionState.HANDSHAKE_SENT
         )
-        if facts is not None:
-            facts.session_id = session.session_id
         response = self._handshake_response(session)
         response.session_token = token
         return response
@@ -116,9 +110,6 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self, request: peer_pb2.HandshakeRequest, version: str, identity: str
     ) -> peer_pb2.HandshakeResponse:
         resume = request.resume
-        facts = current_call_facts()
-        if facts is not None:  # a refused resume is logged with the session it named
-            facts.session_id = resume.session_id
         session = await self._manager.resume_session(
             resume.session_id, resume.session_token, request.peer_id, identity
         )

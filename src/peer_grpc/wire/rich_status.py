@@ -7,9 +7,9 @@ same typed exception with :func:`error_from_rpc_error`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -43,8 +43,16 @@ from peer_grpc.core.errors import (
     TaskNotCancelable,
     TaskNotFound,
 )
+from peer_grpc.core.retry import CallEnd, CallOutcome
 
-__all__ = ["error_from_rpc_error", "status_code_of", "to_grpc_status"]
+__all__ = [
+    "GrpcStatus",
+    "error_from_rpc_error",
+    "failed_outcome",
+    "status_code_of",
+    "status_of_outcome",
+    "to_grpc_status",
+]
 
 #: The gRPC status code of each protocol error; subclasses inherit their base's code.
 STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
@@ -71,19 +79,51 @@ STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
 }
 
 
+#: The trailer that carries a status's details: a serialized ``google.rpc.Status``.
+DETAILS_KEY = "grpc-status-details-bin"
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+#: Detail type URLs, made once rather than by ``Any.Pack`` on every refusal.
+_TYPE_URL = "type.googleapis.com/"
+_BAD_REQUEST_URL = _TYPE_URL + error_details_pb2.BadRequest.DESCRIPTOR.full_name
+_ERROR_INFO_URL = _TYPE_URL + error_details_pb2.ErrorInfo.DESCRIPTOR.full_name
+_RETRY_INFO_URL = _TYPE_URL + error_details_pb2.RetryInfo.DESCRIPTOR.full_name
+_SEQUENCE_ERROR_URL = _TYPE_URL + peer_pb2.SequenceError.DESCRIPTOR.full_name
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcStatus(grpc.Status):  # type: ignore[misc]
+    """A status to end a call with (grpc.Status is an interface without a constructor)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
 def status_code_of(error: PeerError) -> grpc.StatusCode:
     """The status code for ``error``: that of the nearest class in :data:`STATUS_CODES`."""
-    for cls in type(error).__mro__:
-        code = STATUS_CODES.get(cls)
+    code = _CODE_BY_CLASS.get(type(error))
+    if code is None:
+        code = _CODE_BY_CLASS[type(error)] = _nearest_code(type(error))
+    return code
+
+
+def _nearest_code(cls: type[PeerError]) -> grpc.StatusCode:
+    for base in cls.__mro__:
+        code = STATUS_CODES.get(base)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL
 
 
-def to_grpc_status(error: PeerError) -> grpc.Status:
+#: Each error class's code, found once (a class's code never changes).
+_CODE_BY_CLASS: dict[type[PeerError], grpc.StatusCode] = {}
+
+
+def to_grpc_status(error: PeerError) -> GrpcStatus:
     """The status a server aborts with for ``error``, details in ``grpc-status-details-bin``."""
     code = status_code_of(error)
     status = status_pb2.Status(code=code.value[0], message=error.message)
+    details = status.details
     if isinstance(error, InvalidArgument):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
@@ -93,35 +133,57 @@ def to_grpc_status(error: PeerError) -> grpc.Status:
                 for v in error.violations
             ]
         )
-        _pack(status, bad_request)
+        details.add(type_url=_BAD_REQUEST_URL, value=bad_request.SerializeToString())
     else:
         info = error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.error_metadata())
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.error_metadata()
         )
-        _pack(status, info)
+        details.add(type_url=_ERROR_INFO_URL, value=info.SerializeToString())
     if error.retry_after is not None:
         retry_info = error_details_pb2.RetryInfo()
         retry_info.retry_delay.FromNanoseconds(round(error.retry_after * 1e9))
-        _pack(status, retry_info)
+        details.add(type_url=_RETRY_INFO_URL, value=retry_info.SerializeToString())
     if isinstance(error, SequenceError):
-        _pack(
-            status,
-            peer_pb2.SequenceError(
-                session_id=error.session_id,
-                expected_sequence=error.expected_sequence,
-                received_sequence=error.received_sequence,
-                kind=f"SEQUENCE_ERROR_KIND_{error.kind.name}",
-                outside_window=error.outside_window,
-                replay_window=error.replay_window,
-            ),
+        typed = peer_pb2.SequenceError(
+            session_id=error.session_id,
+            expected_sequence=error.expected_sequence,
+            received_sequence=error.received_sequence,
+            kind=_KIND_NAMES[error.kind],
+            outside_window=error.outside_window,
+            replay_window=error.replay_window,
         )
-    return rpc_status.to_status(status)
+        details.add(type_url=_SEQUENCE_ERROR_URL, value=typed.SerializeToString())
+    return GrpcStatus(code, error.message, ((DETAILS_KEY, status.SerializeToString()),))
 
 
-def _pack(status: status_pb2.Status, detail: object) -> None:
-    packed = any_pb2.Any()
-    packed.Pack(detail)  # type: ignore[arg-type]
-    status.details.append(packed)
+_KIND_NAMES = {kind: f"SEQUENCE_ERROR_KIND_{kind.name}" for kind in SequenceErrorKind}
+
+
+def failed_outcome(
+    code: grpc.StatusCode, message: str, trailing_metadata: object, server_sequence: int
+) -> CallOutcome:
+    """The outcome of an admitted call that failed with this status, for resends of it.
+
+    The status is kept as a ``google.rpc.Status``: its details if it had any (the
+    ``grpc-status-details-bin`` trailer already is one), else its code and message.
+    """
+    for key, value in trailing_metadata or ():  # type: ignore[attr-defined]
+        if key == DETAILS_KEY and isinstance(value, bytes):
+            return CallOutcome(CallEnd.FAILED, status=value, server_sequence=server_sequence)
+    plain = status_pb2.Status(code=code.value[0], message=message).SerializeToString()
+    return CallOutcome(CallEnd.FAILED, status=plain, server_sequence=server_sequence)
+
+
+def status_of_outcome(outcome: CallOutcome) -> GrpcStatus:
+    """The status a resend gets for an accepted call that did not end ANSWERED."""
+    if outcome.end is CallEnd.NOT_RUN:
+        return GrpcStatus(grpc.StatusCode.UNAVAILABLE, outcome.message)
+    if outcome.end is not CallEnd.FAILED:
+        return GrpcStatus(grpc.StatusCode.ABORTED, outcome.message)
+    status = status_pb2.Status.FromString(outcome.status)
+    code = _STATUS_BY_NUMBER.get(status.code, grpc.StatusCode.ABORTED)
+    trailing = ((DETAILS_KEY, outcome.status),) if status.details else ()
+    return GrpcStatus(code, status.message, trailing)
 
 
 _Decoder = Callable[[str, Mapping[str, str], peer_pb2.SequenceError | None], PeerError]

@@ -4,14 +4,20 @@ A timing wheel in the manner of Varghese and Lauck: each deadline sits in the
 bucket of its whole second, and a small heap orders the seconds that have
 buckets. Moving a deadline within its second costs nothing; across seconds it
 is a set removal and an insertion. So a sweep visits only the deadlines that
-came due (and, in the current second, the few that are about to), never the
+came due (and, in the current second, some that are about to), never the
 sessions that stayed active: its cost is proportional to what expired.
+
+Every batch is bounded by its limit, by construction: a passed second's keys are
+taken without a look, at most ``limit`` of them; the current second's keys must
+each be asked for their deadline, and a batch asks at most ``limit`` of them,
+working through the second's bucket in passes (keys not yet due go to the back).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from itertools import islice
 
 __all__ = ["ExpiryWheel"]
 
@@ -19,7 +25,7 @@ __all__ = ["ExpiryWheel"]
 class ExpiryWheel:
     """Keys with deadlines; hands out the keys whose deadlines have passed."""
 
-    __slots__ = ("_buckets", "_seconds")
+    __slots__ = ("_buckets", "_pass_left", "_pass_second", "_seconds")
 
     def __init__(self) -> None:
         #: Whole second -> the keys whose deadline falls within it. Dicts used as
@@ -27,6 +33,10 @@ class ExpiryWheel:
         self._buckets: dict[int, dict[str, None]] = {}
         #: A heap of the seconds that have buckets.
         self._seconds: list[int] = []
+        #: The current second's pass: which second, and how many of its keys are still
+        #: to be asked for their deadline in this pass.
+        self._pass_second = -1
+        self._pass_left = 0
 
     def add(self, key: str, deadline: float) -> None:
         """Schedule ``key`` at ``deadline`` (it must not be scheduled already)."""
@@ -57,7 +67,10 @@ class ExpiryWheel:
         ``now``, and whether more are due.
 
         ``deadline_of`` gives a key's current deadline; it is asked only of keys in
-        the current second's bucket, whose deadlines may still be ahead.
+        the current second's bucket, whose deadlines may still be ahead, and of at
+        most ``limit`` of them. Once a pass has asked each of that bucket's keys,
+        "more" is False; a key of it not found due is taken when its second has
+        passed, if not by a later pass.
         """
         due: list[str] = []
         seconds, buckets = self._seconds, self._buckets
@@ -70,16 +83,39 @@ class ExpiryWheel:
                 due.extend(bucket.popitem()[0] for _ in range(taken))
                 if bucket:
                     return due, True
-            else:  # the current second: only some of its keys are due
-                ripe = [key for key in bucket if deadline_of(key) <= now]
-                for key in ripe[:room]:
-                    del bucket[key]
-                due.extend(ripe[:room])
-                if bucket:
-                    return due, len(ripe) > room
+            else:
+                return due, self._ask_current(bucket, second, now, room, deadline_of, due)
             heapq.heappop(seconds)
             del buckets[second]
         return due, False
+
+    def _ask_current(
+        self,
+        bucket: dict[str, None],
+        second: int,
+        now: float,
+        room: int,
+        deadline_of: Callable[[str], float],
+        due: list[str],
+    ) -> bool:
+        """Ask up to ``room`` keys of the current second's bucket, in order, for their
+        deadlines; take the due ones into ``due`` and move the rest to the back.
+        Returns whether this pass has keys left to ask."""
+        if self._pass_second != second or self._pass_left <= 0:
+            self._pass_second, self._pass_left = second, len(bucket)
+        asked = list(islice(bucket, min(room, self._pass_left)))
+        self._pass_left -= len(asked)
+        for key in asked:
+            del bucket[key]
+            if deadline_of(key) <= now:
+                due.append(key)
+            else:
+                bucket[key] = None
+        if not bucket:  # an empty bucket goes; its second is in the heap's first place
+            heapq.heappop(self._seconds)
+            del self._buckets[second]
+            return False
+        return self._pass_left > 0
 
     def __len__(self) -> int:
         """Keys scheduled."""

@@ -42,8 +42,9 @@ local function ttl_ms(until_, now, retention)
   return ms
 end
 
+-- The session's own keys are the first three: session, calls, order.
 local function expire_all(ms)
-  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ms) end
+  for i = 1, math.min(3, #KEYS) do redis.call('PEXPIRE', KEYS[i], ms) end
 end
 
 local function int(x) return string.format('%.0f', x) end
@@ -144,17 +145,23 @@ return {'OK', redis.call('HGETALL', KEYS[1])}
 )
 
 #: Admit a received call: the sequence check-and-advance and the retry record, at once.
-#: KEYS: session, calls, order. ARGV: now, idle deadline, retention, received hi,
-#: received lo, received (decimal), call key, admission id, retry record size,
-#: the caller's identity, then (sequence, admission id, outcome) of each earlier call
-#: of the session whose outcome is still to be written (see SETTLE_CALL).
+#: KEYS: session, calls, order, then the shared handshaking and established indexes
+#: and the stats hash. ARGV: now, idle deadline, retention, received hi, received lo,
+#: received (decimal), call key, admission id, retry record size, the caller's
+#: identity, then (sequence, admission id, outcome) of each earlier call of the
+#: session whose outcome is still to be written (see SETTLE_CALL).
+#: A session is returned as the values of its fields state, expires, hi, lo, window,
+#: ident, lifeend, peer, ver, caps, created, last, ended and seqnum, in that order, as
+#: they stand after the call: only what a call needs (no token hash, no window ring).
 #: Returns one of
 #:   {'FORBIDDEN'} (another identity's session; checked first)
-#:   {'OK', 1 if the session became ESTABLISHED else 0, session}
+#:   {'OK', 1 if the session became ESTABLISHED and the indexes are still to be
+#:     told (a session from before the 'member' field) else 0, session}
 #:   {'RESEND', outcome or '' while the original runs, session}
 #:   {'NOT_FOUND'} | {'EXPIRED'} | {'TERMINATED'} | {'INVALID_STATE', state}
-#:   {'SEQUENCE', 'GAP' | 'REPLAY', 1 if outside the window else 0, highest hi, highest lo}
-#:   {'EXHAUSTED'}
+#:   {'SEQUENCE', 'GAP' | 'REPLAY', 1 if outside the window else 0, highest hi,
+#:     highest lo, window width} (counted in the stats)
+#:   {'EXHAUSTED'} (counted in the stats)
 ADMIT = (
     _COMMON
     + """
@@ -168,28 +175,33 @@ local cache_size = tonumber(ARGV[9])
 -- first, whatever this admission's fate.
 for i = 11, #ARGV, 3 do settle(calls, ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
 
-local f = redis.call('HMGET', session, 'state', 'expires', 'hi', 'lo', 'window', 'ident', 'lifeend')
+-- The fields the reply carries, in its order.
+local f = redis.call('HMGET', session, 'state', 'expires', 'hi', 'lo', 'window', 'ident',
+  'lifeend', 'peer', 'ver', 'caps', 'created', 'last', 'ended', 'seqnum')
 if not f[1] then return {'NOT_FOUND'} end
 if (f[6] or '') ~= ARGV[10] then return {'FORBIDDEN'} end
 deadline = capped(deadline, f[7])
+
+local function counted_refusal(reply)
+  redis.call('HINCRBY', KEYS[6], 'sequence_errors_total', 1)
+  return reply
+end
 
 -- A call with this sequence and key was accepted before: a resend, not a new call.
 local known = redis.call('HMGET', calls, seq, seq .. ':a', seq .. ':o')
 if known[1] == call_key then
   if known[2] == admission then
     -- This very admission, sent again by the client library after a lost reply.
-    local established = 0
-    if tonumber(f[1]) == ESTABLISHED then established = 1 end
-    return {'OK', established, redis.call('HGETALL', session)}
+    return {'OK', 0, f}
   end
   if known[3] == 'NOT_RUN' then
     -- Admitted once but never served (the admission's reply was lost): run it now.
     redis.call('HSET', calls, seq .. ':a', admission)
     redis.call('HDEL', calls, seq .. ':o')
-    redis.call('HINCRBY', session, 'seqnum', 1)
-    return {'OK', 0, redis.call('HGETALL', session)}
+    f[14] = redis.call('HINCRBY', session, 'seqnum', 1)
+    return {'OK', 0, f}
   end
-  return {'RESEND', known[3] or '', redis.call('HGETALL', session)}
+  return {'RESEND', known[3] or '', f}
 end
 
 local state = tonumber(f[1])
@@ -206,11 +218,11 @@ local ahead = (rhi - hhi) * TWO32 + (rlo - hlo)
 local ring = nil
 
 if width == 0 then
-  if exhausted then return {'EXHAUSTED'} end
+  if exhausted then return counted_refusal({'EXHAUSTED'}) end
   if ahead ~= 1 then
     local kind = 'REPLAY'
     if ahead > 1 then kind = 'GAP' end
-    return {'SEQUENCE', kind, 0, int(hhi), int(hlo)}
+    return counted_refusal({'SEQUENCE', kind, 0, int(hhi), int(hlo), 0})
   end
 else
   -- The anti-replay window (peer_grpc.core.window): a ring of bytes, bit s % bits for s.
@@ -228,11 +240,13 @@ else
     if bit.band(byte, bit.lshift(1, bit_index % 8)) ~= 0 then verdict = 'DUPLICATE' end
   end
   if verdict ~= 'ACCEPT' then
-    if exhausted then return {'EXHAUSTED'} end
-    if verdict == 'AHEAD' then return {'SEQUENCE', 'GAP', 0, int(hhi), int(hlo)} end
+    if exhausted then return counted_refusal({'EXHAUSTED'}) end
+    if verdict == 'AHEAD' then
+      return counted_refusal({'SEQUENCE', 'GAP', 0, int(hhi), int(hlo), width})
+    end
     local outside = 0
     if verdict == 'BEHIND' then outside = 1 end
-    return {'SEQUENCE', 'REPLAY', outside, int(hhi), int(hlo)}
+    return counted_refusal({'SEQUENCE', 'REPLAY', outside, int(hhi), int(hlo), width})
   end
   local bytes = {string.byte(ring, 1, size)}
   if ahead > 0 then
@@ -254,10 +268,11 @@ local new_hi, new_lo = hhi, hlo
 if ahead > 0 then new_hi, new_lo = rhi, rlo end
 local new_state = state
 if state == HANDSHAKE_SENT then new_state = ESTABLISHED end
-redis.call('HSET', session, 'state', new_state, 'hi', int(new_hi), 'lo', int(new_lo),
-  'last', now, 'expires', deadline)
+f[1], f[2], f[3], f[4], f[12] = new_state, deadline, int(new_hi), int(new_lo), now
+redis.call('HSET', session, 'state', new_state, 'hi', f[3], 'lo', f[4], 'last', now,
+  'expires', deadline)
 if ring then redis.call('HSET', session, 'ring', ring) end
-redis.call('HINCRBY', session, 'seqnum', 1)
+f[14] = redis.call('HINCRBY', session, 'seqnum', 1)
 if cache_size > 0 then
   redis.call('HSET', calls, seq, call_key, seq .. ':a', admission)
   redis.call('HDEL', calls, seq .. ':o')
@@ -268,9 +283,20 @@ if cache_size > 0 then
   end
 end
 expire_all(ttl_ms(deadline, now, retention))
-local became = 0
-if state == HANDSHAKE_SENT then became = 1 end
-return {'OK', became, redis.call('HGETALL', session)}
+local tell_indexes = 0
+if state == HANDSHAKE_SENT then
+  -- The first call: the session moves to the established index in the same step
+  -- (what INDEX_ESTABLISHED does), given its index member.
+  local member = redis.call('HGET', session, 'member')
+  if member then
+    if redis.call('ZREM', KEYS[4], member) == 1 then
+      redis.call('ZADD', KEYS[5], deadline, member)
+    end
+  else
+    tell_indexes = 1
+  end
+end
+return {'OK', tell_indexes, f}
 """
 )
 

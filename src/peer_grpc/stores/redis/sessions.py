@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
 from collections import deque
 from collections.abc import Generator, Sequence
-from dataclasses import replace
 from typing import Any, cast
 
 import redis.asyncio
@@ -37,6 +37,7 @@ from peer_grpc.core.retry import (
     DEFAULT_RETRY_CACHE,
     FORGOTTEN,
     NOT_RUN,
+    CallEnd,
     CallKey,
     CallOutcome,
     decode_outcome,
@@ -133,6 +134,9 @@ class RedisSessionStore:
         self._backlog: deque[_Settlement] = deque(maxlen=_MAX_BACKLOG)
         # Outcomes still to be written, by session (see record()).
         self._unsettled: dict[str, list[_Settlement]] = {}
+        #: When each session's first unsettled outcome came (loop time), oldest first:
+        #: a session leaves when its outcomes ride or are written, and comes back last.
+        self._unsettled_since: dict[str, float] = {}
         self._settler: asyncio.TimerHandle | None = None
         self._settling: set[asyncio.Task[None]] = set()
         #: This store's replica: every admission names it, and it renews its liveness.
@@ -258,9 +262,11 @@ class RedisSessionStore:
                 await self._say_alive()
             self._announced = True
         admission = _new_admission(self.replica_id)
-        keys = self._keys.session(session_id)
+        keys = self._admit_keys(session_id)
         call_key = _call_key(key)
         riding = self._unsettled.pop(session_id, ())
+        if riding:
+            del self._unsettled_since[session_id]
         args: list[str | bytes | int] = [
             _time(now),
             _time(expires_at),
@@ -284,37 +290,38 @@ class RedisSessionStore:
             self._backlog.append((session_id, sequence, admission, _NOT_RUN_MARK))
             raise store_unavailable("admitting a call", error, self._retry_after) from error
         verdict = reply[0]
-        if verdict == b"FORBIDDEN":
-            raise identity_mismatch(session_id)
         if verdict == b"OK":
-            session = _decode(session_id, reply[2])
-            if reply[1]:
+            session = _decode_admitted(session_id, reply[2])
+            if reply[1]:  # a session from before the index member was kept with it
                 await self._index_established(session)
             if self._cache_size:
                 self._admissions[(session_id, sequence)] = admission
             return Admission(session)
         if verdict == b"RESEND":
-            session = _decode(session_id, reply[2])
+            session = _decode_admitted(session_id, reply[2])
             return Admission(session, _Outcome(self, session_id, sequence, call_key, reply[1]))
+        if verdict == b"FORBIDDEN":
+            raise identity_mismatch(session_id)
         return await self._refuse(session_id, sequence, reply, now)
+
+    def _admit_keys(self, session_id: str) -> list[str]:
+        """ADMIT's keys: the session's own three, the live indexes and the stats."""
+        return [*self._keys.session(session_id), *self._keys.live_sets, self._keys.stats]
 
     async def _refuse(
         self, session_id: str, sequence: int, reply: Sequence[Any], now: float
     ) -> Admission:
-        """Raise what a refused admission means."""
+        """Raise what a refused admission means (the script counted sequence errors)."""
         verdict = reply[0]
-        if verdict in (b"SEQUENCE", b"EXHAUSTED"):
-            await self._count_sequence_error()
         if verdict == b"SEQUENCE":
             highest = int(reply[3]) << 32 | int(reply[4])
-            width = await self._window_width(session_id)
             raise SequenceError(
                 session_id,
                 highest + 1,
                 sequence,
                 SequenceErrorKind[reply[1].decode()],
                 outside_window=bool(reply[2]),
-                replay_window=width,
+                replay_window=int(reply[5]),
             )
         if verdict == b"EXHAUSTED":
             raise SequenceExhausted(
@@ -334,21 +341,42 @@ class RedisSessionStore:
         # outcome rides on the session's next admission, or, if none comes within
         # OUTCOME_DELAY, goes in one pipeline with the other outcomes still waiting. A
         # resend that comes first waits for it.
-        self._unsettled.setdefault(session_id, []).append((session_id, sequence, admission, value))
-        if self._settler is None:
+        entries = self._unsettled.get(session_id)
+        if entries is None:
             loop = asyncio.get_running_loop()
-            self._settler = loop.call_later(OUTCOME_DELAY, self._settle_later)
+            self._unsettled[session_id] = entries = []
+            self._unsettled_since[session_id] = loop.time()
+            if self._settler is None:
+                self._settler = loop.call_later(OUTCOME_DELAY, self._settle_later)
+        entries.append((session_id, sequence, admission, value))
 
     def _settle_later(self) -> None:
+        """Write the outcomes that waited OUTCOME_DELAY for their session's next call in
+        vain; look again when the next oldest will have."""
         self._settler = None
-        task = asyncio.get_running_loop().create_task(self._settle_waiting())
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        batch: list[_Settlement] = []
+        for session_id, since in self._unsettled_since.items():
+            if now - since < OUTCOME_DELAY:
+                self._settler = loop.call_later(OUTCOME_DELAY - (now - since), self._settle_later)
+                break
+            batch += self._unsettled.pop(session_id)
+        for session_id in {entry[0] for entry in batch}:
+            del self._unsettled_since[session_id]
+        if batch:
+            task = loop.create_task(self._write_settlements(batch))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
 
     async def _settle_waiting(self) -> None:
         """Write every outcome still waiting, in one pipeline."""
         batch = [entry for entries in self._unsettled.values() for entry in entries]
         self._unsettled.clear()
+        self._unsettled_since.clear()
+        await self._write_settlements(batch)
+
+    async def _write_settlements(self, batch: list[_Settlement]) -> None:
         if not batch:
             return
         try:
@@ -546,17 +574,6 @@ class RedisSessionStore:
         except unavailable_errors:
             log.warning("Redis unavailable: %s deferred to the sweep", name)
 
-    async def _count_sequence_error(self) -> None:
-        try:
-            await self._redis.hincrby(self._keys.stats, "sequence_errors_total", 1)
-        except unavailable_errors:
-            log.warning("Redis unavailable: a sequence error went uncounted")
-
-    async def _window_width(self, session_id: str) -> int:
-        with self._unavailable("reading a session"):
-            width = await self._redis.hget(self._keys.session(session_id)[0], "window")
-        return int(width or 0)
-
     async def _script(self, name: str, keys: Sequence[str], args: list[Any], what: str) -> Any:
         script: AsyncScript = self._scripts[name]
         with self._unavailable(what):
@@ -631,7 +648,7 @@ def _replica_of(admission: bytes) -> str:
 
 
 def _is_not_run(outcome: CallOutcome) -> bool:
-    return replace(outcome, server_sequence=0) == NOT_RUN
+    return outcome.end is CallEnd.NOT_RUN
 
 
 def _time(seconds: float) -> str:
@@ -663,7 +680,47 @@ def _fields(session: Session) -> list[Any]:
         *("ring", ring),
         *("ident", session.identity),
         *("lifeend", _time(session.lifetime_ends_at)),
+        # Its member in the shared indexes, which ADMIT moves at the first call.
+        *("member", index_member(session.session_id, session.peer_id)),
     ]
+
+
+def _decode_admitted(session_id: str, values: Sequence[bytes]) -> Session:
+    """A session from an ADMIT reply: the values of the fields it names, in its order.
+
+    Without its token hash, which no admitted call needs (resuming reads the whole
+    session).
+    """
+    (state, expires, hi, lo, width, ident, lifeend, peer, ver, caps, created, last, ended,
+     seqnum) = values  # fmt: skip
+    return Session(
+        session_id,
+        peer.decode(),
+        _STATES[state],
+        ver.decode(),
+        _capabilities(caps),
+        float(created),
+        float(last),
+        float(expires),
+        int(seqnum),
+        float(ended),
+        int(width),
+        int(hi) << 32 | int(lo),
+        b"",
+        ident.decode() if ident else "",
+        float(lifeend) if lifeend else 0.0,
+    )
+
+
+_STATES = {str(int(state)).encode(): state for state in SessionState} | {
+    int(state): state for state in SessionState
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _capabilities(encoded: bytes) -> tuple[str, ...]:
+    """A session's capabilities from their JSON; peers of one kind share a few lists."""
+    return tuple(json.loads(encoded))
 
 
 def _decode(session_id: str, flat: Sequence[bytes]) -> Session:
