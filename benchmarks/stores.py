@@ -9,8 +9,9 @@ and prints one JSON object:
   indexes, the expiry structure, the window), the retry cache aside (it is built
   with ``retry_cache_size=0``; ``retry_bytes_per_session`` is what a cache
   holding one outcome adds, and ``cached_admit_us`` an admission with it);
-- ``admit_us``: the time of one validate-and-advance (``admit``) on a random
-  session, averaged over many;
+- ``admit_us``: the time of one validate-and-advance (``admit``), averaged over
+  many, each its session's first in a new second at every size (see
+  :func:`admission_time`);
 - ``full_gc_ms``: one full pass of Python's cyclic garbage collector, which
   visits every snapshot: the timings below are taken with it paused;
 - ``idle_sweep_us``: one sweep batch that finds nothing due;
@@ -124,18 +125,27 @@ async def retry_cache_costs(window: int) -> tuple[float, float]:
 
 
 async def admission_time(store: MemorySessionStore, numbers: range, now: float) -> float:
-    """Microseconds per ``admit`` at ``now`` on random sessions among ``numbers``."""
+    """Microseconds per ``admit`` from ``now`` on, on sessions among ``numbers``.
+
+    The same work at every size: the sessions are taken in passes, each in a random
+    order, and the clock moves a second between passes, so that every admission is its
+    session's first in a new second (its deadline moves in the expiry wheel) whether the
+    store holds a thousand sessions, each admitted many times, or a million, each
+    admitted once. What remains to differ is the size.
+    """
     key = CallKey("Ping", DIGEST)
     next_sequence: dict[int, int] = {}
-    calls: list[tuple[str, int]] = []
-    for _ in range(TIMED_ADMISSIONS):
-        number = random.choice(numbers)
-        sequence = next_sequence.get(number, PAST_CALLS + 2)  # :func:`fill` admitted one
-        next_sequence[number] = sequence + 1
-        calls.append((session_id(number), sequence))
+    calls: list[tuple[str, int, float]] = []
+    passes = 0
+    while len(calls) < TIMED_ADMISSIONS:
+        for number in random.sample(numbers, min(len(numbers), TIMED_ADMISSIONS - len(calls))):
+            sequence = next_sequence.get(number, PAST_CALLS + 2)  # :func:`fill` admitted one
+            next_sequence[number] = sequence + 1
+            calls.append((session_id(number), sequence, now + passes))
+        passes += 1
     started = time.perf_counter()
-    for sid, sequence in calls:
-        await store.admit(sid, sequence, key, now, now + 2 * IDLE)
+    for sid, sequence, at in calls:
+        await store.admit(sid, sequence, key, at, at + 2 * IDLE)
     return (time.perf_counter() - started) / len(calls) * 1e6
 
 

@@ -43,7 +43,8 @@ class AdmittedCall:
     def effect_done(self) -> bytes | None:
         """The response a resend gets if the call's effect is known to be done, else None."""
         made = self.if_interrupted
-        return made().SerializeToString() if made is not None else None
+        # An empty response tells a resend nothing: it counts as not done.
+        return (made().SerializeToString() or None) if made is not None else None
 
 
 _admitted: ContextVar[AdmittedCall | None] = ContextVar("peer_grpc_admitted", default=None)

@@ -21,7 +21,13 @@ from peer_grpc.core.errors import InvalidArgument
 from peer_grpc.core.retry import request_digest
 from peer_grpc.wire.contract import SERVICE_DESCRIPTOR, SERVICE_NAME
 
-__all__ = ["SERVICER_METHOD", "ReceivedRequest", "peer_service_handler", "servicer_method_of"]
+__all__ = [
+    "SERVICER_METHOD",
+    "ReceivedRequest",
+    "peer_method_handlers",
+    "peer_service_handler",
+    "servicer_method_of",
+]
 
 #: The attribute of each handler behavior here that holds the servicer method it unwraps for.
 SERVICER_METHOD = "servicer_method"
@@ -107,11 +113,11 @@ def servicer_method_of(behavior: Callable[..., Any]) -> Callable[[Message, Any],
     return method  # type: ignore[no-any-return]
 
 
-def peer_service_handler(servicer: object) -> grpc.GenericRpcHandler:
-    """The generic handler that serves ``servicer``'s PeerService methods.
+def peer_method_handlers(servicer: object) -> dict[str, grpc.RpcMethodHandler]:
+    """The handler of each of ``servicer``'s PeerService methods, by method name.
 
-    Serve it behind :func:`peer_grpc.server.interceptors.peer_interceptors`, which reject
-    undecodable requests and admit sessions before these methods run.
+    Serve them guarded by :class:`peer_grpc.server.interceptors.PeerInterceptor`, which
+    rejects undecodable requests and admits sessions before these methods run.
     """
     handlers = {}
     for method in SERVICE_DESCRIPTOR.methods:
@@ -130,4 +136,10 @@ def peer_service_handler(servicer: object) -> grpc.GenericRpcHandler:
             request_deserializer=_receiving_deserializer(request_type),
             response_serializer=response_type.SerializeToString,
         )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+    return handlers
+
+
+def peer_service_handler(servicer: object) -> grpc.GenericRpcHandler:
+    """The generic handler that serves ``servicer``'s PeerService methods (see
+    :func:`peer_method_handlers`)."""
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, peer_method_handlers(servicer))

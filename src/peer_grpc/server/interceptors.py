@@ -67,6 +67,7 @@ from peer_grpc.server.call_context import AdmittedCall, bind_admitted, unbind_ad
 from peer_grpc.server.handlers import ReceivedRequest, servicer_method_of
 from peer_grpc.server.validation import RequestValidator
 from peer_grpc.sessions.manager import SessionManager
+from peer_grpc.stores.protocols import Admission
 from peer_grpc.wire.contract import SERVICE_NAME
 from peer_grpc.wire.rich_status import (
     GrpcStatus,
@@ -84,7 +85,7 @@ __all__ = [
     "answer_resend",
     "checked_message",
     "outcome_of_failure",
-    "peer_interceptors",
+    "peer_interceptor",
     "read_credentials",
     "status_of_error",
 ]
@@ -285,9 +286,7 @@ class _MethodGuard:
         self.observers = interceptor.observers
         self.gate = interceptor.gate
 
-    def _started(self, streaming: bool, context: Context) -> CallStarted | None:
-        if not self.observers:
-            return None
+    def _started(self, streaming: bool, context: Context) -> CallStarted:
         started = CallStarted(self.method, streaming, time.perf_counter())
         notify_started(self.observers, started, context)
         return started
@@ -312,24 +311,23 @@ class _MethodGuard:
         )
         notify_ended(self.observers, ended)
 
-    async def admit(
+    def admit(
         self, credentials: SessionCredentials, request: ReceivedRequest, context: Context
-    ) -> tuple[Session, Awaitable[CallOutcome] | None]:
-        """Admit the call on its session: the session after it, and for a resend the
-        original's outcome to await."""
-        admission = await self.manager.admit(
+    ) -> Awaitable[Admission]:
+        """Admit the call on its session (await the result): the session after it, and
+        for a resend the original's outcome to await."""
+        return self.manager.admit(
             credentials.session_id,
             credentials.sequence,
             CallKey(self.method, request.digest),
             identity_of(context) if self.check_identity else "",
         )
-        return admission.session, admission.replay
 
     async def unary(self, request: ReceivedRequest, context: Context) -> Any:
         """Serve one unary call."""
         if not self.gate.open:
             return _end_with(to_grpc_status(_shutting_down()), context)
-        started = self._started(False, context)
+        started = self._started(False, context) if self.observers else None
         session_id = peer_id = ""
         message: Message | None = None
         response: Any = None
@@ -347,7 +345,8 @@ class _MethodGuard:
             if credentials is None:  # a Handshake, or a sessionless Ping or Status
                 response = await self.servicer_method(message, context)
                 return response
-            session, replay = await self.admit(credentials, request, context)
+            admission = await self.admit(credentials, request, context)
+            session, replay = admission.session, admission.replay
             peer_id = session.peer_id
             if replay is not None:
                 return await answer_resend(session, credentials.sequence, replay, context)
@@ -367,16 +366,23 @@ class _MethodGuard:
             return response
         except grpc.aio.AbortError as aborted:
             error = aborted
-            await self._record_failure(admitted, aborted, None, context)
+            if admitted is not None:
+                await self._record_failure(admitted, aborted, None, context)
             raise
         except Exception as failed:
             error = failed
             status = status_of_error(failed, self.method)
-            await self._record_failure(admitted, failed, status, context)
+            if admitted is not None:
+                try:
+                    await self._record_failure(admitted, failed, status, context)
+                except Exception as unrecorded:  # the store failed too: that is the answer
+                    error = unrecorded
+                    status = status_of_error(unrecorded, self.method)
             _end_with(status, context)
         except BaseException as cancelled:
             error = cancelled
-            await self._record_failure(admitted, cancelled, None, context)
+            if admitted is not None:
+                await self._record_failure(admitted, cancelled, None, context)
             raise
         finally:
             if started is not None:
@@ -390,7 +396,7 @@ class _MethodGuard:
         if not self.gate.open:
             _end_with(to_grpc_status(_shutting_down()), context)
             return
-        started = self._started(True, context)
+        started = self._started(True, context) if self.observers else None
         session_id = peer_id = ""
         admitted: AdmittedCall | None = None  # set while an outcome is owed
         error: BaseException | None = None
@@ -399,7 +405,8 @@ class _MethodGuard:
             assert credentials is not None  # no stream goes without a session
             session_id = credentials.session_id
             message = checked_message(request, self.validate)
-            session, replay = await self.admit(credentials, request, context)
+            admission = await self.admit(credentials, request, context)
+            session, replay = admission.session, admission.replay
             peer_id = session.peer_id
             if replay is not None:
                 raise replay_refusal(session, credentials.sequence)
@@ -414,16 +421,23 @@ class _MethodGuard:
             )
         except grpc.aio.AbortError as aborted:
             error = aborted
-            await self._record_failure(admitted, aborted, None, context)
+            if admitted is not None:
+                await self._record_failure(admitted, aborted, None, context)
             raise
         except Exception as failed:
             error = failed
             status = status_of_error(failed, self.method)
-            await self._record_failure(admitted, failed, status, context)
+            if admitted is not None:
+                try:
+                    await self._record_failure(admitted, failed, status, context)
+                except Exception as unrecorded:  # the store failed too: that is the answer
+                    error = unrecorded
+                    status = status_of_error(unrecorded, self.method)
             _end_with(status, context)
         except BaseException as cancelled:
             error = cancelled
-            await self._record_failure(admitted, cancelled, None, context)
+            if admitted is not None:
+                await self._record_failure(admitted, cancelled, None, context)
             raise
         finally:
             if started is not None:
@@ -431,14 +445,12 @@ class _MethodGuard:
 
     async def _record_failure(
         self,
-        admitted: AdmittedCall | None,
+        admitted: AdmittedCall,
         error: BaseException,
         status: GrpcStatus | None,
         context: Context,
     ) -> None:
-        """Record how an admitted call that failed ended (nothing if none was admitted)."""
-        if admitted is None:
-            return
+        """Record how an admitted call that failed ended."""
         session = admitted.session
         outcome = outcome_of_failure(error, status, admitted, session.sequence_num, context)
         await self.manager.record_outcome(session.session_id, admitted.sequence, outcome)
@@ -512,6 +524,15 @@ class PeerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._wrapped[full_method] = (handler, wrapped)
         return wrapped
 
+    def guard(
+        self, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> dict[str, grpc.RpcMethodHandler]:
+        """PeerService's method handlers (by method name), each wrapped once, now: what a
+        server registers in place of running this as an interceptor on every call."""
+        return {
+            name: self._wrap(_METHOD_PREFIX + name, handler) for name, handler in handlers.items()
+        }
+
     def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         method = full_method[len(_METHOD_PREFIX) :]
         if handler.unary_unary is not None:
@@ -546,7 +567,7 @@ def _passing_bytes_through(serialize: Serializer | None) -> Serializer:
     return serialize_or_pass
 
 
-def peer_interceptors(
+def peer_interceptor(
     manager: SessionManager,
     validators: Mapping[str, RequestValidator],
     *,
@@ -554,18 +575,16 @@ def peer_interceptors(
     check_identity: bool = False,
     observers: Sequence[CallObserver] = (),
     gate: Gate | None = None,
-) -> list[grpc.aio.ServerInterceptor]:
-    """The PeerService's interceptors (one): see :class:`PeerInterceptor`.
+) -> PeerInterceptor:
+    """The PeerService's interceptor: see :class:`PeerInterceptor`.
 
     ``allow_sessionless`` lets Ping and Status be called without a session.
     """
-    return [
-        PeerInterceptor(
-            manager,
-            validators,
-            allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else (),
-            check_identity=check_identity,
-            observers=observers,
-            gate=gate,
-        )
-    ]
+    return PeerInterceptor(
+        manager,
+        validators,
+        allow_sessionless=OPTIONALLY_SESSIONLESS_METHODS if allow_sessionless else (),
+        check_identity=check_identity,
+        observers=observers,
+        gate=gate,
+    )

@@ -24,8 +24,8 @@ from peer_grpc.observability.logs import CallLog
 from peer_grpc.observability.metrics import MetricsEndpoint, ServerMetrics, StoreReadings
 from peer_grpc.observability.tracing import CallTracing
 from peer_grpc.server.config import ServerConfig, format_address
-from peer_grpc.server.handlers import peer_service_handler
-from peer_grpc.server.interceptors import Gate, peer_interceptors
+from peer_grpc.server.handlers import peer_method_handlers
+from peer_grpc.server.interceptors import Gate, peer_interceptor
 from peer_grpc.server.reflection import enable_reflection
 from peer_grpc.server.servicer import PeerServicer
 from peer_grpc.server.store_factory import open_stores, open_token_buckets
@@ -184,21 +184,26 @@ class PeerServer:
             peer_ids=self.peer_ids,
             throttle=self.handshake_throttle,
         )
-        server = grpc.aio.server(
-            interceptors=[
-                *self._outer_interceptors,
-                *peer_interceptors(
-                    self.manager,
-                    request_validators(self.tasks),
-                    allow_sessionless=config.allow_sessionless,
-                    check_identity=config.mutual_tls,
-                    observers=self._observers,
-                    gate=self._gate,
-                ),
-            ],
-            options=config.grpc_options(),
+        guard = peer_interceptor(
+            self.manager,
+            request_validators(self.tasks),
+            allow_sessionless=config.allow_sessionless,
+            check_identity=config.mutual_tls,
+            observers=self._observers,
+            gate=self._gate,
         )
-        server.add_generic_rpc_handlers((peer_service_handler(servicer),))
+        server = grpc.aio.server(
+            interceptors=self._outer_interceptors, options=config.grpc_options()
+        )
+        # The interceptor's checks are wrapped around each method once, here, rather than
+        # found again on every call; registered methods are routed by grpc's core, as
+        # generated code registers them. The same handlers serve generic lookups, which
+        # is how grpc finds them for calls that pass through outer interceptors.
+        handlers = guard.guard(peer_method_handlers(servicer))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
         # Metrics first: a grpc server that bound its port holds it until it is collected,

@@ -232,23 +232,28 @@ class SessionManager:
         await self._announce_end(ended)
         return ended
 
-    async def admit(
+    # admit and record_outcome hand back the store's own awaitables rather than being
+    # coroutines themselves: every call takes both, and a coroutine layer that only
+    # passes a call on costs each of them a frame.
+
+    def admit(
         self, session_id: str, sequence: int, key: CallKey, identity: str = ""
-    ) -> Admission:
+    ) -> Awaitable[Admission]:
         """Validate a received call's identity, session and sequence and advance them,
-        atomically.
+        atomically (await the result).
 
         See :meth:`SessionStore.admit` for what changes, what a resend gets, and
         what is raised.
         """
         now = self.clock.now()
-        return await self.store.admit(
-            session_id, sequence, key, now, now + self.idle_timeout, identity
-        )
+        return self.store.admit(session_id, sequence, key, now, now + self.idle_timeout, identity)
 
-    async def record_outcome(self, session_id: str, sequence: int, outcome: CallOutcome) -> None:
-        """Remember how accepted call ``sequence`` ended, so a resend gets the same answer."""
-        await self.store.record(session_id, sequence, outcome)
+    def record_outcome(
+        self, session_id: str, sequence: int, outcome: CallOutcome
+    ) -> Awaitable[None]:
+        """Remember how accepted call ``sequence`` ended, so a resend gets the same answer
+        (await the result)."""
+        return self.store.record(session_id, sequence, outcome)
 
     async def resume_session(
         self, session_id: str, session_token: str, peer_id: str, identity: str = ""

@@ -6,7 +6,7 @@ same typed exception with :func:`error_from_rpc_error`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -43,9 +43,11 @@ from peer_grpc.core.errors import (
     TaskNotCancelable,
     TaskNotFound,
 )
+from peer_grpc.core.metadata import SEQUENCE_KEY
 from peer_grpc.core.retry import CallEnd, CallOutcome
 
 __all__ = [
+    "DETAILS_KEY",
     "GrpcStatus",
     "error_from_rpc_error",
     "failed_outcome",
@@ -82,6 +84,7 @@ STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
 #: The trailer that carries a status's details: a serialized ``google.rpc.Status``.
 DETAILS_KEY = "grpc-status-details-bin"
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+_NUMBERS = {code: number for number, code in _STATUS_BY_NUMBER.items()}
 #: Detail type URLs, made once rather than by ``Any.Pack`` on every refusal.
 _TYPE_URL = "type.googleapis.com/"
 _BAD_REQUEST_URL = _TYPE_URL + error_details_pb2.BadRequest.DESCRIPTOR.full_name
@@ -122,7 +125,7 @@ _CODE_BY_CLASS: dict[type[PeerError], grpc.StatusCode] = {}
 def to_grpc_status(error: PeerError) -> GrpcStatus:
     """The status a server aborts with for ``error``, details in ``grpc-status-details-bin``."""
     code = status_code_of(error)
-    status = status_pb2.Status(code=code.value[0], message=error.message)
+    status = status_pb2.Status(code=_NUMBERS[code], message=error.message)
     details = status.details
     if isinstance(error, InvalidArgument):
         bad_request = error_details_pb2.BadRequest(
@@ -135,9 +138,10 @@ def to_grpc_status(error: PeerError) -> GrpcStatus:
         )
         details.add(type_url=_BAD_REQUEST_URL, value=bad_request.SerializeToString())
     else:
-        info = error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.error_metadata()
-        )
+        info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+        entries = info.metadata
+        for key, value in error.error_metadata().items():  # the map's own update is Python
+            entries[key] = value
         details.add(type_url=_ERROR_INFO_URL, value=info.SerializeToString())
     if error.retry_after is not None:
         retry_info = error_details_pb2.RetryInfo()
@@ -160,18 +164,28 @@ _KIND_NAMES = {kind: f"SEQUENCE_ERROR_KIND_{kind.name}" for kind in SequenceErro
 
 
 def failed_outcome(
-    code: grpc.StatusCode, message: str, trailing_metadata: object, server_sequence: int
+    code: grpc.StatusCode,
+    message: str,
+    trailing_metadata: Iterable[tuple[str, str | bytes]] | None,
+    server_sequence: int,
 ) -> CallOutcome:
     """The outcome of an admitted call that failed with this status, for resends of it.
 
     The status is kept as a ``google.rpc.Status``: its details if it had any (the
-    ``grpc-status-details-bin`` trailer already is one), else its code and message.
+    ``grpc-status-details-bin`` trailer already is one), else its code and message;
+    its other trailers are kept beside it, but for ``peer-sequence``, which a resend's
+    answer announces itself.
     """
-    for key, value in trailing_metadata or ():  # type: ignore[attr-defined]
+    status = b""
+    others: list[tuple[str, str | bytes]] = []
+    for key, value in trailing_metadata or ():
         if key == DETAILS_KEY and isinstance(value, bytes):
-            return CallOutcome(CallEnd.FAILED, status=value, server_sequence=server_sequence)
-    plain = status_pb2.Status(code=code.value[0], message=message).SerializeToString()
-    return CallOutcome(CallEnd.FAILED, status=plain, server_sequence=server_sequence)
+            status = value
+        elif key != SEQUENCE_KEY:
+            others.append((key, value))
+    if not status:
+        status = status_pb2.Status(code=_NUMBERS[code], message=message).SerializeToString()
+    return CallOutcome(CallEnd.FAILED, b"", status, server_sequence, tuple(others))
 
 
 def status_of_outcome(outcome: CallOutcome) -> GrpcStatus:
@@ -182,8 +196,8 @@ def status_of_outcome(outcome: CallOutcome) -> GrpcStatus:
         return GrpcStatus(grpc.StatusCode.ABORTED, outcome.message)
     status = status_pb2.Status.FromString(outcome.status)
     code = _STATUS_BY_NUMBER.get(status.code, grpc.StatusCode.ABORTED)
-    trailing = ((DETAILS_KEY, outcome.status),) if status.details else ()
-    return GrpcStatus(code, status.message, trailing)
+    details = ((DETAILS_KEY, outcome.status),) if status.details else ()
+    return GrpcStatus(code, status.message, (*details, *outcome.trailers))
 
 
 _Decoder = Callable[[str, Mapping[str, str], peer_pb2.SequenceError | None], PeerError]

@@ -143,6 +143,7 @@ class MemorySessionStore:
         identity: str = "",
     ) -> Admission:
         found = self._load(session_id)
+        retries = None
         if found is not None:
             check_owner(found, identity)
             retries = self._retries.get(session_id)
@@ -162,7 +163,6 @@ class MemorySessionStore:
         expires_at = capped_deadline(session, expires_at)
         self._expiry.move(session_id, session.expires_at, expires_at)
         admitted = self._put(session.after_call(state, highest, now, expires_at), ring)
-        retries = self._retries.get(session_id)
         if retries is None and self._retry_cache_size:
             # Made at the first call, so that a session that never calls costs nothing here.
             retries = self._retries[session_id] = RetryCache(self._retry_cache_size)

@@ -55,9 +55,14 @@ Shared indexes and counters (tag ``{global}``; one script updates them together)
 
 Members of the session ZSETs are ``["<session id>","<peer id>"]`` (JSON), scored
 by the idle deadline as it was when last looked at (live sets) or by when to
-forget the session (ended sets); the sweep corrects live scores lazily, so
-activity never writes outside the session's own slot. Members of
-``tasks-ended`` are ``["<task id>","<peer id>"]``.
+forget the session (ended sets); the sweep corrects live scores lazily. Activity
+writes outside the session's own slot only as the admission script's side steps on a
+single Redis: a session's first call moves it from ``handshaking`` to
+``established``, and a refused sequence counts in ``stats``, in the same round trip
+(issue 17). These global keys are what a Redis Cluster deployment must shard per
+slot (issue 19); until then the Redis store runs on one Redis (or a primary with
+replicas). Sessions keep their member in a ``member`` field of their hash for the
+first of these. Members of ``tasks-ended`` are ``["<task id>","<peer id>"]``.
 """
 
 from __future__ import annotations

@@ -191,8 +191,13 @@ end
 local known = redis.call('HMGET', calls, seq, seq .. ':a', seq .. ':o')
 if known[1] == call_key then
   if known[2] == admission then
-    -- This very admission, sent again by the client library after a lost reply.
-    return {'OK', 0, f}
+    -- This very admission, sent again by the client library after a lost reply. A
+    -- session from before the 'member' field is still to be indexed by the caller.
+    local tell_indexes = 0
+    if tonumber(f[1]) == ESTABLISHED and redis.call('HEXISTS', session, 'member') == 0 then
+      tell_indexes = 1
+    end
+    return {'OK', tell_indexes, f}
   end
   if known[3] == 'NOT_RUN' then
     -- Admitted once but never served (the admission's reply was lost): run it now.
