@@ -118,15 +118,15 @@ class StoreThatCannotRecord(MemorySessionStore):
 async def test_a_failed_call_whose_outcome_cannot_be_recorded_is_unavailable(
     server_config: ServerConfig,
 ):
-    async with PeerServer(server_config, store=StoreThatCannotRecord()) as server:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            stub = peer_pb2_grpc.PeerServiceStub(channel)
-            session = await open_session(stub)
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.CancelTask(
-                    peer_pb2.CancelTaskRequest(task_id="no-such-task"),
-                    metadata=session_metadata(session.session_id, 1),
-                )
+    server = PeerServer(server_config, store=StoreThatCannotRecord())
+    async with server, grpc.aio.insecure_channel(server.address) as channel:
+        stub = peer_pb2_grpc.PeerServiceStub(channel)
+        session = await open_session(stub)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.CancelTask(
+                peer_pb2.CancelTaskRequest(task_id="no-such-task"),
+                metadata=session_metadata(session.session_id, 1),
+            )
 
     # Retryable, as every store failure is: not the task's NOT_FOUND, which a resend
     # could not be sure to get again, and never UNKNOWN.

@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from peer_grpc import PeerClient, PeerServer, ServerConfig, default_registry
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from peer_grpc.observability.calls import ObservedCall
+from peer_grpc.observability.calls import CallStarted, ObservedCall
 from peer_grpc.observability.logs import CallLog, JsonFormatter, TextFormatter, configure_logging
 from peer_grpc.server import ServerBindError
 from tests.cli.test_cli import run_serve, start_serve
@@ -205,7 +205,7 @@ class TestPrometheusEndpoint:
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         class Broken:
-            def call_started(self, call: ObservedCall, context: object) -> None:
+            def call_started(self, call: CallStarted, context: object) -> None:
                 raise RuntimeError("observer bug")
 
             def call_ended(self, call: ObservedCall) -> None:
