@@ -558,7 +558,9 @@ def _markdown(results: Results, found: list[Target]) -> str:
         "included (snapshot fields, ids, peer id, token hash, indexes, expiry buckets, window), "
         "the retry cache aside (its column: one cached outcome). Times are per operation, with "
         "the cyclic garbage collector paused; a full collection pass, which CPython starts on "
-        "its own from time to time, is in the last column.",
+        "its own from time to time, is in the last column. Every timed admission is its "
+        "session's first in a new second (its deadline moves in the expiry wheel), whatever "
+        "the size, so that the sizes differ in size alone.",
         "",
         *_store_table(results.raw["stores"]),
         "",

@@ -364,26 +364,10 @@ class _MethodGuard:
                 session_id, owed.sequence, answered(response, session.sequence_num)
             )
             return response
-        except grpc.aio.AbortError as aborted:
-            error = aborted
-            if admitted is not None:
-                await self._record_failure(admitted, aborted, None, context)
-            raise
-        except Exception as failed:
-            error = failed
-            status = status_of_error(failed, self.method)
-            if admitted is not None:
-                try:
-                    await self._record_failure(admitted, failed, status, context)
-                except Exception as unrecorded:  # the store failed too: that is the answer
-                    error = unrecorded
-                    status = status_of_error(unrecorded, self.method)
-            _end_with(status, context)
-        except BaseException as cancelled:
-            error = cancelled
-            if admitted is not None:
-                await self._record_failure(admitted, cancelled, None, context)
-            raise
+        except BaseException as raised:
+            error = await self._failed(raised, admitted, context)
+            if not _answered_here(raised):
+                raise
         finally:
             if started is not None:
                 if not self.needs_credentials:
@@ -419,29 +403,34 @@ class _MethodGuard:
             await self.manager.record_outcome(
                 session_id, owed.sequence, answered(b"", session.sequence_num)
             )
-        except grpc.aio.AbortError as aborted:
-            error = aborted
-            if admitted is not None:
-                await self._record_failure(admitted, aborted, None, context)
-            raise
-        except Exception as failed:
-            error = failed
-            status = status_of_error(failed, self.method)
-            if admitted is not None:
-                try:
-                    await self._record_failure(admitted, failed, status, context)
-                except Exception as unrecorded:  # the store failed too: that is the answer
-                    error = unrecorded
-                    status = status_of_error(unrecorded, self.method)
-            _end_with(status, context)
-        except BaseException as cancelled:
-            error = cancelled
-            if admitted is not None:
-                await self._record_failure(admitted, cancelled, None, context)
-            raise
+        except BaseException as raised:
+            error = await self._failed(raised, admitted, context)
+            if not _answered_here(raised):
+                raise
         finally:
             if started is not None:
                 self._ended(started, session_id, peer_id, error, context)
+
+    async def _failed(
+        self, raised: BaseException, admitted: AdmittedCall | None, context: Context
+    ) -> BaseException:
+        """Deal with a call that raised ``raised``: record how it ended if it was admitted,
+        and set the status of a protocol error or a fault. Returns what ended the call,
+        for its observers: a store that fails to record is the answer, too."""
+        if not isinstance(raised, Exception) or not _answered_here(raised):
+            # An abort, a cancellation: grpc ends the call.
+            if admitted is not None:
+                await self._record_failure(admitted, raised, None, context)
+            return raised
+        error: BaseException = raised
+        status = status_of_error(raised, self.method)
+        if admitted is not None:
+            try:
+                await self._record_failure(admitted, raised, status, context)
+            except Exception as unrecorded:
+                error, status = unrecorded, status_of_error(unrecorded, self.method)
+        _end_with(status, context)
+        return error
 
     async def _record_failure(
         self,
@@ -454,6 +443,13 @@ class _MethodGuard:
         session = admitted.session
         outcome = outcome_of_failure(error, status, admitted, session.sequence_num, context)
         await self.manager.record_outcome(session.session_id, admitted.sequence, outcome)
+
+
+def _answered_here(raised: BaseException) -> bool:
+    """Whether the wrapper answers a call that raised ``raised`` with a status of its
+    own: a protocol error or a fault. An abort carries its status already, and a
+    cancelled call has no one to answer."""
+    return isinstance(raised, Exception) and not isinstance(raised, grpc.aio.AbortError)
 
 
 async def _bound(admitted: AdmittedCall, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
