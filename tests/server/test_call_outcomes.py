@@ -27,7 +27,14 @@ from peer_grpc.core.retry import (
     decode_outcome,
     encode_outcome,
 )
+from peer_grpc.server.handlers import peer_service_handler
+from peer_grpc.server.interceptors import peer_interceptor
+from peer_grpc.server.servicer import PeerServicer
+from peer_grpc.server.validation import request_validators
+from peer_grpc.sessions.manager import SessionManager
 from peer_grpc.stores import MemorySessionStore
+from peer_grpc.tasks.manager import TaskManager
+from peer_grpc.tasks.registry import TaskRegistry
 from peer_grpc.wire.rich_status import (
     DETAILS_KEY,
     failed_outcome,
@@ -132,3 +139,33 @@ async def test_a_failed_call_whose_outcome_cannot_be_recorded_is_unavailable(
     # could not be sure to get again, and never UNKNOWN.
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
     assert refused.value.details() == "the store went away"
+
+
+async def test_the_interceptor_guards_a_server_assembled_by_hand():
+    """PeerServer wraps its methods at start-up; the same interceptor, passed to a grpc
+    server of one's own, wraps them at their first call, with the same checks."""
+    manager = SessionManager()
+    tasks = TaskManager(TaskRegistry())
+    servicer = PeerServicer(manager, tasks, server_peer_id="by-hand", heartbeat_interval=10)
+    server = grpc.aio.server(interceptors=[peer_interceptor(manager, request_validators(tasks))])
+    server.add_generic_rpc_handlers((peer_service_handler(servicer),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = peer_pb2_grpc.PeerServiceStub(channel)
+            session = await open_session(stub)
+            for sequence in (1, 2):
+                call = stub.Ping(
+                    peer_pb2.PingRequest(), metadata=session_metadata(session.session_id, sequence)
+                )
+                await call
+                assert await call.code() is grpc.StatusCode.OK
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Ping(
+                    peer_pb2.PingRequest(payload=b"other"),
+                    metadata=session_metadata(session.session_id, 2),
+                )
+    finally:
+        await server.stop(grace=0)
+    assert refused.value.code() is grpc.StatusCode.ABORTED  # a replay, with other bytes

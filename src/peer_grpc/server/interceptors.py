@@ -474,7 +474,13 @@ async def _bound(admitted: AdmittedCall, stream: AsyncIterator[Any]) -> AsyncIte
 
 
 class PeerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Guards every PeerService call: one wrapper per method, built at its first call.
+    """Guards every PeerService call with one wrapper per method.
+
+    :class:`~peer_grpc.server.peer_server.PeerServer` wraps the methods once at start-up
+    (:meth:`guard`) and registers the result, so that nothing is looked up per call.
+    A server assembled by hand may pass this to ``grpc.aio.server(interceptors=...)``
+    instead, beside :func:`~peer_grpc.server.handlers.peer_service_handler`: it then
+    wraps each method at its first call and reuses the wrapper.
 
     Args:
         manager: the session manager that admits calls and records their outcomes.
