@@ -19,7 +19,6 @@ __all__ = [
     "answer_if_interrupted",
     "bind_admitted",
     "bind_session",
-    "current_admitted",
     "current_session",
     "current_session_or_none",
     "unbind_admitted",
@@ -66,11 +65,6 @@ def current_session_or_none() -> Session | None:
     """The call's validated session, or None on a sessionless call."""
     call = _admitted.get()
     return call.session if call is not None else None
-
-
-def current_admitted() -> AdmittedCall | None:
-    """The admitted call being served, or None on a sessionless call."""
-    return _admitted.get()
 
 
 def bind_admitted(call: AdmittedCall) -> Token[AdmittedCall | None]:
