@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 
-from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2
 from google.protobuf.message import Message
 
 from peer_grpc._proto.peer.v1 import peer_pb2
@@ -79,6 +79,10 @@ def delegate_task_validator(tasks: TaskManager) -> RequestValidator:
             raise InvalidArgument.of(
                 "payload", f"must not nest objects and arrays deeper than {MAX_JSON_DEPTH} levels"
             )
+        if not registry.takes_any_payload(request.task_type):
+            # Before any task exists, and before the call is admitted: the sequence is
+            # not spent on a payload that could never run.
+            registry.check_payload(request.task_type, json_format.MessageToDict(request.payload))
         if request.HasField("timeout"):
             _check_duration("timeout", request.timeout)
             tasks.resolve_timeout(request.timeout.ToNanoseconds() / _NANOS_PER_SECOND)

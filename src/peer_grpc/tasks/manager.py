@@ -261,6 +261,7 @@ class TaskManager:
         """
         if task_type not in self.registry:
             raise InvalidArgument.of("task_type", f"unknown task type {task_type[:64]!r}")
+        self.registry.check_payload(task_type, payload)
         seconds = self.resolve_timeout(timeout)
         if self.queue is not None:
             return await self._delegate_to_queue(

@@ -20,6 +20,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from peer_grpc.core.errors import InvalidArgument
+from peer_grpc.tasks.schemas import ResultMismatch, json_schema, payload_violations, plain_result
+
 __all__ = [
     "DEFAULT_MAX_RESULT_BYTES",
     "MAX_JSON_DEPTH",
@@ -30,6 +35,7 @@ __all__ = [
     "TaskOutcome",
     "TaskRegistry",
     "TaskRejected",
+    "TaskType",
     "current_task",
     "default_registry",
     "json_depth",
@@ -41,7 +47,9 @@ log = logging.getLogger(__name__)
 TaskHandler: TypeAlias = Callable[
     [dict[str, Any]], Mapping[str, Any] | Awaitable[Mapping[str, Any]]
 ]
-_H = TypeVar("_H", bound=TaskHandler)
+#: A handler registered with an input model takes an instance of it, and may return one
+#: of its output model.
+_H = TypeVar("_H", bound=Callable[..., Any])
 
 #: The longest the built-in ``sleep`` handler sleeps.
 MAX_SLEEP_SECONDS = 300.0
@@ -166,6 +174,31 @@ class TaskOutcome:
         return self.error_code == "REJECTED"
 
 
+@dataclass(frozen=True, slots=True)
+class TaskType:
+    """A registered task type: its handler, and what it says of itself to callers."""
+
+    name: str
+    handler: Callable[..., Any]
+    retry: Retry = NO_RETRY
+    #: What the type does, for people.
+    description: str = ""
+    #: The model its payload must fit (the handler gets an instance); None: any object.
+    input_model: type[BaseModel] | None = None
+    #: The model its result must fit; None: any object.
+    output_model: type[BaseModel] | None = None
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the payload."""
+        return json_schema(self.input_model)
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the result."""
+        return json_schema(self.output_model)
+
+
 class TaskRegistry:
     """Named task handlers.
 
@@ -177,45 +210,98 @@ class TaskRegistry:
         async def resize(payload: dict[str, Any]) -> dict[str, Any]:
             ...
 
+    or with pydantic models, which callers are told of and payloads and results
+    must fit::
+
+        @registry.task("resize", input=ResizeIn, output=ResizeOut, description="...")
+        async def resize(request: ResizeIn) -> ResizeOut:
+            ...
+
     Plain (non-async) handlers run in a worker thread, never on the event loop.
     """
 
     def __init__(self) -> None:
-        self._handlers: dict[str, TaskHandler] = {}
-        self._retries: dict[str, Retry] = {}
+        self._types: dict[str, TaskType] = {}
 
-    def task(self, name: str, *, retry: Retry = NO_RETRY) -> Callable[[_H], _H]:
+    def task(
+        self,
+        name: str,
+        *,
+        retry: Retry = NO_RETRY,
+        input: type[BaseModel] | None = None,
+        output: type[BaseModel] | None = None,
+        description: str = "",
+    ) -> Callable[[_H], _H]:
         """Decorator that registers the function as the handler of task type ``name``.
 
         With ``retry``, a task whose runner is lost runs again (see :class:`Retry`).
+        With ``input``, a payload that does not fit the model is refused before any
+        task exists, and the handler gets an instance of it; with ``output``, a result
+        that does not fit fails the task ``INVALID_RESULT``.
         """
 
         def register(handler: _H) -> _H:
-            self.register(name, handler, retry=retry)
+            self.register(
+                name, handler, retry=retry, input=input, output=output, description=description
+            )
             return handler
 
         return register
 
-    def register(self, name: str, handler: TaskHandler, *, retry: Retry = NO_RETRY) -> None:
+    def register(
+        self,
+        name: str,
+        handler: Callable[..., Any],
+        *,
+        retry: Retry = NO_RETRY,
+        input: type[BaseModel] | None = None,
+        output: type[BaseModel] | None = None,
+        description: str = "",
+    ) -> None:
         """Register ``handler`` for task type ``name``; a name is registered once."""
         if not name:
             raise ValueError("a task type needs a name")
-        if name in self._handlers:
+        if name in self._types:
             raise ValueError(f"task type {name!r} is already registered")
-        self._handlers[name] = handler
-        self._retries[name] = retry
+        self._types[name] = TaskType(name, handler, retry, description, input, output)
 
     def retry_of(self, name: str) -> Retry:
         """The retry policy ``name`` was registered with."""
-        return self._retries[name]
+        return self._types[name].retry
+
+    def type_of(self, name: str) -> TaskType:
+        """The registered task type ``name``."""
+        return self._types[name]
+
+    @property
+    def types(self) -> tuple[TaskType, ...]:
+        """Every registered task type, by name."""
+        return tuple(self._types[name] for name in self.names)
+
+    def check_payload(self, name: str, payload: Mapping[str, Any]) -> None:
+        """Refuse a payload that does not fit task type ``name``'s input model.
+
+        Raises:
+            InvalidArgument: naming each offending field by its JSON path
+                (``payload.size.width``).
+        """
+        model = self._types[name].input_model
+        if model is not None:
+            violations = payload_violations(model, payload)
+            if violations:
+                raise InvalidArgument(violations)
+
+    def takes_any_payload(self, name: str) -> bool:
+        """Whether task type ``name`` takes any JSON object (it has no input model)."""
+        return self._types[name].input_model is None
 
     def __contains__(self, name: object) -> bool:
-        return name in self._handlers
+        return name in self._types
 
     @property
     def names(self) -> tuple[str, ...]:
         """The registered task types, sorted."""
-        return tuple(sorted(self._handlers))
+        return tuple(sorted(self._types))
 
     async def run(
         self,
@@ -237,12 +323,19 @@ class TaskRegistry:
         Cancelling this coroutine cancels an async handler, and asks a plain one
         to stop through its context.
         """
-        handler = self._handlers[name]
+        task_type = self._types[name]
         token = _current.set(context)
         try:
-            result = await _call(handler, payload, context, executor)
+            argument = _argument(task_type, payload)
+            result = plain_result(
+                task_type.output_model, await _call(task_type.handler, argument, context, executor)
+            )
         except TaskRejected as refusal:
             return TaskOutcome(error_code="REJECTED", error_message=str(refusal) or name)
+        except _PayloadMismatch as mismatch:
+            return TaskOutcome(error_code="INVALID_PAYLOAD", error_message=str(mismatch))
+        except ResultMismatch as mismatch:
+            return TaskOutcome(error_code="INVALID_RESULT", error_message=str(mismatch))
         except Exception as error:
             log.exception("task handler %r failed", name)
             return TaskOutcome(error_code="HANDLER_ERROR", error_message=_describe(error))
@@ -251,14 +344,32 @@ class TaskRegistry:
         return _as_json_result(result, max_result_bytes)
 
 
+class _PayloadMismatch(ValueError):
+    """A queued payload no longer fits its task type's input model."""
+
+
+def _argument(task_type: TaskType, payload: dict[str, Any]) -> object:
+    """What the handler is called with: the payload, or an instance of the input model.
+
+    Payloads are checked before their task exists; one that does not fit here was
+    queued before the type had its model (or by another version of it).
+    """
+    if task_type.input_model is None:
+        return payload
+    try:
+        return task_type.input_model.model_validate(payload)
+    except ValidationError as error:
+        raise _PayloadMismatch(f"payload does not fit the input schema: {error}") from None
+
+
 async def _call(
-    handler: TaskHandler,
-    payload: dict[str, Any],
+    handler: Callable[..., Any],
+    payload: object,
     context: TaskContext | None,
     executor: concurrent.futures.Executor | None,
 ) -> Any:
     if _is_async(handler):
-        return await handler(payload)  # type: ignore[misc]
+        return await handler(payload)
     # The copied context carries current_task() into the worker thread.
     in_context = contextvars.copy_context().run
     if executor is None:
@@ -279,7 +390,7 @@ async def _call(
     return result
 
 
-def _is_async(handler: TaskHandler) -> bool:
+def _is_async(handler: Callable[..., Any]) -> bool:
     """Whether calling ``handler`` makes a coroutine: an async function, or an object
     with an async ``__call__`` (which would otherwise be called, uselessly, in a thread)."""
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
