@@ -9,7 +9,7 @@
  * Against `make serve` (127.0.0.1:50051, the default target) it:
  *
  *   1. opens a session with Handshake;
- *   2. makes sequenced calls, Ping x3, Heartbeat and Status, each carrying the
+ *   2. makes sequenced calls, Describe, Ping x3, Heartbeat and Status, each carrying the
  *      `peer-session-id` and `peer-sequence` (1, 2, 3, ...) request metadata, and
  *      reads the server's own `peer-sequence` from each response's trailers;
  *   3. delegates an `echo` task and prints its result;
@@ -225,8 +225,14 @@ async function run(client, args) {
     `heartbeat every ${handshake.heartbeat_interval ? handshake.heartbeat_interval.seconds : '?'} s`,
   );
 
-  // 2. Sequenced calls. A real client heartbeats on a timer, every
+  // 2. Sequenced calls. First, what this peer can do: Describe names every task
+  //    type with the JSON Schemas of its payload and result, and the limits to
+  //    respect. A real client heartbeats on a timer, every
   //    handshake.heartbeat_interval, for as long as it keeps the session.
+  const described = await session.call('Describe', {});
+  const taskTypes = described.task_types.map((taskType) => taskType.name);
+  log(`describe: ${described.server_peer_id} (peer-grpc ${described.server_version})`,
+    `runs ${taskTypes.join(', ')}; requests up to ${described.limits.max_request_bytes} bytes`);
   let pings = 0;
   for (let i = 1; i <= 3; i += 1) {
     const payload = Buffer.from(`ping ${i}`);
@@ -291,6 +297,7 @@ async function run(client, args) {
     session_id_prefix: session.sessionId.slice(0, 8),
     protocol_version: handshake.protocol_version,
     sequence_mode: handshake.sequence_mode,
+    task_types: taskTypes,
     pings,
     client_sequences: session.sentSequences.map(Number),
     server_sequences: session.serverSequences.map(Number),

@@ -171,6 +171,20 @@ def test_status_as_text_names_the_server_and_the_session(serve_process, capsys):
     assert session.endswith("(ESTABLISHED) of reader")
 
 
+def test_the_command_line_describes_a_server(serve_process, capsys):
+    code, out, _ = run_cli(capsys, "describe", serve_process.address)
+    assert code == 0
+    described = json.loads(out)
+    assert {task_type["name"] for task_type in described["taskTypes"]} >= {"echo", "sleep"}
+
+    code, out, _ = run_cli(capsys, "describe", serve_process.address, "--output", "text")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("server    ")
+    assert lines[1].startswith("limits    requests up to ")
+    assert any(line.startswith("task      sleep: Waits") for line in lines)
+
+
 def test_ping_as_text(serve_process, capsys):
     code, out, _ = run_cli(capsys, "ping", serve_process.address, "--output", "text")
     assert code == 0

@@ -31,8 +31,8 @@ PAYLOAD: dict[str, Any] = {
     "object": {"deep": {"x": -3}},
 }
 #: The sequenced calls the client makes before its replay, in order.
-CALLS_BEFORE_REPLAY = ["Ping", "Ping", "Ping", "Heartbeat", "Status", "DelegateTask"]
-#: The sequence the client replays on purpose (that of its second Ping).
+CALLS_BEFORE_REPLAY = ["Describe", "Ping", "Ping", "Ping", "Heartbeat", "Status", "DelegateTask"]
+#: The sequence the client replays on purpose (that of its first Ping).
 REPLAYED = 2
 
 
@@ -99,7 +99,8 @@ async def test_the_node_client_speaks_the_protocol(server: PeerServer):
     assert summary["server_sequences"] == list(range(1, calls + 1))
     assert summary["protocol_version"] == "1.0"
     assert summary["sequence_mode"] == "SEQUENCE_MODE_STRICT"
-    # Status was the fifth call: the session was confirmed and expected the sixth.
+    assert {"echo", "sleep"} <= set(summary["task_types"])  # Describe told it
+    # Status was the sixth call: the session was confirmed and expected the seventh.
     assert summary["status"] == {
         "session_state": "SESSION_STATE_ESTABLISHED",
         "expected_sequence": CALLS_BEFORE_REPLAY.index("Status") + 2,

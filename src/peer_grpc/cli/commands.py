@@ -14,11 +14,12 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.cli.options import env_default, typed
@@ -64,6 +65,11 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     common = _common_options()
     commands.add_parser("ping", parents=[common], help="ping a server")
     commands.add_parser("status", parents=[common], help="print a server's status")
+    commands.add_parser(
+        "describe",
+        parents=[common],
+        help="print what a server is and can do: limits, and task types with their schemas",
+    )
     _add_delegate(commands, common)
     task = commands.add_parser("task", help="look at or cancel your tasks on a server")
     task_commands = task.add_subparsers(dest="task_command", required=True, metavar="COMMAND")
@@ -350,9 +356,15 @@ async def _task(args: argparse.Namespace, output: Output) -> int:
     return 0
 
 
-async def _ping_or_status(args: argparse.Namespace, output: Output) -> int:
+async def _ask_server(args: argparse.Namespace, output: Output) -> int:
+    """ping, status and describe: one call, its response printed."""
     async with _connected(args) as client:
-        output.response(await (client.ping() if args.command == "ping" else client.status()))
+        calls: dict[str, Callable[[], Awaitable[Message]]] = {
+            "ping": client.ping,
+            "status": client.status,
+            "describe": client.describe,
+        }
+        output.response(await calls[args.command]())
     return 0
 
 
@@ -379,8 +391,9 @@ async def _session(args: argparse.Namespace, output: Output) -> int:
 
 
 _COMMANDS: dict[str, Command] = {
-    "ping": _ping_or_status,
-    "status": _ping_or_status,
+    "ping": _ask_server,
+    "status": _ask_server,
+    "describe": _ask_server,
     "delegate": _delegate,
     "task": _task,
     "session": _session,

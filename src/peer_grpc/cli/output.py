@@ -122,6 +122,25 @@ def _status(response: peer_pb2.StatusResponse) -> str:
     return "\n".join(lines)
 
 
+def _describe(response: peer_pb2.DescribeResponse) -> str:
+    limits = response.limits
+    longest = limits.max_task_timeout.ToTimedelta()
+    default = limits.default_task_timeout.ToTimedelta()
+    lines = [
+        f"server    {response.server_peer_id} (peer-grpc {response.server_version}), "
+        f"protocol {', '.join(response.supported_protocol_versions)}",
+        f"limits    requests up to {limits.max_request_bytes} bytes; tasks up to {longest} "
+        f"(default {default}), {limits.max_tasks_per_session} per session, "
+        f"{limits.max_running_tasks} running, {limits.max_queued_tasks} queued",
+    ]
+    for task_type in response.task_types:
+        retry = f", up to {task_type.max_attempts} attempts" if task_type.retryable else ""
+        described = f": {task_type.description}" if task_type.description else ""
+        fields = ", ".join(sorted(as_json(task_type.input_schema).get("properties", {}))) or "any"
+        lines.append(f"task      {task_type.name}{described} (payload: {fields}{retry})")
+    return "\n".join(lines)
+
+
 def _heartbeat(response: peer_pb2.HeartbeatResponse) -> str:
     return f"session alive until {_time(response.expires_at)} unless used again"
 
@@ -131,5 +150,6 @@ _TEXT: dict[str, Any] = {
     "ListTasksResponse": _list,
     "PingResponse": _ping,
     "StatusResponse": _status,
+    "DescribeResponse": _describe,
     "HeartbeatResponse": _heartbeat,
 }

@@ -277,6 +277,15 @@ class PeerClient:
         )
         return response
 
+    async def describe(self) -> peer_pb2.DescribeResponse:
+        """What the server is and can do: its version, the limits this client must
+        respect, and every task type it runs with the JSON Schemas of its payload and
+        result."""
+        response: peer_pb2.DescribeResponse = await self._call(
+            self._peer_stub().Describe, peer_pb2.DescribeRequest()
+        )
+        return response
+
     async def delegate_task(
         self,
         task_type: str,

@@ -188,13 +188,13 @@ class ServerConfig:
         parse=parse_positive,
         help="seconds between sweeps of expired sessions",
     )
-    #: Let Ping and Status through without session metadata, for older peers.
+    #: Let Ping, Status and Describe through without session metadata, for older peers.
     allow_sessionless: bool = _setting(
         False,
         flag="--allow-sessionless",
         parse=parse_bool,
         switch=True,
-        help="let Ping and Status through without session metadata",
+        help="let Ping, Status and Describe through without session metadata",
     )
     #: This server's own peer id.
     server_peer_id: str = _setting(

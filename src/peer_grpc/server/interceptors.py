@@ -99,7 +99,7 @@ _METHOD_PREFIX = f"/{SERVICE_NAME}/"
 #: Methods that open sessions and so carry none.
 SESSIONLESS_METHODS = frozenset({"Handshake"})
 #: Methods that ``allow_sessionless`` lets older peers call without a session.
-OPTIONALLY_SESSIONLESS_METHODS = frozenset({"Ping", "Status"})
+OPTIONALLY_SESSIONLESS_METHODS = frozenset({"Ping", "Status", "Describe"})
 
 
 class Gate:

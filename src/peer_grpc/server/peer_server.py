@@ -183,6 +183,7 @@ class PeerServer:
             heartbeat_interval=config.effective_heartbeat_interval,
             peer_ids=self.peer_ids,
             throttle=self.handshake_throttle,
+            max_request_bytes=config.max_request_bytes,
         )
         guard = peer_interceptor(
             self.manager,

@@ -28,6 +28,7 @@ from peer_grpc.wire.convert import (
     session_info,
     session_stats,
     task_message,
+    task_type_message,
     timestamp,
 )
 from peer_grpc.wire.tls import caller_of
@@ -55,6 +56,8 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         peer_ids: which peer ids a client certificate may claim; by default
             only its own identity.
         throttle: how fast handshakes may come; unlimited when omitted.
+        max_request_bytes: the largest request the server accepts, which Describe
+            tells callers (0: not told).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         supported_versions: Sequence[str] = SUPPORTED_PROTOCOL_VERSIONS,
         peer_ids: PeerIdPolicy | None = None,
         throttle: HandshakeThrottle | None = None,
+        max_request_bytes: int = 0,
     ) -> None:
         self._manager = manager
         self._tasks = tasks
@@ -76,6 +80,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         self._started_at = manager.clock.now()
         self._peer_ids = peer_ids if peer_ids is not None else PeerIdPolicy()
         self._throttle = throttle
+        self._max_request_bytes = max_request_bytes
 
     async def Handshake(
         self, request: peer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
@@ -232,6 +237,25 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     ) -> peer_pb2.TerminateResponse:
         ended = await self._manager.terminate_session(current_session().session_id)
         return peer_pb2.TerminateResponse(state=int(ended.state))  # type: ignore[arg-type]
+
+    async def Describe(
+        self, request: peer_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> peer_pb2.DescribeResponse:
+        limits = self._tasks.limits
+        return peer_pb2.DescribeResponse(
+            server_peer_id=self._server_peer_id,
+            server_version=__version__,
+            supported_protocol_versions=self._supported_versions,
+            limits=peer_pb2.Limits(
+                max_request_bytes=self._max_request_bytes,
+                max_task_timeout=duration(limits.max_timeout),
+                default_task_timeout=duration(limits.default_timeout),
+                max_tasks_per_session=limits.max_running_per_session,
+                max_running_tasks=limits.max_running,
+                max_queued_tasks=limits.max_queued,
+            ),
+            task_types=[task_type_message(task_type) for task_type in self._tasks.registry.types],
+        )
 
     def _negotiate(self, offered: Sequence[str]) -> str:
         """The most preferred supported version among those the peer offered."""

@@ -488,6 +488,11 @@ def default_registry() -> TaskRegistry:
     :data:`MAX_SLEEP_SECONDS`, default 1) and returns ``{"slept": N}``.
     """
     registry = TaskRegistry()
-    registry.register("echo", _echo)
-    registry.register("sleep", _sleep)
+    registry.register("echo", _echo, description="Returns its payload.")
+    registry.register(
+        "sleep",
+        _sleep,
+        description=f'Waits {{"seconds": N}} (0 to {MAX_SLEEP_SECONDS:g}, default 1) '
+        'and returns {"slept": N}.',
+    )
     return registry

@@ -9,6 +9,7 @@ from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.core.sequence import SequenceMode
 from peer_grpc.core.session import Session, SessionStats
 from peer_grpc.core.task import Task
+from peer_grpc.tasks.registry import TaskType
 
 __all__ = [
     "duration",
@@ -17,6 +18,7 @@ __all__ = [
     "session_info",
     "session_stats",
     "task_message",
+    "task_type_message",
     "timestamp",
 ]
 
@@ -96,4 +98,17 @@ def task_message(task: Task) -> peer_pb2.Task:
     if task.error_code:
         message.error.code = task.error_code
         message.error.message = task.error_message
+    return message
+
+
+def task_type_message(task_type: TaskType) -> peer_pb2.TaskType:
+    """The contract's view of a registered task type."""
+    message = peer_pb2.TaskType(
+        name=task_type.name,
+        description=task_type.description,
+        retryable=task_type.retry.max_attempts > 1,
+        max_attempts=task_type.retry.max_attempts,
+    )
+    message.input_schema.update(task_type.input_schema)
+    message.output_schema.update(task_type.output_schema)
     return message

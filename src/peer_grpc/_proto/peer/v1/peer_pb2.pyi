@@ -166,6 +166,56 @@ class StatusResponse(_message.Message):
     supported_protocol_versions: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, server_peer_id: _Optional[str] = ..., server_version: _Optional[str] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., session_stats: _Optional[_Union[SessionStats, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., supported_protocol_versions: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("server_peer_id", "server_version", "supported_protocol_versions", "limits", "task_types")
+    SERVER_PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTED_PROTOCOL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
+    server_peer_id: str
+    server_version: str
+    supported_protocol_versions: _containers.RepeatedScalarFieldContainer[str]
+    limits: Limits
+    task_types: _containers.RepeatedCompositeFieldContainer[TaskType]
+    def __init__(self, server_peer_id: _Optional[str] = ..., server_version: _Optional[str] = ..., supported_protocol_versions: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., task_types: _Optional[_Iterable[_Union[TaskType, _Mapping]]] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_request_bytes", "max_task_timeout", "default_task_timeout", "max_tasks_per_session", "max_running_tasks", "max_queued_tasks")
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASK_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TASK_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASKS_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    max_request_bytes: int
+    max_task_timeout: _duration_pb2.Duration
+    default_task_timeout: _duration_pb2.Duration
+    max_tasks_per_session: int
+    max_running_tasks: int
+    max_queued_tasks: int
+    def __init__(self, max_request_bytes: _Optional[int] = ..., max_task_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., default_task_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_tasks_per_session: _Optional[int] = ..., max_running_tasks: _Optional[int] = ..., max_queued_tasks: _Optional[int] = ...) -> None: ...
+
+class TaskType(_message.Message):
+    __slots__ = ("name", "description", "input_schema", "output_schema", "retryable", "max_attempts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    input_schema: _struct_pb2.Struct
+    output_schema: _struct_pb2.Struct
+    retryable: bool
+    max_attempts: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., retryable: _Optional[bool] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+
 class SessionStats(_message.Message):
     __slots__ = ("handshaking", "established", "terminated", "expired", "created_total", "expired_total", "terminated_total", "sequence_errors_total")
     HANDSHAKING_FIELD_NUMBER: _ClassVar[int]

@@ -85,6 +85,11 @@ class PeerServiceStub:
                 request_serializer=peer_dot_v1_dot_peer__pb2.TerminateRequest.SerializeToString,
                 response_deserializer=peer_dot_v1_dot_peer__pb2.TerminateResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/peer.v1.PeerService/Describe',
+                request_serializer=peer_dot_v1_dot_peer__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_peer__pb2.DescribeResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -171,6 +176,17 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """Describe tells what this peer is and can do: its id and version, the
+        protocol versions it speaks, the limits a caller must respect, and every task
+        type it runs with the JSON Schemas of its payload and result. It is
+        sequence-checked like every call on a session; a server that allows
+        sessionless calls answers it without one too, as it does Ping and Status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -223,6 +239,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.Terminate,
                     request_deserializer=peer_dot_v1_dot_peer__pb2.TerminateRequest.FromString,
                     response_serializer=peer_dot_v1_dot_peer__pb2.TerminateResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=peer_dot_v1_dot_peer__pb2.DescribeRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_peer__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -496,6 +517,33 @@ class PeerService:
             '/peer.v1.PeerService/Terminate',
             peer_dot_v1_dot_peer__pb2.TerminateRequest.SerializeToString,
             peer_dot_v1_dot_peer__pb2.TerminateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peer.v1.PeerService/Describe',
+            peer_dot_v1_dot_peer__pb2.DescribeRequest.SerializeToString,
+            peer_dot_v1_dot_peer__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
