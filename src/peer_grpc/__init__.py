@@ -31,6 +31,7 @@ from peer_grpc.core.errors import (
     TaskLimitReached,
     TaskNotCancelable,
     TaskNotFound,
+    TaskNotWaitingForInput,
 )
 from peer_grpc.core.identity import PeerIdPolicy
 from peer_grpc.core.sequence import SequenceMode
@@ -102,6 +103,7 @@ __all__ = [
     "TaskManager",
     "TaskNotCancelable",
     "TaskNotFound",
+    "TaskNotWaitingForInput",
     "TaskRegistry",
     "TaskRejected",
     "TaskState",

@@ -271,3 +271,83 @@ def test_a_session_ticket_never_shows_its_token():
     ticket = SessionTicket("session-1", "very-secret-token")
     assert "very-secret-token" not in repr(ticket)
     assert "very-secret-token" not in str(ticket)
+
+
+# --- tasks that report and ask -------------------------------------------------------------------
+
+ASKING_TASKS = """
+import asyncio
+
+from peer_grpc import current_task, default_registry
+
+registry = default_registry()
+
+
+@registry.task("paint", asks_for_input=True, description="Asks for a colour.")
+async def paint(payload):
+    current_task().progress(0.5, "primed")
+    await asyncio.sleep(0.3)
+    answer = await current_task().ask({"question": "which colour?"})
+    current_task().partial({"coats": 1})
+    await asyncio.sleep(0.3)
+    return {"painted": answer["colour"]}
+
+
+@registry.task("prime")
+async def prime(payload):
+    current_task().progress(0.5, "primed")
+    await asyncio.sleep(0.4)
+    current_task().partial({"coats": 1})
+    await asyncio.sleep(0.4)
+    return {"coats": 2}
+"""
+
+
+@pytest.fixture
+def asking_server(tmp_path: Path) -> Iterator[ServeProcess]:
+    (tmp_path / "asking_tasks.py").write_text(ASKING_TASKS)
+    served = start_serve(
+        *("--host", "127.0.0.1", "--port", "0", "--tasks", "asking_tasks:registry"), cwd=tmp_path
+    )
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def test_a_question_is_shown_and_answered_from_the_command_line(asking_server, capsys, tmp_path):
+    address = asking_server.address
+    keep = ("--session-file", str(tmp_path / "session"))
+    code, out, _ = run_cli(capsys, "delegate", address, "paint", "--no-wait", *keep)
+    assert code == 0
+    task_id = json.loads(out)["taskId"]
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        code, out, _ = run_cli(capsys, "task", "get", address, task_id, "--output", "text", *keep)
+        if "INPUT_REQUIRED" in out:
+            break
+        time.sleep(0.1)
+    assert out.strip() == (
+        f'{task_id}  paint  INPUT_REQUIRED  asks #1: {{"question": "which colour?"}}'
+    )
+
+    code, out, _ = run_cli(
+        capsys, "task", "answer", address, task_id, "--input", '{"colour": "red"}', *keep
+    )
+    assert code == 0
+    assert json.loads(out)["state"] == "TASK_STATE_WORKING"
+    code, out, err = run_cli(capsys, "task", "answer", address, task_id, "--input", "[1]", *keep)
+    assert (code, err) == (2, "peer-grpc: error: --input must be a JSON object\n")
+
+
+def test_delegate_watch_shows_progress_and_partial_results(asking_server, capsys):
+    code, out, _ = run_cli(
+        capsys, "delegate", asking_server.address, "prime", "--watch", "--output", "text"
+    )
+
+    assert code == 0
+    lines = out.splitlines()
+    assert any(line.endswith("prime  WORKING  50% primed") for line in lines), out
+    assert any(line.endswith('WORKING  50% primed  so far: {"coats": 1}') for line in lines), out
+    assert lines[-1].endswith('prime  COMPLETED  {"coats": 2}')

@@ -125,7 +125,9 @@ class Known:
             ),
             "peer.v1.ListTasksRequest.page_size": st.integers(0, 1000),
             "peer.v1.ListTasksRequest.page_token": st.just(""),
-            "peer.v1.ListTasksRequest.state": st.integers(0, 6),
+            "peer.v1.ListTasksRequest.state": st.integers(0, 7),
+            "peer.v1.ProvideInputRequest.task_id": task_id,
+            "peer.v1.ProvideInputRequest.input": _valid_json_objects.map(_struct),
         }
 
     def _hints(self) -> dict[str, st.SearchStrategy[Any]]:
@@ -156,6 +158,8 @@ class Known:
             "peer.v1.GetTaskRequest.task_id": task_id,
             "peer.v1.CancelTaskRequest.task_id": task_id,
             "peer.v1.WatchTaskRequest.task_id": task_id,
+            "peer.v1.ProvideInputRequest.task_id": task_id,
+            "peer.v1.ProvideInputRequest.input": _json_objects.map(_struct),
             "peer.v1.ListTasksRequest.page_size": st.one_of(
                 st.integers(-2, 1002), st.integers(-(2**31), 2**31 - 1)
             ),

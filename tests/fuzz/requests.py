@@ -207,6 +207,7 @@ _REQUIRED = frozenset(
         "peer.v1.GetTaskRequest.task_id",
         "peer.v1.CancelTaskRequest.task_id",
         "peer.v1.WatchTaskRequest.task_id",
+        "peer.v1.ProvideInputRequest.task_id",
     }
 )
 

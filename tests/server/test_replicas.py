@@ -14,7 +14,7 @@ import grpc.aio
 import pytest
 from google.protobuf import json_format
 
-from peer_grpc import PeerServer, ServerConfig, TaskRegistry, default_registry
+from peer_grpc import PeerServer, ServerConfig, TaskRegistry, current_task, default_registry
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import eventually, open_session, session_metadata, shared_redis
 from tests.rpc_details import details_of
@@ -266,3 +266,48 @@ async def test_handshake_limits_hold_across_replicas(start_replica: ReplicaFacto
             details = details_of(refused.value)
             assert details.code is grpc.StatusCode.RESOURCE_EXHAUSTED
             assert details.reason == "HANDSHAKE_RATE_LIMITED"
+
+
+async def test_a_question_asked_on_one_replica_is_answered_through_the_other(
+    start_replica: ReplicaFactory, registry: TaskRegistry
+) -> None:
+    @registry.task("ask", asks_for_input=True)
+    async def ask(payload: dict[str, Any]) -> dict[str, Any]:
+        current_task().progress(0.5, "half way, then a question")
+        answer = await current_task().ask({"question": "which colour?"})
+        return {"colour": answer["colour"]}
+
+    # Only the first replica runs tasks: the handler waits there for an answer that
+    # reaches the second.
+    first, second = await start_replica(), await start_replica(run_tasks=False)
+    async with (
+        grpc.aio.insecure_channel(first.address) as one,
+        grpc.aio.insecure_channel(second.address) as other,
+    ):
+        runner, answerer = Stub(one), Stub(other)
+        session_id = (await open_session(runner, "asked")).session_id
+        delegated = await runner.DelegateTask(
+            peer_pb2.DelegateTaskRequest(task_type="ask", return_immediately=True),
+            metadata=session_metadata(session_id, 1),
+        )
+        task_id = delegated.task.task_id
+        watch = answerer.WatchTask(
+            peer_pb2.WatchTaskRequest(task_id=task_id), metadata=session_metadata(session_id, 2)
+        )
+        seen = [(await watch.read()).task]
+        while seen[-1].state != peer_pb2.TASK_STATE_INPUT_REQUIRED:
+            seen.append((await watch.read()).task)
+        answer = peer_pb2.ProvideInputRequest(task_id=task_id, question=1)
+        answer.input.update({"colour": "teal"})
+        resumed = await answerer.ProvideInput(answer, metadata=session_metadata(session_id, 3))
+        while (update := await watch.read()) is not grpc.aio.EOF:
+            seen.append(update.task)
+
+    assert resumed.task.state == peer_pb2.TASK_STATE_WORKING
+    assert next(t.progress.message for t in seen if t.HasField("progress")) == (
+        "half way, then a question"
+    )
+    assert seen[-1].state == peer_pb2.TASK_STATE_COMPLETED
+    assert json_format.MessageToDict(seen[-1].result) == {"colour": "teal"}
+    assert first.tasks.runner is not None
+    assert second.tasks.runner is None

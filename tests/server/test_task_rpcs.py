@@ -7,6 +7,7 @@ RetryInfo, and leave no task behind.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -305,6 +306,7 @@ TASK_METHODS = {
     "CancelTask": peer_pb2.CancelTaskRequest(task_id="a" * 32),
     "ListTasks": peer_pb2.ListTasksRequest(),
     "WatchTask": peer_pb2.WatchTaskRequest(task_id="a" * 32),
+    "ProvideInput": peer_pb2.ProvideInputRequest(task_id="a" * 32),
 }
 
 
@@ -316,6 +318,12 @@ async def test_task_methods_need_a_session(stub: Stub, method: str):
     assert details_of(error).reason == "SESSION_REQUIRED"
 
 
+def answer_with_nan() -> peer_pb2.ProvideInputRequest:
+    request = peer_pb2.ProvideInputRequest(task_id="a" * 32)
+    request.input.fields["n"].number_value = math.nan
+    return request
+
+
 @pytest.mark.parametrize(
     ("method", "request_", "field"),
     [
@@ -325,6 +333,15 @@ async def test_task_methods_need_a_session(stub: Stub, method: str):
         ),
         pytest.param(
             "WatchTask", peer_pb2.WatchTaskRequest(task_id="a" * 129), "task_id", id="long-id"
+        ),
+        pytest.param(
+            "ProvideInput", peer_pb2.ProvideInputRequest(), "task_id", id="answer-without-id"
+        ),
+        pytest.param(
+            "ProvideInput",
+            answer_with_nan(),
+            "input.n",
+            id="answer-not-json",
         ),
         pytest.param(
             "ListTasks", peer_pb2.ListTasksRequest(page_size=-1), "page_size", id="negative-size"

@@ -8,17 +8,19 @@ would be. Leases are short so that lapsing takes a moment, not ten seconds.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from peer_grpc.core.errors import TaskLimitReached
-from peer_grpc.core.task import Task, TaskChange, TaskState
-from peer_grpc.stores.protocols import QueueLimits, ReclaimResult
+from peer_grpc.core.errors import InvalidTransition, TaskLimitReached
+from peer_grpc.core.task import Progress, Task, TaskChange, TaskState
+from peer_grpc.stores.protocols import Claim, QueueLimits, ReclaimResult
 from peer_grpc.stores.redis import RedisTaskStore, task_scripts
-from peer_grpc.stores.redis.task_queue import RedisTaskQueue
+from peer_grpc.stores.redis.task_queue import RedisTaskQueue, decode_snapshot, encode_snapshot
 from tests.conftest import redis_task_store
 
 T = TaskState
@@ -435,3 +437,152 @@ async def test_a_claim_given_back_unrun_cannot_write_over_the_next_claim_at_the_
     done = await queue.finish(current, TaskChange(T.COMPLETED, result={"by": "b"}), NOW)
     assert done is not None
     assert done.result == {"by": "b"}
+
+
+# --- a task waiting for input is still its runner's ------------------------------------------
+
+
+async def asking(queue: RedisTaskQueue, claim: Claim) -> Claim:
+    """The claim after its handler asked a question (the task INPUT_REQUIRED)."""
+    asked = await queue.finish(claim, TaskChange.asking({"q": "colour?"}), NOW)
+    assert asked is not None
+    assert asked.state is T.INPUT_REQUIRED
+    return replace(claim, task=asked)
+
+
+async def test_a_task_waiting_for_input_keeps_its_running_slot_and_its_lease(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    await enqueue(queue, new_task())
+    [claim] = await queue.claim("runner-a", 1, NOW)
+    claim = await asking(queue, claim)
+
+    assert await counts(store) == {"queued": 0, "running": 1}
+    for _ in range(3):
+        await asyncio.sleep(LEASE / 2)
+        assert await queue.renew("runner-a", [claim], NOW, LEASE / 2) == set()
+    assert await queue.reclaim("reaper", LEASE, NOW, 10) == ReclaimResult()
+
+    resumed = await store.change(claim.task.task_id, TaskChange.answered({"c": "red"}), NOW)
+    assert (resumed.state, resumed.answer) == (T.WORKING, {"c": "red"})
+    assert await counts(store) == {"queued": 0, "running": 1}
+    done = await queue.finish(replace(claim, task=resumed), TaskChange(T.COMPLETED, result={}), NOW)
+    assert done is not None
+    assert await counts(store) == {"queued": 0, "running": 0}
+
+
+async def test_a_task_whose_runner_died_while_it_waited_for_input_is_reclaimed(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    plain = await enqueue(queue, new_task("s1"))
+    retryable = await enqueue(queue, new_task("s2", max_attempts=2))
+    for claim in await queue.claim("runner-a", 2, NOW):
+        await asking(queue, claim)
+    await asyncio.sleep(LEASE + 0.05)
+
+    result = await queue.reclaim("reaper", LEASE, NOW + 5, 10)
+
+    assert (result.requeued, result.ended) == (1, 1)
+    lost = await store.get(plain.task_id)
+    assert lost is not None
+    assert (lost.state, lost.error_code, lost.question) == (T.FAILED, "WORKER_LOST", None)
+    again = await store.get(retryable.task_id)
+    assert again is not None
+    # Queued for a fresh run: its question went with the handler that asked it.
+    assert (again.state, again.question, again.questions_asked) == (T.SUBMITTED, None, 1)
+    assert await counts(store) == {"queued": 1, "running": 0}
+
+
+async def test_an_answer_never_starts_a_task_that_went_back_to_the_queue(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task(max_attempts=2))
+    [claim] = await queue.claim("runner-a", 1, NOW)
+    await asking(queue, claim)
+    await asyncio.sleep(LEASE + 0.05)
+    await queue.reclaim("reaper", LEASE, NOW, 10)
+
+    with pytest.raises(InvalidTransition):
+        await store.change(task.task_id, TaskChange.answered({"c": "late"}), NOW)
+    assert (await store.get(task.task_id)).state is T.SUBMITTED  # type: ignore[union-attr]
+
+
+async def test_progress_reports_are_fenced_by_the_claim_like_every_write(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task(max_attempts=3))
+    [stale] = await queue.claim("runner-a", 1, NOW)
+    await asyncio.sleep(LEASE + 0.05)
+    await queue.reclaim("reaper", LEASE, NOW, 10)
+    [current] = await queue.claim("runner-b", 1, NOW)
+
+    report = TaskChange.reported(Progress(0.5, "half"), {"so": "far"})
+    assert await queue.finish(stale, report, NOW) is None
+    written = await queue.finish(current, report, NOW)
+
+    assert written is not None
+    assert (written.state, written.progress, written.partial_result) == (
+        T.WORKING,
+        Progress(0.5, "half"),
+        {"so": "far"},
+    )
+    assert await store.get(task.task_id) == written
+
+
+async def test_a_task_keeps_its_latest_snapshots_however_often_it_reports(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task())
+    [claim] = await queue.claim("runner-a", 1, NOW)
+    for number in range(1, 501):
+        written = await queue.finish(claim, TaskChange.reported(Progress(number / 500, "")), NOW)
+        assert written is not None
+        claim = replace(claim, task=written)
+
+    kept = await store._redis.xlen(store._keys.task(task.task_id))
+    # Redis trims whole nodes of a stream (100 entries by default) past the 64 asked.
+    assert 64 <= kept <= 64 + 100
+    newest = await store.changes_after(task.task_id, 0)
+    assert newest[-1] == claim.task
+    assert [t.version for t in newest] == list(range(newest[0].version, claim.task.version + 1))
+
+
+# --- snapshots across a rolling upgrade --------------------------------------------------------
+
+#: The fields of a snapshot's JSON that every release reads.
+FIRST_RELEASE_FIELDS = {
+    "task_id", "task_type", "owner_peer_id", "session_id", "state", "created_at",
+    "updated_at", "timeout", "result", "error_code", "error_message", "version",
+    "ordinal", "attempt", "max_attempts",
+}  # fmt: skip
+
+
+def test_a_snapshot_of_a_task_that_reports_nothing_holds_only_the_fields_older_releases_read():
+    encoded = json.loads(encode_snapshot(new_task()))
+    assert set(encoded) == FIRST_RELEASE_FIELDS
+
+
+def test_a_snapshot_keeps_progress_partial_results_and_questions():
+    task = (
+        new_task()
+        .changed(TaskChange(T.WORKING), NOW)
+        .changed(TaskChange.reported(Progress(None, "warming up"), {"rows": 3}), NOW)
+        .changed(TaskChange.asking({"q": "colour?"}), NOW)
+    )
+    entry = {b"task": encode_snapshot(task).encode()}
+
+    assert decode_snapshot(f"{task.version}-0".encode(), entry) == task
+
+
+def test_an_older_snapshot_reads_with_the_new_fields_unset_and_a_newer_ones_extras_are_ignored():
+    old = json.loads(encode_snapshot(new_task()))
+    newer = {**old, "a_field_of_a_later_release": [1, 2]}
+
+    for raw in (old, newer):
+        task = decode_snapshot(b"1-0", {b"task": json.dumps(raw).encode()})
+        assert (task.progress, task.partial_result, task.question, task.questions_asked) == (
+            None,
+            None,
+            None,
+            0,
+        )

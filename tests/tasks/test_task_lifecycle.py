@@ -1,7 +1,9 @@
 """The task state machine and the task store: which changes are legal, and what a store keeps.
 
-The spec (peer.proto): SUBMITTED -> WORKING -> COMPLETED, FAILED, CANCELED or REJECTED,
-and SUBMITTED -> FAILED, CANCELED or REJECTED. The four final states never change again.
+The spec (peer.proto): SUBMITTED -> WORKING -> COMPLETED, FAILED, CANCELED or REJECTED;
+SUBMITTED -> FAILED, CANCELED or REJECTED; WORKING -> INPUT_REQUIRED -> WORKING, FAILED or
+CANCELED; WORKING or INPUT_REQUIRED -> SUBMITTED when a runner is lost. The four final
+states never change again.
 Every other change, including staying put, is refused with InvalidTransition and changes
 nothing. The store tests run against every TaskStore implementation.
 """
@@ -15,7 +17,7 @@ import pytest
 from peer_grpc import InvalidTransition, ManualClock
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.core.errors import TaskNotFound
-from peer_grpc.core.task import TASK_MACHINE, Task, TaskChange, TaskState
+from peer_grpc.core.task import TASK_MACHINE, Progress, Task, TaskChange, TaskState
 from peer_grpc.stores import TaskStore
 from tests.conftest import TaskStoreFactory, state_slug, transition_params
 
@@ -34,6 +36,13 @@ LEGAL: frozenset[tuple[TaskState, TaskState]] = frozenset(
         (T.WORKING, T.FAILED),
         (T.WORKING, T.CANCELED),
         (T.WORKING, T.REJECTED),
+        # The handler asks a question, and waits.
+        (T.WORKING, T.INPUT_REQUIRED),
+        # Answered; or out of time, canceled, or its runner lost while it waited.
+        (T.INPUT_REQUIRED, T.WORKING),
+        (T.INPUT_REQUIRED, T.FAILED),
+        (T.INPUT_REQUIRED, T.CANCELED),
+        (T.INPUT_REQUIRED, T.SUBMITTED),
     }
 )
 FINAL = (T.COMPLETED, T.FAILED, T.CANCELED, T.REJECTED)
@@ -44,7 +53,7 @@ ILLEGAL_PAIRS = transition_params(TaskState, LEGAL, legal_ones=False)
 
 
 def test_the_pairs_cover_every_combination_of_states() -> None:
-    assert len(LEGAL_PAIRS) == 9
+    assert len(LEGAL_PAIRS) == 14
     assert len(LEGAL_PAIRS) + len(ILLEGAL_PAIRS) == len(TaskState) ** 2
 
 
@@ -90,6 +99,7 @@ PATHS: dict[TaskState, tuple[TaskState, ...]] = {
     T.FAILED: (T.WORKING, T.FAILED),
     T.CANCELED: (T.CANCELED,),
     T.REJECTED: (T.WORKING, T.REJECTED),
+    T.INPUT_REQUIRED: (T.WORKING, T.INPUT_REQUIRED),
 }
 
 
@@ -118,11 +128,12 @@ async def test_store_applies_a_legal_change(
     task_store: TaskStore, source: TaskState, target: TaskState
 ) -> None:
     before = await task_in(task_store, source)
-    change = (
-        TaskChange(target, result={"ok": True})
-        if target is T.COMPLETED
-        else TaskChange(target, error_code="X", error_message="why")
-    )
+    if target is T.COMPLETED:
+        change = TaskChange(target, result={"ok": True})
+    elif source is T.INPUT_REQUIRED and target is T.WORKING:
+        change = TaskChange.answered({"colour": "blue"})  # only an answer resumes
+    else:
+        change = TaskChange(target, error_code="X", error_message="why")
 
     after = await task_store.change("t1", change, 200.0)
 
@@ -229,3 +240,90 @@ async def test_store_sweep_works_in_bounded_batches(task_store_factory: TaskStor
         assert (second.purged, second.more) == (3, False)
     finally:
         await store.close()
+
+
+# --- reports, questions and answers --------------------------------------------------------------
+
+
+def working_task() -> Task:
+    return new_task().changed(TaskChange(T.WORKING), 101.0)
+
+
+def test_a_report_keeps_the_task_working_and_replaces_what_it_reports() -> None:
+    working = working_task()
+
+    first = working.changed(TaskChange.reported(Progress(0.2, "reading"), {"rows": 1}), 102.0)
+    second = first.changed(TaskChange.reported(Progress(0.4, "")), 103.0)
+
+    assert (second.state, second.version, second.attempt) == (T.WORKING, working.version + 2, 1)
+    assert second.progress == Progress(0.4, "")
+    assert second.partial_result == {"rows": 1}  # not reported again: kept
+
+
+@pytest.mark.parametrize("state", [T.SUBMITTED, T.INPUT_REQUIRED, *FINAL], ids=state_slug)
+def test_a_report_of_a_task_that_is_not_working_is_refused(state: TaskState) -> None:
+    task = _task_in_state(state)
+    with pytest.raises(InvalidTransition):
+        task.changed(TaskChange.reported(Progress(0.5, "")), 200.0)
+
+
+def _task_in_state(state: TaskState) -> Task:
+    task = new_task()
+    for step in PATHS[state]:
+        task = task.changed(TaskChange(step), 100.0)
+    return task
+
+
+def test_a_question_shows_until_the_answer_resumes_the_handler() -> None:
+    asked = working_task().changed(TaskChange.asking({"q": "colour?"}), 102.0)
+    assert (asked.state, asked.question, asked.questions_asked) == (
+        T.INPUT_REQUIRED,
+        {"q": "colour?"},
+        1,
+    )
+
+    resumed = asked.changed(TaskChange.answered({"colour": "red"}, question=1), 103.0)
+
+    assert (resumed.state, resumed.question, resumed.answer) == (T.WORKING, None, {"colour": "red"})
+    assert resumed.attempt == asked.attempt, "a resumed handler is the same run"
+    reported = resumed.changed(TaskChange.reported(Progress(0.9, "")), 104.0)
+    assert reported.answer is None, "the answer rides on the snapshot that resumed it alone"
+    again = reported.changed(TaskChange.asking({"q": "size?"}), 105.0)
+    assert again.questions_asked == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(TaskChange(T.WORKING), id="resume-without-an-answer"),
+        pytest.param(TaskChange.answered({"a": 1}, question=2), id="answer-to-another-question"),
+    ],
+)
+def test_only_an_answer_to_the_question_waiting_resumes_the_handler(change: TaskChange) -> None:
+    asked = working_task().changed(TaskChange.asking({"q": 1}), 102.0)
+    with pytest.raises(InvalidTransition):
+        asked.changed(change, 103.0)
+
+
+@pytest.mark.parametrize("state", [T.SUBMITTED, T.WORKING, *FINAL], ids=state_slug)
+def test_an_answer_to_a_task_that_asks_nothing_is_refused(state: TaskState) -> None:
+    with pytest.raises(InvalidTransition):
+        _task_in_state(state).changed(TaskChange.answered({"a": 1}), 200.0)
+
+
+async def test_store_keeps_a_reporting_tasks_latest_snapshots_for_its_watchers(
+    task_store: TaskStore,
+) -> None:
+    await task_store.create(new_task())
+    latest = await task_store.change("t1", TaskChange(T.WORKING), 101.0)
+    for number in range(1, 301):
+        latest = await task_store.change(
+            "t1", TaskChange.reported(Progress(number / 300, "")), 101.0
+        )
+
+    kept = await task_store.changes_after("t1", 0)
+
+    assert kept[-1] == latest
+    # A watcher far behind skips to the oldest kept, and from there sees every change.
+    assert 64 <= len(kept) <= 164
+    assert [task.version for task in kept] == list(range(kept[0].version, latest.version + 1))

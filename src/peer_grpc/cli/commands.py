@@ -1,4 +1,5 @@
-"""The client commands: ping, status, delegate, task get|cancel|list, session heartbeat|end.
+"""The client commands: ping, status, describe, delegate, task get|cancel|answer|list,
+session heartbeat|end.
 
 Each opens a session (or resumes the one in ``--session-file``), makes its calls and
 prints the answers. ``--timeout`` bounds the whole command; ``--connect-timeout``
@@ -71,11 +72,24 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="print what a server is and can do: limits, and task types with their schemas",
     )
     _add_delegate(commands, common)
-    task = commands.add_parser("task", help="look at or cancel your tasks on a server")
+    task = commands.add_parser("task", help="look at, answer or cancel your tasks on a server")
     task_commands = task.add_subparsers(dest="task_command", required=True, metavar="COMMAND")
     for name, text in (("get", "print a task"), ("cancel", "cancel a task that is running")):
         command = task_commands.add_parser(name, parents=[common], help=text)
         command.add_argument("task_id", metavar="TASK_ID")
+    answer = task_commands.add_parser(
+        "answer",
+        parents=[common],
+        help="answer the question of a task that waits for input (INPUT_REQUIRED)",
+    )
+    answer.add_argument("task_id", metavar="TASK_ID")
+    answer.add_argument("--input", required=True, help="the answer, as a JSON object")
+    answer.add_argument(
+        "--question",
+        type=int,
+        default=0,
+        help="answer only this question (the task's questionsAsked); default: whichever waits",
+    )
     listing = task_commands.add_parser(
         "list", parents=[common], help="print a page of your tasks, oldest first"
     )
@@ -305,14 +319,14 @@ def _default_peer_id() -> str:
     return f"cli-{socket.gethostname()}-{os.getpid()}"[:128]
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def _json_object(text: str, option: str = "--payload") -> dict[str, Any]:
     try:
-        payload = json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"--payload is not JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise ValueError("--payload must be a JSON object")
-    return payload
+        raise ValueError(f"{option} is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{option} must be a JSON object")
+    return value
 
 
 async def _delegate(args: argparse.Namespace, output: Output) -> int:
@@ -346,6 +360,11 @@ async def _task(args: argparse.Namespace, output: Output) -> int:
             output.response(await client.get_task(args.task_id))
         elif args.task_command == "cancel":
             output.response(await client.cancel_task(args.task_id))
+        elif args.task_command == "answer":
+            answer = _json_object(args.input, "--input")
+            output.response(
+                await client.provide_input(args.task_id, answer, question=args.question)
+            )
         else:
             state = peer_pb2.TaskState.Value(f"TASK_STATE_{args.state}") if args.state else 0
             output.response(

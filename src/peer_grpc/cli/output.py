@@ -76,11 +76,22 @@ def _time(stamp: timestamp_pb2.Timestamp) -> str:
 
 def _task_line(task: peer_pb2.Task) -> str:
     line = f"{task.task_id}  {task.task_type}  {TaskState(task.state).name}"
+    if task.HasField("question"):
+        line += f"  asks #{task.questions_asked}: " + json.dumps(as_json(task.question))
+    elif task.HasField("progress") and not TaskState(task.state).is_final:
+        line += "  " + _progress(task.progress)
+    if task.HasField("partial_result") and not task.HasField("result"):
+        line += "  so far: " + json.dumps(as_json(task.partial_result))
     if task.HasField("result"):
         line += "  " + json.dumps(as_json(task.result))
     if task.HasField("error"):
         line += f"  {task.error.code}: {task.error.message}"
     return line
+
+
+def _progress(progress: peer_pb2.TaskProgress) -> str:
+    share = f"{progress.fraction:.0%}" if progress.HasField("fraction") else ""
+    return " ".join(part for part in (share, progress.message) if part)
 
 
 def _list(response: peer_pb2.ListTasksResponse) -> str:
@@ -135,6 +146,7 @@ def _describe(response: peer_pb2.DescribeResponse) -> str:
     ]
     for task_type in response.task_types:
         retry = f", up to {task_type.max_attempts} attempts" if task_type.retryable else ""
+        retry += ", asks for input" if task_type.asks_for_input else ""
         described = f": {task_type.description}" if task_type.description else ""
         fields = ", ".join(sorted(as_json(task_type.input_schema).get("properties", {}))) or "any"
         lines.append(f"task      {task_type.name}{described} (payload: {fields}{retry})")

@@ -24,7 +24,14 @@ __all__ = ["add_worker", "run_worker_command"]
 
 #: The ServerConfig settings a worker takes too, which must be the front ends' values.
 _SHARED_WITH_SERVE = frozenset(
-    {"redis_key_prefix", "redis_timeout", "task_retention", "max_task_result_bytes", "task_lease"}
+    {
+        "redis_key_prefix",
+        "redis_timeout",
+        "task_retention",
+        "max_task_result_bytes",
+        "task_lease",
+        "task_progress_interval",
+    }
 )
 
 
@@ -92,6 +99,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
             redis_timeout=args.redis_timeout,
             task_retention=args.task_retention,
             max_task_result_bytes=args.max_task_result_bytes,
+            task_progress_interval=args.task_progress_interval,
         )
         asyncio.run(run_worker(config, registry))
     except ValueError as error:

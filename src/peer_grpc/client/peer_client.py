@@ -362,6 +362,28 @@ class PeerClient:
         )
         return response.task
 
+    async def provide_input(
+        self, task_id: str, answer: Mapping[str, Any], *, question: int = 0
+    ) -> peer_pb2.Task:
+        """Answer the question one of this peer's tasks waits on (it is INPUT_REQUIRED,
+        its ``question`` saying what it needs); returns the task WORKING again.
+
+        With ``question`` (the task's ``questions_asked`` as you saw it), only that
+        question is answered, never one the task asks later. The call is
+        sequence-checked and answered once: a resend after a lost reply gets the
+        first answer, and the handler gets the input once.
+
+        Raises:
+            TaskNotFound: no such task of this peer's.
+            TaskNotWaitingForInput: the task asks nothing now, or another question.
+        """
+        request = peer_pb2.ProvideInputRequest(task_id=task_id, question=question)
+        request.input.update(answer)
+        response: peer_pb2.ProvideInputResponse = await self._call(
+            self._peer_stub().ProvideInput, request
+        )
+        return response.task
+
     async def list_tasks(
         self,
         *,
@@ -382,6 +404,10 @@ class PeerClient:
 
     async def watch_task(self, task_id: str) -> AsyncIterator[peer_pb2.WatchTaskResponse]:
         """One of this peer's tasks as it stands, then after every change until it ends.
+
+        Changes include the handler's progress reports (``progress``,
+        ``partial_result``; at most one per the server's progress interval) and its
+        questions (state INPUT_REQUIRED: answer with :meth:`provide_input`).
 
         The stream has no deadline; heartbeats go on beside it. If the stream
         breaks, watch again: every message is the whole task, and a new watch

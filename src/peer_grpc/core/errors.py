@@ -40,6 +40,7 @@ __all__ = [
     "TaskLimitReached",
     "TaskNotCancelable",
     "TaskNotFound",
+    "TaskNotWaitingForInput",
 ]
 
 #: The ``google.rpc.ErrorInfo.domain`` of every error this service reports.
@@ -260,6 +261,20 @@ class TaskNotCancelable(TaskError):
 
     def error_metadata(self) -> Mapping[str, str]:
         return {"state": self.state}
+
+
+class TaskNotWaitingForInput(TaskError):
+    """ProvideInput named a task that asks nothing now (or asks a later question)."""
+
+    reason = "TASK_NOT_WAITING_FOR_INPUT"
+
+    def __init__(self, message: str, state: str, questions_asked: int) -> None:
+        super().__init__(message)
+        self.state = state
+        self.questions_asked = questions_asked
+
+    def error_metadata(self) -> Mapping[str, str]:
+        return {"state": self.state, "questions_asked": str(self.questions_asked)}
 
 
 _LIMIT_TEXT = {

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
+from peer_grpc.core.errors import InvalidTransition
 from peer_grpc.core.state_machine import StateMachine
 
-__all__ = ["TASK_MACHINE", "Task", "TaskChange", "TaskState"]
+__all__ = ["TASK_MACHINE", "Progress", "Task", "TaskChange", "TaskState"]
 
 
 class TaskState(IntEnum):
@@ -21,6 +22,8 @@ class TaskState(IntEnum):
     FAILED = 4
     CANCELED = 5
     REJECTED = 6
+    #: The handler waits for the delegating peer to answer its question (ProvideInput).
+    INPUT_REQUIRED = 7
 
     @property
     def is_final(self) -> bool:
@@ -38,7 +41,21 @@ TASK_MACHINE = StateMachine(
         # A task can end before its handler starts: canceled, timed out, or refused.
         TaskState.SUBMITTED: {TaskState.WORKING, *_ENDINGS},
         # Back to SUBMITTED only when its runner was lost and the handler may run again.
-        TaskState.WORKING: {TaskState.SUBMITTED, TaskState.COMPLETED, *_ENDINGS},
+        TaskState.WORKING: {
+            TaskState.SUBMITTED,
+            TaskState.INPUT_REQUIRED,
+            TaskState.COMPLETED,
+            *_ENDINGS,
+        },
+        # The handler is suspended in ask(): an answer resumes it; it cannot finish or
+        # refuse meanwhile, but it can run out of time (FAILED), be canceled, or lose
+        # its runner (SUBMITTED again, or FAILED).
+        TaskState.INPUT_REQUIRED: {
+            TaskState.WORKING,
+            TaskState.SUBMITTED,
+            TaskState.FAILED,
+            TaskState.CANCELED,
+        },
         TaskState.COMPLETED: set(),
         TaskState.FAILED: set(),
         TaskState.CANCELED: set(),
@@ -47,14 +64,55 @@ TASK_MACHINE = StateMachine(
 )
 
 
+class Progress(NamedTuple):
+    """How far a running task has come, by its handler's own account."""
+
+    #: The share of the work done, 0 to 1; None when the handler gave only a message.
+    fraction: float | None
+    #: What the handler is doing, for people.
+    message: str
+
+
 @dataclass(frozen=True, slots=True)
 class TaskChange:
-    """What one state change sets besides the state: a result, or why there is none."""
+    """One change of a task: a move to ``state`` and what it sets besides.
+
+    Three kinds of change are not plain moves:
+
+    - a *report* (:meth:`report`) keeps a WORKING task WORKING and replaces its
+      progress or partial result (None keeps the one before);
+    - a move to INPUT_REQUIRED carries the handler's ``question``;
+    - a move from INPUT_REQUIRED back to WORKING carries the ``answer``, and with
+      ``answers_question`` only answers that question (see Task.questions_asked).
+    """
 
     state: TaskState
     result: Mapping[str, Any] | None = None
     error_code: str = ""
     error_message: str = ""
+    report: bool = False
+    progress: Progress | None = None
+    partial_result: Mapping[str, Any] | None = None
+    question: Mapping[str, Any] | None = None
+    answer: Mapping[str, Any] | None = None
+    answers_question: int = 0
+
+    @classmethod
+    def reported(
+        cls, progress: Progress | None = None, partial_result: Mapping[str, Any] | None = None
+    ) -> TaskChange:
+        """A progress report of a WORKING task."""
+        return cls(TaskState.WORKING, report=True, progress=progress, partial_result=partial_result)
+
+    @classmethod
+    def asking(cls, question: Mapping[str, Any]) -> TaskChange:
+        """The handler stops to ask ``question``."""
+        return cls(TaskState.INPUT_REQUIRED, question=question)
+
+    @classmethod
+    def answered(cls, answer: Mapping[str, Any], question: int = 0) -> TaskChange:
+        """The delegating peer answers (question number ``question``; 0: whichever waits)."""
+        return cls(TaskState.WORKING, answer=answer, answers_question=question)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +145,28 @@ class Task:
     attempt: int = 0
     #: The most runs the task may get (its handler's retry policy; 1 if not retryable).
     max_attempts: int = 1
+    #: The handler's latest progress report, if any.
+    progress: Progress | None = None
+    #: The handler's result so far (each replaces the one before), if it reported one.
+    partial_result: Mapping[str, Any] | None = None
+    #: While INPUT_REQUIRED: what the handler asks.
+    question: Mapping[str, Any] | None = None
+    #: Questions the handler asked so far; while INPUT_REQUIRED, the number of the one waiting.
+    questions_asked: int = 0
+    #: On the snapshot that resumed the handler only: the answer it resumes with. Never
+    #: shown to callers (it is theirs); the handler's runner reads it from the store.
+    answer: Mapping[str, Any] | None = None
 
     def changed(self, change: TaskChange, now: float) -> Task:
-        """The task after ``change``; a move to WORKING starts the next attempt.
+        """The task after ``change``; a move from SUBMITTED to WORKING starts the next attempt.
 
         Raises:
-            InvalidTransition: the task state machine forbids the move.
+            InvalidTransition: the task state machine forbids the move, a report
+                finds the task other than WORKING, or an answer finds no question
+                waiting (or another one than it answers).
         """
-        state = TASK_MACHINE.check(self.state, change.state)
+        state = self._target(change)
+        asking = state is TaskState.INPUT_REQUIRED
         # Spelled out rather than dataclasses.replace, which costs several times more, on
         # a path every task takes three times.
         return Task(
@@ -111,6 +183,33 @@ class Task:
             error_message=change.error_message,
             version=self.version + 1,
             ordinal=self.ordinal,
-            attempt=self.attempt + 1 if state is TaskState.WORKING else self.attempt,
+            attempt=self.attempt + 1
+            if state is TaskState.WORKING and self.state is TaskState.SUBMITTED
+            else self.attempt,
             max_attempts=self.max_attempts,
+            progress=self.progress if change.progress is None else change.progress,
+            partial_result=(
+                self.partial_result if change.partial_result is None else change.partial_result
+            ),
+            question=change.question if asking else None,
+            questions_asked=self.questions_asked + 1 if asking else self.questions_asked,
+            answer=change.answer,
         )
+
+    def _target(self, change: TaskChange) -> TaskState:
+        """The state ``change`` moves this task to, if it may."""
+        if change.report:
+            if self.state is not TaskState.WORKING:
+                raise InvalidTransition(self.state.name, "WORKING (a report)", subject="task")
+            return self.state
+        waiting = self.state is TaskState.INPUT_REQUIRED
+        resuming = change.state is TaskState.WORKING and (waiting or change.answer is not None)
+        if resuming and (
+            change.answer is None
+            or not waiting
+            or change.answers_question not in (0, self.questions_asked)
+        ):
+            # Only an answer resumes a waiting handler, and only a waiting one: an answer
+            # must never start a queued task, nor answer a question asked after it.
+            raise InvalidTransition(self.state.name, "WORKING (an answer)", subject="task")
+        return TASK_MACHINE.check(self.state, change.state)

@@ -51,6 +51,7 @@ from peer_grpc.tasks.manager import (
     TaskLimits,
 )
 from peer_grpc.tasks.registry import DEFAULT_MAX_RESULT_BYTES
+from peer_grpc.tasks.reporting import DEFAULT_PROGRESS_INTERVAL
 from peer_grpc.tasks.runner import DEFAULT_TASK_LEASE
 
 __all__ = [
@@ -300,6 +301,15 @@ class ServerConfig:
         group=_TASKS,
         help="the largest task result kept, in bytes of JSON; a larger one fails the task "
         "with RESULT_TOO_LARGE",
+    )
+    #: Seconds between two stored progress reports of one task, at least.
+    task_progress_interval: float = _setting(
+        DEFAULT_PROGRESS_INTERVAL,
+        flag="--task-progress-interval",
+        parse=parse_float,
+        group=_TASKS,
+        help="seconds between two stored progress reports of one task: a handler that "
+        "reports more often is coalesced, the latest report winning",
     )
     #: Seconds a finished task is kept for GetTask and ListTasks before it is swept.
     task_retention: float = _setting(
@@ -575,6 +585,7 @@ class ServerConfig:
             max_result_bytes=self.max_task_result_bytes,
             max_queued=self.max_queued_tasks,
             lease=self.task_lease,
+            progress_interval=self.task_progress_interval,
         )
 
     @property

@@ -204,6 +204,17 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
         task = await self._tasks.cancel(current_session().peer_id, request.task_id)
         return peer_pb2.CancelTaskResponse(task=task_message(task))
 
+    async def ProvideInput(
+        self, request: peer_pb2.ProvideInputRequest, context: grpc.aio.ServicerContext
+    ) -> peer_pb2.ProvideInputResponse:
+        task = await self._tasks.provide_input(
+            current_session().peer_id,
+            request.task_id,
+            json_format.MessageToDict(request.input),
+            question=request.question,
+        )
+        return peer_pb2.ProvideInputResponse(task=task_message(task))
+
     async def ListTasks(
         self, request: peer_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.ListTasksResponse:
@@ -253,6 +264,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
                 max_tasks_per_session=limits.max_running_per_session,
                 max_running_tasks=limits.max_running,
                 max_queued_tasks=limits.max_queued,
+                progress_interval=duration(limits.progress_interval),
             ),
             task_types=[task_type_message(task_type) for task_type in self._tasks.registry.types],
         )

@@ -25,6 +25,7 @@ from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
 from peer_grpc.stores.redis import RedisOptions, RedisTaskStore
 from peer_grpc.stores.redis.keys import DEFAULT_KEY_PREFIX
 from peer_grpc.tasks.registry import DEFAULT_MAX_RESULT_BYTES, TaskRegistry
+from peer_grpc.tasks.reporting import DEFAULT_PROGRESS_INTERVAL
 from peer_grpc.tasks.runner import DEFAULT_TASK_LEASE, TaskRunner
 
 __all__ = ["WORKER_SERVICE", "WorkerConfig", "run_worker"]
@@ -54,12 +55,13 @@ class WorkerConfig:
     shutdown_grace: float = 5.0
     #: Where to serve the gRPC health service (``HOST:PORT``); None serves none.
     health_address: str | None = None
-    #: As the front ends' --redis-key-prefix, --redis-timeout, --task-retention and
-    #: --max-task-result-bytes.
+    #: As the front ends' --redis-key-prefix, --redis-timeout, --task-retention,
+    #: --max-task-result-bytes and --task-progress-interval.
     redis_key_prefix: str = DEFAULT_KEY_PREFIX
     redis_timeout: float = 1.0
     task_retention: float = DEFAULT_TASK_RETENTION
     max_task_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    task_progress_interval: float = DEFAULT_PROGRESS_INTERVAL
 
     def __post_init__(self) -> None:
         if not self.store.startswith(("redis://", "rediss://", "unix://")):
@@ -71,6 +73,8 @@ class WorkerConfig:
             raise ValueError("--concurrency must be at least 1")
         if self.task_lease <= 0 or self.shutdown_grace < 0 or self.redis_timeout <= 0:
             raise ValueError("--task-lease and --redis-timeout must be positive")
+        if self.task_progress_interval < 0:
+            raise ValueError("--task-progress-interval must not be negative")
 
 
 async def run_worker(config: WorkerConfig, registry: TaskRegistry) -> None:
@@ -91,6 +95,7 @@ async def run_worker(config: WorkerConfig, registry: TaskRegistry) -> None:
         concurrency=config.concurrency,
         lease=config.task_lease,
         max_result_bytes=config.max_task_result_bytes,
+        progress_interval=config.task_progress_interval,
     )
     health_server, health_servicer = await _serve_health(config.health_address)
     watching = asyncio.create_task(_watch_health(store, runner, health_servicer))

@@ -71,14 +71,7 @@ def delegate_task_validator(tasks: TaskManager) -> RequestValidator:
             raise InvalidArgument.of(
                 "task_type", f"unknown task type {request.task_type[:64]!r}; registered: {known}"
             )
-        for path in _non_finite_numbers(request.payload, "payload"):
-            # JSON has no NaN or Infinity, so such a payload cannot be handed to a handler.
-            raise InvalidArgument.of(path, "must be a finite number (JSON has no NaN or Infinity)")
-        if _struct_depth(request.payload) > MAX_JSON_DEPTH:
-            # The task echoes back inside more messages than the payload came in.
-            raise InvalidArgument.of(
-                "payload", f"must not nest objects and arrays deeper than {MAX_JSON_DEPTH} levels"
-            )
+        _check_json_object("payload", request.payload)
         if not registry.takes_any_payload(request.task_type):
             # Before any task exists, and before the call is admitted: the sequence is
             # not spent on a payload that could never run.
@@ -88,6 +81,18 @@ def delegate_task_validator(tasks: TaskManager) -> RequestValidator:
             tasks.resolve_timeout(request.timeout.ToNanoseconds() / _NANOS_PER_SECOND)
 
     return validate
+
+
+def _check_json_object(field: str, value: struct_pb2.Struct) -> None:
+    """Raise InvalidArgument unless ``value`` can be handed to a handler as JSON."""
+    for path in _non_finite_numbers(value, field):
+        # JSON has no NaN or Infinity, so such a value cannot be handed to a handler.
+        raise InvalidArgument.of(path, "must be a finite number (JSON has no NaN or Infinity)")
+    if _struct_depth(value) > MAX_JSON_DEPTH:
+        # The task echoes it back inside more messages than it came in.
+        raise InvalidArgument.of(
+            field, f"must not nest objects and arrays deeper than {MAX_JSON_DEPTH} levels"
+        )
 
 
 def _check_duration(field: str, span: duration_pb2.Duration) -> None:
@@ -107,6 +112,13 @@ def validate_task_id(request: Message) -> None:
         raise InvalidArgument.of(
             "task_id", "must be 1-128 characters of ASCII letters, digits, _ and -"
         )
+
+
+def validate_provide_input(request: Message) -> None:
+    """Raise InvalidArgument unless the request names a task and carries a JSON answer."""
+    assert isinstance(request, peer_pb2.ProvideInputRequest)
+    validate_task_id(request)
+    _check_json_object("input", request.input)
 
 
 def validate_list_tasks(request: Message) -> None:
@@ -162,4 +174,5 @@ def request_validators(tasks: TaskManager) -> Mapping[str, RequestValidator]:
         "CancelTask": validate_task_id,
         "WatchTask": validate_task_id,
         "ListTasks": validate_list_tasks,
+        "ProvideInput": validate_provide_input,
     }

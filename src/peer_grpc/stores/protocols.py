@@ -360,3 +360,8 @@ class TaskQueue(Protocol):
     async def unfinished(self, session_id: str) -> Sequence[str]:
         """The ids of the session's tasks that have not ended, wherever they run."""
         ...
+
+    async def changes_after(self, task_id: str, version: int) -> Sequence[Task]:
+        """As :meth:`TaskStore.changes_after`: a runner follows a task that asked for
+        input until it is answered or ends."""
+        ...

@@ -30,6 +30,7 @@ from peer_grpc.core.errors import (
     TaskLimitReached,
     TaskNotCancelable,
     TaskNotFound,
+    TaskNotWaitingForInput,
 )
 from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.stores.memory.tasks import MemoryTaskStore
@@ -40,6 +41,7 @@ from peer_grpc.tasks.registry import (
     TaskContext,
     TaskRegistry,
 )
+from peer_grpc.tasks.reporting import DEFAULT_PROGRESS_INTERVAL, TaskReporter
 from peer_grpc.tasks.runner import DEFAULT_TASK_LEASE, TaskRunner
 
 __all__ = [
@@ -101,7 +103,11 @@ class TaskLimits:
     #: Seconds a caller over a limit is told to wait (``google.rpc.RetryInfo``).
     retry_after: float = 1.0
     #: The largest result kept (compact JSON bytes); a larger one fails RESULT_TOO_LARGE.
+    #: Partial results and questions are held to it too.
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    #: Seconds between two stored progress reports of one task, at least: a handler
+    #: that reports more often has its reports coalesced (the latest wins).
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
 
     def __post_init__(self) -> None:
         if not 0 < self.default_timeout <= self.max_timeout:
@@ -116,6 +122,8 @@ class TaskLimits:
             raise ValueError("max_queued must not be negative")
         if self.lease <= 0:
             raise ValueError("the task lease must be positive")
+        if self.progress_interval < 0:
+            raise ValueError("the progress interval must not be negative")
 
     def for_queue(self) -> QueueLimits:
         """The limits a shared queue counts."""
@@ -154,6 +162,11 @@ class _Running:
     #: Recording DEADLINE_EXCEEDED, once the timeout passed.
     expiry: asyncio.Task[Task | None] | None = None
     failure: BaseException | None = field(default=None, repr=False)
+
+    def ended_elsewhere(self) -> None:
+        """Called from inside the handler (its ask) on learning that the task ended."""
+        self.stopped = True
+        self.context.cancel()
 
     def stop(self) -> bool:
         """Stop the handler of a task that ended another way; whether it was running."""
@@ -221,6 +234,7 @@ class TaskManager:
                 lease=limits.lease,
                 clock=self.clock,
                 max_result_bytes=limits.max_result_bytes,
+                progress_interval=limits.progress_interval,
                 reached=self.reached,
             )
 
@@ -422,6 +436,28 @@ class TaskManager:
                 f"task {task_id} already ended {task.state.name}", task.state.name
             ) from None
 
+    async def provide_input(
+        self, peer_id: str, task_id: str, answer: Mapping[str, Any], *, question: int = 0
+    ) -> Task:
+        """Answer the question the peer's task ``task_id`` waits on; returns it WORKING.
+
+        The task's handler, wherever it runs, resumes with ``answer``. With
+        ``question``, only that question (see :attr:`Task.questions_asked`) is answered.
+
+        Raises:
+            TaskNotFound: as for :meth:`get`.
+            TaskNotWaitingForInput: the task is not INPUT_REQUIRED, or waits on
+                another question; nothing changed.
+        """
+        await self.get(peer_id, task_id)
+        try:
+            return await self.store.change(
+                task_id, TaskChange.answered(answer, question), self.clock.now()
+            )
+        except InvalidTransition:
+            task = await self.get(peer_id, task_id)  # say what it does instead
+            raise _not_waiting(task, question) from None
+
     async def list_tasks(
         self,
         peer_id: str,
@@ -573,7 +609,14 @@ class TaskManager:
         record = _Running(
             task_id=task_id,
             session_id=session_id,
-            context=TaskContext(task_id, task_type, peer_id, timeout),
+            context=TaskContext(
+                task_id,
+                task_type,
+                peer_id,
+                timeout,
+                may_ask=self.registry.type_of(task_type).asks_for_input,
+                max_bytes=limits.max_result_bytes,
+            ),
             finished=asyncio.get_running_loop().create_future(),
         )
         self._running[task_id] = record
@@ -617,23 +660,35 @@ class TaskManager:
         if working is None or record.stopped:
             return  # it ended before it started (canceled)
         record.context.attempt = working.attempt
+        reporter = record.context._reporter = TaskReporter(
+            lambda change: self._change(task.task_id, change),
+            lambda version: self.store.changes_after(task.task_id, version),
+            record.ended_elsewhere,
+            interval=self.limits.progress_interval,
+        )
         record.in_handler = True
         # The timeout is recorded when it passes, whatever the handler does about it.
         timer = asyncio.get_running_loop().call_later(
             working.timeout, self._expire, record, working
         )
         try:
-            change = await run_handler(
-                self.registry,
-                working,
-                payload,
-                record.context,
-                executor=self._executor,
-                max_result_bytes=self.limits.max_result_bytes,
-            )
+            try:
+                change = await run_handler(
+                    self.registry,
+                    working,
+                    payload,
+                    record.context,
+                    executor=self._executor,
+                    max_result_bytes=self.limits.max_result_bytes,
+                )
+            finally:
+                timer.cancel()
+                record.in_handler = False
+            if record.stopped:
+                return  # it ended another way, which was recorded
+            await reporter.flush()  # its last report before its end
         finally:
-            timer.cancel()
-            record.in_handler = False
+            reporter.close()
         await self._change(task.task_id, change)
 
     def _expire(self, record: _Running, task: Task) -> None:
@@ -670,7 +725,8 @@ class TaskManager:
                 delay = min(delay * 2, 2.0)
                 retried = True
                 continue
-            self.reached[task.state] += 1
+            if not change.report:
+                self.reached[task.state] += 1
             self._resolve(task)
             return task
 
@@ -722,6 +778,18 @@ def _unrecorded(failure: BaseException | None) -> PeerError:
     if failure is None:  # its lifecycle was cut short by a shutdown
         return ShuttingDown("the server stopped before the task's end was recorded")
     return InternalError("the task's end could not be recorded")
+
+
+def _not_waiting(task: Task, question: int) -> TaskNotWaitingForInput:
+    """Why an answer to ``question`` of ``task`` was refused."""
+    waiting = task.state is TaskState.INPUT_REQUIRED
+    if waiting:
+        why = f"it waits on question {task.questions_asked}, not {question}"
+    else:
+        why = f"it is {task.state.name}, not waiting for input"
+    return TaskNotWaitingForInput(
+        f"task {task.task_id} takes no answer: {why}", task.state.name, task.questions_asked
+    )
 
 
 def _within_bytes(tasks: Sequence[Task], budget: int) -> tuple[Task, ...]:

@@ -23,6 +23,8 @@ from typing import Any, TypeAlias, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from peer_grpc.core.errors import InvalidArgument
+from peer_grpc.core.task import Progress
+from peer_grpc.tasks.reporting import TaskReporter
 from peer_grpc.tasks.schemas import ResultMismatch, json_schema, payload_violations, plain_result
 
 __all__ = [
@@ -59,6 +61,8 @@ MAX_JSON_DEPTH = 32
 #: The largest handler result kept, in bytes of compact JSON. A task's result lives in
 #: the store for the whole retention and rides in every reply that shows the task.
 DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+#: The longest progress message kept, in characters.
+MAX_PROGRESS_MESSAGE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +97,17 @@ class TaskRejected(Exception):
 
 @dataclass(slots=True)
 class TaskContext:
-    """What a running handler may know about its task; see :func:`current_task`.
+    """What a running handler may know about its task, and may tell of it; see
+    :func:`current_task`.
 
     Async handlers are canceled the asyncio way. A plain handler runs in a thread
     that cannot be interrupted, so it should look at :meth:`cancelled` (or wait with
     :meth:`wait_cancelled` instead of sleeping) and return early once it is set:
     its result is thrown away by then, and it holds a worker until it returns.
+
+    While it runs, a handler may report :meth:`progress` and a :meth:`partial`
+    result (from a thread too), and an async handler of a type registered with
+    ``asks_for_input=True`` may :meth:`ask` its delegating peer a question.
     """
 
     task_id: str
@@ -109,6 +118,12 @@ class TaskContext:
     timeout: float
     #: Which run this is: 1 for the first, more when a lost runner's task runs again.
     attempt: int = 1
+    #: Whether the task's type was registered as one that asks for input.
+    may_ask: bool = False
+    #: The largest partial result or question kept (compact JSON bytes).
+    max_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    #: Carries reports and questions to the store; None outside a task manager.
+    _reporter: TaskReporter | None = field(default=None, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     #: The worker thread's future while a plain handler runs (see :meth:`worker_done`).
     _worker: concurrent.futures.Future[Any] | None = field(default=None, repr=False)
@@ -125,6 +140,71 @@ class TaskContext:
         """Ask the handler to stop (the task manager calls this)."""
         self._cancel.set()
 
+    def progress(self, fraction: float | None = None, message: str = "") -> None:
+        """Report how far the task has come: ``fraction`` of the work done (0 to 1),
+        and what it is doing, for people.
+
+        Call as often as is handy: the task shows the latest report, and the store
+        takes at most one per task per progress interval (four a second by default).
+
+        Raises:
+            ValueError: ``fraction`` is not a number from 0 to 1, or ``message`` is
+                longer than :data:`MAX_PROGRESS_MESSAGE` characters.
+        """
+        if fraction is not None and (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not 0 <= fraction <= 1  # NaN fails this too
+        ):
+            raise ValueError(f"progress fraction must be a number from 0 to 1, not {fraction!r}")
+        if len(message) > MAX_PROGRESS_MESSAGE:
+            raise ValueError(f"progress message is longer than {MAX_PROGRESS_MESSAGE} characters")
+        self._send(Progress(None if fraction is None else float(fraction), message), None)
+
+    def partial(self, result: Mapping[str, Any] | BaseModel) -> None:
+        """Report the task's result so far: a JSON object (or a model instance) that
+        replaces the partial result before it. Coalesced like :meth:`progress`.
+
+        Raises:
+            ValueError: ``result`` is not a JSON object of at most the server's
+                largest result.
+        """
+        self._send(None, _checked_json("partial result", result, self.max_bytes))
+
+    async def ask(self, question: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+        """Ask the delegating peer ``question`` (a JSON object) and wait for its answer.
+
+        The task shows the question in state INPUT_REQUIRED until the peer answers
+        with ProvideInput; then it is WORKING again and this returns the answer, a
+        JSON object, as the peer sent it (check it as any input). The wait counts
+        against the task's timeout; if the task is canceled or runs out of time
+        meanwhile, this raises CancelledError like any cancellation.
+
+        Raises:
+            RuntimeError: the task type was not registered with ``asks_for_input``,
+                or this is not an async handler's task.
+            ValueError: ``question`` is not a JSON object of at most the server's
+                largest result.
+        """
+        reporter = self._reporter
+        if not self.may_ask:
+            raise RuntimeError(
+                f"task type {self.task_type!r} was not registered with asks_for_input=True"
+            )
+        if reporter is None or _in_other_thread(reporter):
+            raise RuntimeError("ask() waits on the event loop: call it from an async handler")
+        checked = _checked_json("question", question, self.max_bytes)
+        return await reporter.ask(checked)
+
+    def _send(self, progress: Progress | None, partial_result: Mapping[str, Any] | None) -> None:
+        reporter = self._reporter
+        if reporter is None or self._cancel.is_set():
+            return  # outside a task manager, or stopped: nobody reads it
+        if _in_other_thread(reporter):
+            reporter.loop.call_soon_threadsafe(reporter.report, progress, partial_result)
+        else:
+            reporter.report(progress, partial_result)
+
     async def worker_done(self) -> None:
         """Wait until a plain handler's thread has returned (at once for async handlers).
 
@@ -136,6 +216,22 @@ class TaskContext:
             # Its outcome was handled (or thrown away) already; only its end matters here.
             with contextlib.suppress(Exception):
                 await asyncio.wrap_future(worker)
+
+
+def _in_other_thread(reporter: TaskReporter) -> bool:
+    """Whether the caller runs outside the reporter's event loop (a plain handler's thread)."""
+    try:
+        return asyncio.get_running_loop() is not reporter.loop
+    except RuntimeError:
+        return True
+
+
+def _checked_json(what: str, value: object, max_bytes: int) -> dict[str, Any]:
+    """``value`` as a plain JSON object of at most ``max_bytes``, or ValueError."""
+    checked = _as_json_result(plain_result(None, value), max_bytes)
+    if not checked.ok or checked.result is None:
+        raise ValueError(f"{what}: {checked.error_message.removeprefix('handler result ')}")
+    return dict(checked.result)
 
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
@@ -187,6 +283,8 @@ class TaskType:
     input_model: type[BaseModel] | None = None
     #: The model its result must fit; None: any object.
     output_model: type[BaseModel] | None = None
+    #: Whether its handler may stop to ask the delegating peer for input.
+    asks_for_input: bool = False
 
     @property
     def input_schema(self) -> dict[str, Any]:
@@ -231,18 +329,26 @@ class TaskRegistry:
         input: type[BaseModel] | None = None,
         output: type[BaseModel] | None = None,
         description: str = "",
+        asks_for_input: bool = False,
     ) -> Callable[[_H], _H]:
         """Decorator that registers the function as the handler of task type ``name``.
 
         With ``retry``, a task whose runner is lost runs again (see :class:`Retry`).
         With ``input``, a payload that does not fit the model is refused before any
         task exists, and the handler gets an instance of it; with ``output``, a result
-        that does not fit fails the task ``INVALID_RESULT``.
+        that does not fit fails the task ``INVALID_RESULT``. With ``asks_for_input``,
+        the handler may ``await current_task().ask(question)``, and Describe says so.
         """
 
         def register(handler: _H) -> _H:
             self.register(
-                name, handler, retry=retry, input=input, output=output, description=description
+                name,
+                handler,
+                retry=retry,
+                input=input,
+                output=output,
+                description=description,
+                asks_for_input=asks_for_input,
             )
             return handler
 
@@ -257,13 +363,16 @@ class TaskRegistry:
         input: type[BaseModel] | None = None,
         output: type[BaseModel] | None = None,
         description: str = "",
+        asks_for_input: bool = False,
     ) -> None:
         """Register ``handler`` for task type ``name``; a name is registered once."""
         if not name:
             raise ValueError("a task type needs a name")
         if name in self._types:
             raise ValueError(f"task type {name!r} is already registered")
-        self._types[name] = TaskType(name, handler, retry, description, input, output)
+        self._types[name] = TaskType(
+            name, handler, retry, description, input, output, asks_for_input
+        )
 
     def retry_of(self, name: str) -> Retry:
         """The retry policy ``name`` was registered with."""

@@ -20,7 +20,7 @@ import secrets
 import socket
 from collections import Counter
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from peer_grpc.core.clock import Clock, SystemClock
@@ -29,6 +29,7 @@ from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.stores.protocols import Claim, TaskQueue
 from peer_grpc.tasks.execution import deadline_exceeded, run_handler
 from peer_grpc.tasks.registry import DEFAULT_MAX_RESULT_BYTES, TaskContext, TaskRegistry
+from peer_grpc.tasks.reporting import DEFAULT_PROGRESS_INTERVAL, TaskReporter
 
 __all__ = ["DEFAULT_TASK_LEASE", "TaskRunner", "new_runner_id"]
 
@@ -57,6 +58,7 @@ def new_runner_id() -> str:
 class _Held:
     """A task this runner claimed and runs."""
 
+    #: The claim, its task kept at the latest snapshot this runner wrote or saw.
     claim: Claim
     context: TaskContext
     #: Resolved with the task as its end was recorded, or None if another end won.
@@ -73,6 +75,11 @@ class _Held:
     @property
     def task(self) -> Task:
         return self.claim.task
+
+    def ended_elsewhere(self) -> None:
+        """Called from inside the handler (its ask) on learning that the task ended."""
+        self.lost = True
+        self.context.cancel()
 
     def stop(self) -> None:
         """Stop the handler: the task is not this runner's to end any more."""
@@ -92,7 +99,8 @@ class TaskRunner:
         concurrency: tasks this runner runs at once (and threads for plain handlers).
         lease: seconds a task stays claimed without a renewal.
         clock: the time source for the task's times.
-        max_result_bytes: the largest result kept.
+        max_result_bytes: the largest result kept (and partial result, and question).
+        progress_interval: seconds between two stored progress reports of a task.
         reached: counts tasks by the state this runner moved them to (for metrics).
         runner_id: this runner's name in the queue; a fresh one when omitted.
     """
@@ -106,6 +114,7 @@ class TaskRunner:
         lease: float = DEFAULT_TASK_LEASE,
         clock: Clock | None = None,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
         reached: Counter[TaskState] | None = None,
         runner_id: str | None = None,
     ) -> None:
@@ -119,6 +128,7 @@ class TaskRunner:
         self.lease = lease
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_result_bytes = max_result_bytes
+        self.progress_interval = progress_interval
         self.reached: Counter[TaskState] = reached if reached is not None else Counter()
         self.runner_id = runner_id or new_runner_id()
         self._held: dict[str, _Held] = {}
@@ -215,14 +225,20 @@ class TaskRunner:
 
     def _start(self, claim: Claim) -> None:
         task = claim.task
-        context = TaskContext(
-            task.task_id, task.task_type, task.owner_peer_id, task.timeout, attempt=task.attempt
-        )
         self.reached[TaskState.WORKING] += 1
         finished: asyncio.Future[Task | None] = asyncio.get_running_loop().create_future()
         if task.task_type not in self.registry:
             self._in_background(self._refuse(claim, finished), "refuse")
             return
+        context = TaskContext(
+            task.task_id,
+            task.task_type,
+            task.owner_peer_id,
+            task.timeout,
+            attempt=task.attempt,
+            may_ask=self.registry.type_of(task.task_type).asks_for_input,
+            max_bytes=self.max_result_bytes,
+        )
         held = _Held(claim, context, finished)
         earlier = self._held.get(task.task_id)
         if earlier is not None:  # an attempt of ours whose lease lapsed: it must stop
@@ -239,6 +255,7 @@ class TaskRunner:
     async def _run(self, held: _Held, payload: Mapping[str, Any]) -> None:
         """Run the handler, record its end (fenced by the claim), free the slot."""
         ended: Task | None = None
+        reporter = held.context._reporter = self._reporter_of(held)
         try:
             if held.lost:
                 return  # canceled before its handler could start
@@ -258,7 +275,9 @@ class TaskRunner:
                 timer.cancel()
                 held.in_handler = False
             if not held.lost:
-                ended = await self._record(held.claim, change)
+                await reporter.flush()  # its last report before its end
+                reporter.close()
+                ended = await self._write(held, change)
         except asyncio.CancelledError:
             if not held.lost:
                 raise
@@ -268,6 +287,7 @@ class TaskRunner:
         except Exception:
             log.exception("task %s: recording its end failed", held.task.task_id)
         finally:
+            reporter.close()
             try:
                 if held.expiry is not None:
                     ended = await held.expiry
@@ -282,6 +302,30 @@ class TaskRunner:
                 finally:
                     self._release(held)
 
+    def _reporter_of(self, held: _Held) -> TaskReporter:
+        """Carries the held task's reports and questions, fenced by its claim."""
+        task_id = held.task.task_id
+
+        async def follow(version: int) -> Sequence[Task]:
+            seen = await self.queue.changes_after(task_id, version)
+            if seen:
+                held.claim = replace(held.claim, task=seen[-1])
+            return seen
+
+        return TaskReporter(
+            lambda change: self._write(held, change),
+            follow,
+            held.ended_elsewhere,
+            interval=self.progress_interval,
+        )
+
+    async def _write(self, held: _Held, change: TaskChange) -> Task | None:
+        """Write a change of a held task (fenced by its claim), keeping its latest snapshot."""
+        written = await self._record(held.claim, change)
+        if written is not None:
+            held.claim = replace(held.claim, task=written)
+        return written
+
     def _release(self, held: _Held) -> None:
         # Only this holding: the same task may have come back to this runner since, at
         # a later attempt (its lease lapsed while this one ran on).
@@ -295,7 +339,7 @@ class TaskRunner:
         held.expiry = asyncio.create_task(self._record_expiry(held))
 
     async def _record_expiry(self, held: _Held) -> Task | None:
-        ended = await self._record(held.claim, deadline_exceeded(held.task))
+        ended = await self._write(held, deadline_exceeded(held.task))
         # The caller waiting for the end learns it now, while the handler still stops.
         if not held.finished.done():
             held.finished.set_result(ended)
@@ -328,7 +372,7 @@ class TaskRunner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if ended is not None:
+            if ended is not None and not change.report:
                 self.reached[ended.state] += 1
             return ended
 

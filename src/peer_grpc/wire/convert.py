@@ -98,6 +98,16 @@ def task_message(task: Task) -> peer_pb2.Task:
     if task.error_code:
         message.error.code = task.error_code
         message.error.message = task.error_message
+    if task.progress is not None:
+        fraction, text = task.progress
+        if fraction is not None:
+            message.progress.fraction = fraction
+        message.progress.message = text
+    if task.partial_result is not None:
+        message.partial_result.update(task.partial_result)
+    if task.question is not None:
+        message.question.update(task.question)
+    message.questions_asked = task.questions_asked
     return message
 
 
@@ -108,6 +118,7 @@ def task_type_message(task_type: TaskType) -> peer_pb2.TaskType:
         description=task_type.description,
         retryable=task_type.retry.max_attempts > 1,
         max_attempts=task_type.retry.max_attempts,
+        asks_for_input=task_type.asks_for_input,
     )
     message.input_schema.update(task_type.input_schema)
     message.output_schema.update(task_type.output_schema)

@@ -42,6 +42,7 @@ from peer_grpc.core.errors import (
     TaskLimitReached,
     TaskNotCancelable,
     TaskNotFound,
+    TaskNotWaitingForInput,
 )
 from peer_grpc.core.metadata import SEQUENCE_KEY
 from peer_grpc.core.retry import CallEnd, CallOutcome
@@ -71,6 +72,7 @@ STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
     NoCommonProtocolVersion: grpc.StatusCode.FAILED_PRECONDITION,
     TaskNotFound: grpc.StatusCode.NOT_FOUND,
     TaskNotCancelable: grpc.StatusCode.FAILED_PRECONDITION,
+    TaskNotWaitingForInput: grpc.StatusCode.FAILED_PRECONDITION,
     TaskLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
     SessionLimitReached: grpc.StatusCode.RESOURCE_EXHAUSTED,
     HandshakeRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -247,6 +249,9 @@ _DECODERS: Mapping[str, _Decoder] = {
     TaskNotFound.reason: _with_message(TaskNotFound),
     TaskNotCancelable.reason: lambda message, meta, _: TaskNotCancelable(
         message, meta.get("state", "")
+    ),
+    TaskNotWaitingForInput.reason: lambda message, meta, _: TaskNotWaitingForInput(
+        message, meta.get("state", ""), int(meta.get("questions_asked", "0") or 0)
     ),
     TaskLimitReached.reason: lambda _message, meta, _: TaskLimitReached(
         meta.get("scope", ""), int(meta.get("limit", "0") or 0), 0.0

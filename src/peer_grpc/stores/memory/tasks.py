@@ -16,11 +16,14 @@ __all__ = ["DEFAULT_TASK_RETENTION", "MemoryTaskStore"]
 
 #: Seconds a task that reached a final state is kept for its owner to read.
 DEFAULT_TASK_RETENTION = 3600.0
+#: Snapshots kept per task: progress reports add one each, and a watcher further
+#: behind skips to the oldest kept (as on Redis).
+KEEP_SNAPSHOTS = 64
 
 
 @dataclass(slots=True)
 class _Record:
-    """Every snapshot of one task (at most four: the longest path through the machine)."""
+    """The snapshots of one task, oldest first: its latest :data:`KEEP_SNAPSHOTS`."""
 
     history: list[Task]
     #: Set (and dropped) at the next change, to wake the task's watchers; made only
@@ -93,7 +96,10 @@ class MemoryTaskStore:
     async def change(self, task_id: str, change: TaskChange, now: float) -> Task:
         record = self._require(task_id)
         task = record.latest.changed(change, now)
-        record.history.append(task)
+        history = record.history
+        history.append(task)
+        if len(history) > KEEP_SNAPSHOTS:
+            del history[0]
         record.wake_watchers()
         if task.state.is_final:
             self._ended.append((now + self._retention, task_id))

@@ -20,9 +20,11 @@ every admitted call, so a session nobody sweeps still vanishes by itself.
 Tasks and their queue (tag ``{tasks}``: every task script works in this one slot,
 so that a task is stored, counted and enqueued in one atomic step)::
 
-    <prefix>:{tasks}:task:<id>    STREAM every snapshot of the task, entry id <version>-0,
-                                         so watchers XREAD what follows theirs (fields:
-                                         see :mod:`peer_grpc.stores.redis.task_queue`)
+    <prefix>:{tasks}:task:<id>    STREAM the task's snapshots, entry id <version>-0,
+                                         so watchers XREAD what follows theirs; about the
+                                         latest 64 are kept (progress reports add one
+                                         each) (fields: see
+                                         :mod:`peer_grpc.stores.redis.task_queue`)
     <prefix>:{tasks}:queue        STREAM the queue: one entry (task id, payload) per task
                                          waiting or running; consumer group ``runners``,
                                          whose pending entries are the running tasks' leases

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import MISSING, fields, replace
 from typing import Any
 
 import redis.asyncio
@@ -30,7 +30,7 @@ from peer_grpc.core.errors import (
     TaskLimitReached,
     TaskNotFound,
 )
-from peer_grpc.core.task import Task, TaskChange, TaskState
+from peer_grpc.core.task import Progress, Task, TaskChange, TaskState
 from peer_grpc.stores.protocols import Claim, Enqueued, QueueLimits, ReclaimResult
 from peer_grpc.stores.redis import task_scripts
 from peer_grpc.stores.redis.connection import translate_unavailable, unavailable_errors
@@ -58,20 +58,39 @@ _FIELD_PARSERS: dict[bytes, tuple[str, Any]] = {
 }
 
 
-#: The fields of a Task, in order.
-_TASK_FIELDS = tuple(field.name for field in fields(Task))
+#: The fields every snapshot's JSON holds, in order: those of the first release.
+_ALWAYS = (
+    "task_id", "task_type", "owner_peer_id", "session_id", "state", "created_at",
+    "updated_at", "timeout", "result", "error_code", "error_message", "version",
+    "ordinal", "attempt", "max_attempts",
+)  # fmt: skip
+#: Later fields, written only when set: a replica of an older release reads a snapshot
+#: of a task that uses none of them, and an older snapshot reads as their defaults.
+_OPTIONAL = tuple(
+    (field.name, field.default)
+    for field in fields(Task)
+    if field.name not in _ALWAYS and field.default is not MISSING
+)
+_KNOWN = frozenset(field.name for field in fields(Task))
 
 
 def encode_snapshot(task: Task) -> str:
     """The snapshot's JSON (the ``task`` field of its entry)."""
     # Field by field: dataclasses.asdict deep-copies, and costs twice as much.
-    fields = {name: getattr(task, name) for name in _TASK_FIELDS}
+    fields = {name: getattr(task, name) for name in _ALWAYS}
     fields["state"] = int(task.state)
+    for name, default in _OPTIONAL:
+        value = getattr(task, name)
+        if value != default:
+            fields[name] = value
     return json.dumps(fields, separators=(",", ":"))
 
 
 def decode_snapshot(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Task:
-    """The task a snapshot entry holds: its JSON, with the fields scripts set on top."""
+    """The task a snapshot entry holds: its JSON, with the fields scripts set on top.
+
+    Fields a newer release added are left out, so that a rolling upgrade's older
+    replicas can still read its tasks."""
     raw: dict[str, Any] = json.loads(fields[b"task"])
     for field, (name, parse) in _FIELD_PARSERS.items():
         value = fields.get(field)
@@ -80,7 +99,18 @@ def decode_snapshot(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Tas
     if isinstance(entry_id, bytes):
         entry_id = entry_id.decode()
     raw["version"] = int(entry_id.partition("-")[0])
-    raw["state"] = TaskState(raw["state"])
+    state = raw["state"] = TaskState(raw["state"])
+    if not _KNOWN.issuperset(raw):
+        raw = {name: value for name, value in raw.items() if name in _KNOWN}
+    if "progress" in raw:
+        raw["progress"] = Progress(*raw["progress"])
+    # A script may have moved the task on from the snapshot its JSON was copied from
+    # (requeued, or ended when its runner was lost): a question or an answer belongs
+    # to the one state alone.
+    if state is not TaskState.INPUT_REQUIRED:
+        raw.pop("question", None)
+    if state is not TaskState.WORKING:
+        raw.pop("answer", None)
     return Task(**raw)
 
 
@@ -256,7 +286,20 @@ class RedisTaskQueue:
             members = await self._redis.smembers(self._keys.open_tasks(session_id))
         return sorted(_bytes(member).decode() for member in members)
 
-    # The store's side: reading and changing one task.
+    # The store's side: reading, following and changing one task.
+
+    async def changes_after(self, task_id: str, version: int) -> Sequence[Task]:
+        key = self._keys.task(task_id)
+        while True:
+            with self._unavailable("watching a task"):
+                entries = await self._redis.xrange(key, min=f"{version + 1}-0")
+                if entries:
+                    return [decode_entry(entry) for entry in entries]
+                if not await self._redis.exists(key):
+                    raise TaskNotFound(f"no task {task_id}")
+                # Until a newer entry comes, or the poll interval passes; the replica's
+                # one reader waits for every watcher, which holds no connection.
+                await self._watch.wait(key, version)
 
     async def get(self, task_id: str) -> Task | None:
         with self._unavailable("reading a task"):

@@ -33,7 +33,8 @@ def pack(*arguments: object) -> str:
     return _SEPARATOR.join(str(argument) for argument in arguments)
 
 
-#: What every task script shares. States: 1 SUBMITTED, 2 WORKING, 3 and up final.
+#: What every task script shares. States: 1 SUBMITTED, 2 WORKING, 7 INPUT_REQUIRED (a
+#: runner holds it as it holds a WORKING one), 3 to 6 final.
 _LIB = """
 local P = ARGV[1]
 local COUNTS = KEYS[1]
@@ -70,6 +71,21 @@ local function flat_of(f)
   return flat
 end
 
+-- Whether a runner holds a task in this state (a string, as stored): WORKING, or
+-- INPUT_REQUIRED, its handler waiting for an answer.
+local function held_state(state)
+  return state == '2' or state == '7'
+end
+
+-- Whether a state (a number) is final.
+local function final(state)
+  return state >= 3 and state <= 6
+end
+
+-- Snapshots kept per task, about (Redis trims whole nodes of a stream): progress
+-- reports add one each, and a watcher further behind skips to the oldest kept.
+local KEEP_SNAPSHOTS = 64
+
 -- The latest snapshot of a task: its version and fields, or nil if there is no task.
 local function latest(id)
   local last = redis.call('XREVRANGE', P .. 'task:' .. id, '+', '-', 'COUNT', 1)[1]
@@ -81,7 +97,7 @@ end
 -- until it ends, since its counts and indexes may only change in step with it.
 local function append(id, version, f, keep_ms)
   local key = P .. 'task:' .. id
-  redis.call('XADD', key, version .. '-0', unpack(flat_of(f)))
+  redis.call('XADD', key, 'MAXLEN', '~', KEEP_SNAPSHOTS, version .. '-0', unpack(flat_of(f)))
   -- No TTL is ever set on an unfinished task, so there is none to take off.
   if keep_ms then redis.call('PEXPIRE', key, keep_ms) end
 end
@@ -134,6 +150,9 @@ end
 
 -- Keep the counts and indexes in step with a task's move from state `old` to `new`.
 local function account(id, f, old, new, now, retention)
+  -- A task waiting for input holds its running slot.
+  if old == 7 then old = 2 end
+  if new == 7 then new = 2 end
   if old == new then return end
   if old == 1 then redis.call('HINCRBY', COUNTS, 'queued', -1)
   elseif old == 2 then
@@ -143,7 +162,7 @@ local function account(id, f, old, new, now, retention)
   end
   if new == 1 then redis.call('HINCRBY', COUNTS, 'queued', 1)
   elseif new == 2 then redis.call('HINCRBY', COUNTS, 'running', 1) end
-  if new >= 3 and old < 3 then
+  if final(new) and not final(old) then
     redis.call('SREM', P .. 'open:' .. f.session, id)
     forget_entry(f.entry)
     redis.call('ZADD', P .. 'ended', tonumber(now) + tonumber(retention), id)
@@ -190,7 +209,7 @@ end
 -- it `end_state` with `code`. Returns 'REQUEUED', 'ENDED' or nil (it was not running).
 local function lose(id, entry, now, retention, end_state, code, message)
   local version, f = latest(id)
-  if not version or f.state ~= '2' or f.entry ~= entry then
+  if not version or not held_state(f.state) or f.entry ~= entry then
     forget_entry(entry)
     return nil
   end
@@ -227,7 +246,7 @@ local function unclaim(entry, now)
   local item = fields_of(queued[2])
   local version, f = latest(item.task)
   forget_entry(entry)
-  if not version or f.state ~= '2' or f.entry ~= entry then return false end
+  if not version or not held_state(f.state) or f.entry ~= entry then return false end
   f.entry = redis.call('XADD', QUEUE, '*', 'task', item.task, 'payload', item.payload)
   f.state = '1'
   f.attempt = tostring(tonumber(f.attempt) - 1)
@@ -284,7 +303,7 @@ if state == 1 then
   f.entry = redis.call('XADD', QUEUE, '*', 'task', id, 'payload', ARGV[3])
   redis.call('SADD', P .. 'open:' .. session, id)
   redis.call('HINCRBY', COUNTS, 'queued', 1)
-elseif state >= 3 then
+elseif final(state) then
   keep = math.max(math.floor(tonumber(retention) * 1000), 1)
   redis.call('ZADD', P .. 'ended', tonumber(now) + tonumber(retention), id)
 end
@@ -326,12 +345,12 @@ if version ~= tonumber(follows) then
   if version == tonumber(follows) + 1 and f.task == ARGV[2] then return 'OK' end
   return 'CONFLICT'
 end
-if fence ~= '' and (f.state ~= '2' or f.entry ~= fence) then return 'LOST' end
+if fence ~= '' and (not held_state(f.state) or f.entry ~= fence) then return 'LOST' end
 local moved = {task = ARGV[2], state = state, attempt = attempt,
                max_attempts = f.max_attempts, session = f.session, owner = f.owner,
                ordinal = f.ordinal, entry = f.entry, runner = f.runner}
 local keep = nil
-if tonumber(state) >= 3 then keep = math.max(math.floor(tonumber(retention) * 1000), 1) end
+if final(tonumber(state)) then keep = math.max(math.floor(tonumber(retention) * 1000), 1) end
 append(id, version + 1, moved, keep)
 account(id, moved, tonumber(f.state), tonumber(state), now, retention)
 return 'OK'
@@ -352,7 +371,7 @@ local runner, orphan_idle, now, lost = ARGV[2], ARGV[3], ARGV[4], {}
 for i = 5, #ARGV, 2 do
   local id = ARGV[i]
   local version, f = latest(id)
-  if version and f.state == '2' and f.entry == ARGV[i + 1] and f.runner == runner then
+  if version and held_state(f.state) and f.entry == ARGV[i + 1] and f.runner == runner then
     in_group({}, 'XCLAIM', QUEUE, GROUP, runner, 0, f.entry, 'JUSTID')
   else
     lost[#lost + 1] = id
@@ -413,7 +432,7 @@ HAND_BACK = (
 local handed = 0
 for i = 5, #ARGV do
   local version, f = latest(ARGV[i])
-  if version and f.state == '2' and f.runner == ARGV[2] then
+  if version and held_state(f.state) and f.runner == ARGV[2] then
     local outcome = lose(ARGV[i], f.entry, ARGV[3], ARGV[4], '5', 'SHUTDOWN',
                          'the worker stopped before the task finished')
     if outcome then handed = handed + 1 end

@@ -15,7 +15,6 @@ from typing import Any, cast
 
 import redis.asyncio
 
-from peer_grpc.core.errors import TaskNotFound
 from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
 from peer_grpc.stores.protocols import SweepResult
@@ -95,17 +94,7 @@ class RedisTaskStore:
         return await self.queue.change(task_id, change, now)
 
     async def changes_after(self, task_id: str, version: int) -> Sequence[Task]:
-        key = self._keys.task(task_id)
-        while True:
-            with self._unavailable("watching a task"):
-                entries = await self._redis.xrange(key, min=f"{version + 1}-0")
-                if entries:
-                    return [decode_entry(entry) for entry in entries]
-                if not await self._redis.exists(key):
-                    raise TaskNotFound(f"no task {task_id}")
-                # Until a newer entry comes, or the poll interval passes; the replica's
-                # one reader waits for every watcher, which holds no connection.
-                await self._watch.wait(key, version)
+        return await self.queue.changes_after(task_id, version)
 
     async def list_owned(
         self, owner_peer_id: str, *, after: int, limit: int, state: TaskState | None = None

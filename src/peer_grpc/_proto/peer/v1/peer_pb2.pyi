@@ -36,6 +36,7 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_FAILED: _ClassVar[TaskState]
     TASK_STATE_CANCELED: _ClassVar[TaskState]
     TASK_STATE_REJECTED: _ClassVar[TaskState]
+    TASK_STATE_INPUT_REQUIRED: _ClassVar[TaskState]
 
 class SequenceErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -58,6 +59,7 @@ TASK_STATE_COMPLETED: TaskState
 TASK_STATE_FAILED: TaskState
 TASK_STATE_CANCELED: TaskState
 TASK_STATE_REJECTED: TaskState
+TASK_STATE_INPUT_REQUIRED: TaskState
 SEQUENCE_ERROR_KIND_UNSPECIFIED: SequenceErrorKind
 SEQUENCE_ERROR_KIND_GAP: SequenceErrorKind
 SEQUENCE_ERROR_KIND_REPLAY: SequenceErrorKind
@@ -185,36 +187,40 @@ class DescribeResponse(_message.Message):
     def __init__(self, server_peer_id: _Optional[str] = ..., server_version: _Optional[str] = ..., supported_protocol_versions: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., task_types: _Optional[_Iterable[_Union[TaskType, _Mapping]]] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_request_bytes", "max_task_timeout", "default_task_timeout", "max_tasks_per_session", "max_running_tasks", "max_queued_tasks")
+    __slots__ = ("max_request_bytes", "max_task_timeout", "default_task_timeout", "max_tasks_per_session", "max_running_tasks", "max_queued_tasks", "progress_interval")
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TASK_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TASK_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     MAX_TASKS_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
     MAX_RUNNING_TASKS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     max_request_bytes: int
     max_task_timeout: _duration_pb2.Duration
     default_task_timeout: _duration_pb2.Duration
     max_tasks_per_session: int
     max_running_tasks: int
     max_queued_tasks: int
-    def __init__(self, max_request_bytes: _Optional[int] = ..., max_task_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., default_task_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_tasks_per_session: _Optional[int] = ..., max_running_tasks: _Optional[int] = ..., max_queued_tasks: _Optional[int] = ...) -> None: ...
+    progress_interval: _duration_pb2.Duration
+    def __init__(self, max_request_bytes: _Optional[int] = ..., max_task_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., default_task_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_tasks_per_session: _Optional[int] = ..., max_running_tasks: _Optional[int] = ..., max_queued_tasks: _Optional[int] = ..., progress_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class TaskType(_message.Message):
-    __slots__ = ("name", "description", "input_schema", "output_schema", "retryable", "max_attempts")
+    __slots__ = ("name", "description", "input_schema", "output_schema", "retryable", "max_attempts", "asks_for_input")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     INPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FOR_INPUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     input_schema: _struct_pb2.Struct
     output_schema: _struct_pb2.Struct
     retryable: bool
     max_attempts: int
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., retryable: _Optional[bool] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    asks_for_input: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., retryable: _Optional[bool] = ..., max_attempts: _Optional[int] = ..., asks_for_input: _Optional[bool] = ...) -> None: ...
 
 class SessionStats(_message.Message):
     __slots__ = ("handshaking", "established", "terminated", "expired", "created_total", "expired_total", "terminated_total", "sequence_errors_total")
@@ -275,7 +281,7 @@ class TaskError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "task_type", "state", "result", "error", "created_at", "updated_at", "owner_peer_id", "timeout", "attempt", "max_attempts")
+    __slots__ = ("task_id", "task_type", "state", "result", "error", "created_at", "updated_at", "owner_peer_id", "timeout", "attempt", "max_attempts", "progress", "partial_result", "question", "questions_asked")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +293,10 @@ class Task(_message.Message):
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_RESULT_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    QUESTIONS_ASKED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_type: str
     state: TaskState
@@ -298,7 +308,19 @@ class Task(_message.Message):
     timeout: _duration_pb2.Duration
     attempt: int
     max_attempts: int
-    def __init__(self, task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner_peer_id: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    progress: TaskProgress
+    partial_result: _struct_pb2.Struct
+    question: _struct_pb2.Struct
+    questions_asked: int
+    def __init__(self, task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner_peer_id: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., partial_result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., question: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., questions_asked: _Optional[int] = ...) -> None: ...
+
+class TaskProgress(_message.Message):
+    __slots__ = ("fraction", "message")
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    fraction: float
+    message: str
+    def __init__(self, fraction: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
 
 class DelegateTaskRequest(_message.Message):
     __slots__ = ("task_type", "payload", "timeout", "return_immediately")
@@ -373,6 +395,22 @@ class WatchTaskResponse(_message.Message):
     task: Task
     sequence_num: int
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., sequence_num: _Optional[int] = ...) -> None: ...
+
+class ProvideInputRequest(_message.Message):
+    __slots__ = ("task_id", "input", "question")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    input: _struct_pb2.Struct
+    question: int
+    def __init__(self, task_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., question: _Optional[int] = ...) -> None: ...
+
+class ProvideInputResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
 class TerminateRequest(_message.Message):
     __slots__ = ("reason",)

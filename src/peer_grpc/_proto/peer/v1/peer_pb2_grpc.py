@@ -90,6 +90,11 @@ class PeerServiceStub:
                 request_serializer=peer_dot_v1_dot_peer__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=peer_dot_v1_dot_peer__pb2.DescribeResponse.FromString,
                 _registered_method=True)
+        self.ProvideInput = channel.unary_unary(
+                '/peer.v1.PeerService/ProvideInput',
+                request_serializer=peer_dot_v1_dot_peer__pb2.ProvideInputRequest.SerializeToString,
+                response_deserializer=peer_dot_v1_dot_peer__pb2.ProvideInputResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -187,6 +192,19 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProvideInput(self, request, context):
+        """ProvideInput answers the question of one of the caller's tasks that waits
+        in TASK_STATE_INPUT_REQUIRED, and returns the task WORKING again, its
+        handler resumed with the input. It is sequence-checked and answered once
+        like DelegateTask: a resend of the same sequence gets the first answer and
+        never gives the input twice. A task that is not waiting for input (or not
+        for the question named) is FAILED_PRECONDITION (reason
+        TASK_NOT_WAITING_FOR_INPUT); another peer's task is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -244,6 +262,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=peer_dot_v1_dot_peer__pb2.DescribeRequest.FromString,
                     response_serializer=peer_dot_v1_dot_peer__pb2.DescribeResponse.SerializeToString,
+            ),
+            'ProvideInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProvideInput,
+                    request_deserializer=peer_dot_v1_dot_peer__pb2.ProvideInputRequest.FromString,
+                    response_serializer=peer_dot_v1_dot_peer__pb2.ProvideInputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -544,6 +567,33 @@ class PeerService:
             '/peer.v1.PeerService/Describe',
             peer_dot_v1_dot_peer__pb2.DescribeRequest.SerializeToString,
             peer_dot_v1_dot_peer__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProvideInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peer.v1.PeerService/ProvideInput',
+            peer_dot_v1_dot_peer__pb2.ProvideInputRequest.SerializeToString,
+            peer_dot_v1_dot_peer__pb2.ProvideInputResponse.FromString,
             options,
             channel_credentials,
             insecure,
