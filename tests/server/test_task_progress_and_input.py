@@ -98,6 +98,35 @@ def task_registry(steps: Steps) -> TaskRegistry:
             raise
         return {"answers": steps.answers}
 
+    @registry.task("ask-then-report", asks_for_input=True)
+    async def ask_then_report(payload: dict[str, Any]) -> dict[str, Any]:
+        task = current_task()
+        task.progress(0.1, "before")  # and at once a question: the report goes first
+        steps.answers.append(await task.ask({"question": "go on?"}))
+        task.progress(0.5, "after the answer")
+        await steps.next()
+        task.progress(0.9, "later")
+        await steps.next()
+        return {"ok": True}
+
+    @registry.task("impatient", asks_for_input=True)
+    async def impatient(payload: dict[str, Any]) -> dict[str, Any]:
+        task = current_task()
+        try:
+            steps.answers.append(await asyncio.wait_for(task.ask({"question": "quick?"}), 0.5))
+        except TimeoutError:
+            task.progress(0.5, "went on without an answer")
+        await steps.next()
+        return {"answered": bool(steps.answers)}
+
+    @registry.task("leaves-a-question", asks_for_input=True)
+    async def leaves_a_question(payload: dict[str, Any]) -> dict[str, Any]:
+        # Asks in the background, and returns before anyone answers.
+        asking = asyncio.create_task(current_task().ask({"question": "never mind"}))
+        await steps.next()
+        assert not asking.done()
+        return {"done": True}
+
     @registry.task("rude")
     async def rude(payload: dict[str, Any]) -> dict[str, Any]:
         await current_task().ask({"question": "not allowed to ask"})
@@ -150,9 +179,14 @@ async def test_progress_and_partial_results_show_on_the_task_and_in_order_on_the
         steps.go.put_nowait(None)
         await asyncio.wait_for(watching, 10)
 
-    reports = [(t.progress.fraction, t.progress.message) for t in seen if t.HasField("progress")]
+    reports = [
+        (t.progress.fraction, t.progress.message)
+        for t in seen
+        if t.state == WORKING and t.HasField("progress")
+    ]
     # Each report in the order made, none twice, the last before the end.
-    assert [fraction for fraction, _ in reports] == sorted(fraction for fraction, _ in reports)
+    fractions = [fraction for fraction, _ in reports]
+    assert fractions == sorted(set(fractions))
     assert (0.25, "reading") in reports
     assert (0.5, "resizing") in reports
     assert seen[-1].state == peer_pb2.TASK_STATE_COMPLETED
@@ -342,6 +376,61 @@ async def test_waiting_for_input_counts_against_the_tasks_timeout(server: PeerSe
     assert steps.answers == []
 
 
+async def test_reports_after_an_answer_are_written_while_the_task_runs(
+    server: PeerServer, steps: Steps
+):
+    async with PeerClient(server.address, "asker") as client:
+        task = await client.delegate_task("ask-then-report", wait=False)
+        waiting = await until_state(client, task.task_id, INPUT_REQUIRED)
+        assert waiting.progress.message == "before", "the report is written before the question"
+        await client.provide_input(task.task_id, {"go": True})
+
+        await until_progress(client, task.task_id, 0.5)
+        steps.go.put_nowait(None)
+        await until_progress(client, task.task_id, 0.9)
+        steps.go.put_nowait(None)
+        finished = await until_state(client, task.task_id, peer_pb2.TASK_STATE_COMPLETED)
+
+    assert finished.progress.message == "later"
+
+
+async def test_a_handler_that_stops_waiting_gets_its_task_back_and_goes_on(
+    server: PeerServer, steps: Steps
+):
+    async with PeerClient(server.address, "asker") as client:
+        task = await client.delegate_task("impatient", wait=False)
+        asked = await until_state(client, task.task_id, INPUT_REQUIRED)
+
+        async def went_on() -> bool:
+            shown = await client.get_task(task.task_id)
+            return shown.progress.message == "went on without an answer"
+
+        await eventually(went_on)
+        shown = await client.get_task(task.task_id)
+        assert (shown.state, shown.HasField("question")) == (WORKING, False)
+        with pytest.raises(TaskNotWaitingForInput):
+            await client.provide_input(task.task_id, {"late": True}, question=asked.questions_asked)
+        steps.go.put_nowait(None)
+        finished = await until_state(client, task.task_id, peer_pb2.TASK_STATE_COMPLETED)
+
+    assert json_format.MessageToDict(finished.result) == {"answered": False}
+    assert steps.answers == []
+
+
+async def test_a_handler_that_returns_while_its_question_waits_ends_its_task(
+    server: PeerServer, steps: Steps
+):
+    async with PeerClient(server.address, "asker") as client:
+        task = await client.delegate_task("leaves-a-question", wait=False)
+        await until_state(client, task.task_id, INPUT_REQUIRED)
+        steps.go.put_nowait(None)
+
+        finished = await until_state(client, task.task_id, peer_pb2.TASK_STATE_COMPLETED)
+
+    assert json_format.MessageToDict(finished.result) == {"done": True}
+    assert not finished.HasField("question")
+
+
 async def test_a_type_not_registered_to_ask_fails_when_it_asks(server: PeerServer):
     async with PeerClient(server.address, "asker") as client:
         ended = await client.delegate_task("rude")
@@ -356,5 +445,5 @@ async def test_describe_says_which_types_ask_and_the_progress_interval(server: P
         described = await client.describe()
 
     asking = {t.name for t in described.task_types if t.asks_for_input}
-    assert asking == {"ask"}
+    assert asking == {"ask", "ask-then-report", "impatient", "leaves-a-question"}
     assert described.limits.progress_interval.ToMilliseconds() == 250

@@ -586,3 +586,27 @@ def test_an_older_snapshot_reads_with_the_new_fields_unset_and_a_newer_ones_extr
             None,
             0,
         )
+
+
+async def test_a_task_run_again_starts_its_progress_afresh(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task = await enqueue(queue, new_task(max_attempts=2))
+    [first] = await queue.claim("runner-a", 1, NOW)
+    reported = await queue.finish(
+        first, TaskChange.reported(Progress(0.9, "nearly"), {"n": 9}), NOW
+    )
+    assert reported is not None
+    await asyncio.sleep(LEASE + 0.05)
+    await queue.reclaim("reaper", LEASE, NOW, 10)
+
+    queued = await store.get(task.task_id)
+    [second] = await queue.claim("runner-b", 1, NOW)
+
+    assert queued is not None
+    assert (queued.state, queued.progress, queued.partial_result) == (T.SUBMITTED, None, None)
+    assert (second.task.attempt, second.task.progress, second.task.partial_result) == (
+        2,
+        None,
+        None,
+    )

@@ -327,3 +327,21 @@ async def test_store_keeps_a_reporting_tasks_latest_snapshots_for_its_watchers(
     # A watcher far behind skips to the oldest kept, and from there sees every change.
     assert 64 <= len(kept) <= 164
     assert [task.version for task in kept] == list(range(kept[0].version, latest.version + 1))
+
+
+async def test_store_keeps_only_the_state_changes_of_a_task_that_ended(
+    task_store: TaskStore,
+) -> None:
+    await task_store.create(new_task())
+    await task_store.change("t1", TaskChange(T.WORKING), 101.0)
+    for number in range(1, 21):
+        await task_store.change(
+            "t1", TaskChange.reported(Progress(number / 20, ""), {"part": number}), 101.0
+        )
+    ended = await task_store.change("t1", TaskChange(T.COMPLETED, result={"all": 20}), 102.0)
+
+    kept = await task_store.changes_after("t1", 0)
+
+    assert [task.state for task in kept] == [T.SUBMITTED, T.WORKING, T.COMPLETED]
+    assert kept[-1] == ended
+    assert (ended.progress, ended.partial_result) == (Progress(1.0, ""), {"part": 20})

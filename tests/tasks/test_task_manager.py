@@ -14,9 +14,16 @@ from typing import Any
 import pytest
 
 from peer_grpc import InvalidArgument, ManualClock, TaskRegistry, default_registry
-from peer_grpc.core.errors import ShuttingDown, TaskLimitReached, TaskNotCancelable, TaskNotFound
-from peer_grpc.core.task import Task, TaskState
+from peer_grpc.core.errors import (
+    ShuttingDown,
+    StoreUnavailable,
+    TaskLimitReached,
+    TaskNotCancelable,
+    TaskNotFound,
+)
+from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.stores import TaskStore
+from peer_grpc.stores.memory.tasks import MemoryTaskStore
 from peer_grpc.tasks import TaskRejected, current_task
 from peer_grpc.tasks.manager import MAX_PAGE_BYTES, MAX_PAGE_SIZE, TaskLimits, TaskManager
 from tests.conftest import Gate, TaskStoreFactory, eventually
@@ -604,3 +611,53 @@ def test_limits_are_checked() -> None:
         TaskLimits(default_timeout=10, max_timeout=5)
     with pytest.raises(ValueError, match="at least 1"):
         TaskLimits(max_running=0)
+
+
+# --- an answer whose reply the store lost ---------------------------------------------------
+
+
+class LosesTheReplyOfAnswers(MemoryTaskStore):
+    """A store that applies an answer and then fails as if the reply was lost on the way
+    back (a Redis connection that broke after the script ran), once."""
+
+    lost = 0
+
+    async def change(self, task_id: str, change: TaskChange, now: float) -> Task:
+        task = await super().change(task_id, change, now)
+        if change.answer is not None and not self.lost:
+            self.lost += 1
+            raise StoreUnavailable("connection lost after the command ran", 1.0)
+        return task
+
+
+async def test_an_answer_whose_reply_was_lost_is_given_once_and_reported_given() -> None:
+    registry = TaskRegistry()
+    answers: list[dict[str, Any]] = []
+
+    @registry.task("ask", asks_for_input=True)
+    async def ask(payload: dict[str, Any]) -> dict[str, Any]:
+        answers.append(await current_task().ask({"question": "colour?"}))
+        await asyncio.sleep(0.2)
+        return {"ok": True}
+
+    store = LosesTheReplyOfAnswers()
+    tasks = TaskManager(registry, store)
+    try:
+        task = await tasks.delegate(
+            peer_id=PEER, session_id=SESSION, task_type="ask", payload={}, wait=False
+        )
+        await eventually(lambda: _state_of(store, task.task_id) is T.INPUT_REQUIRED)
+
+        resumed = await tasks.provide_input(PEER, task.task_id, {"colour": "red"}, question=1)
+
+        assert store.lost == 1
+        assert (resumed.state, resumed.answer) == (T.WORKING, {"colour": "red"})
+        await eventually(lambda: _state_of(store, task.task_id) is T.COMPLETED)
+        assert answers == [{"colour": "red"}]
+    finally:
+        await tasks.shutdown(grace=0)
+
+
+def _state_of(store: MemoryTaskStore, task_id: str) -> TaskState | None:
+    record = store._tasks.get(task_id)
+    return record.latest.state if record is not None else None

@@ -83,7 +83,8 @@ class TaskChange:
       progress or partial result (None keeps the one before);
     - a move to INPUT_REQUIRED carries the handler's ``question``;
     - a move from INPUT_REQUIRED back to WORKING carries the ``answer``, and with
-      ``answers_question`` only answers that question (see Task.questions_asked).
+      ``answers_question`` only answers that question (see Task.questions_asked);
+      or, ``withdraw``, takes the question back (the handler stopped waiting).
     """
 
     state: TaskState
@@ -96,6 +97,7 @@ class TaskChange:
     question: Mapping[str, Any] | None = None
     answer: Mapping[str, Any] | None = None
     answers_question: int = 0
+    withdraw: bool = False
 
     @classmethod
     def reported(
@@ -113,6 +115,11 @@ class TaskChange:
     def answered(cls, answer: Mapping[str, Any], question: int = 0) -> TaskChange:
         """The delegating peer answers (question number ``question``; 0: whichever waits)."""
         return cls(TaskState.WORKING, answer=answer, answers_question=question)
+
+    @classmethod
+    def withdrawn(cls) -> TaskChange:
+        """The handler stopped waiting for its answer, and works on."""
+        return cls(TaskState.WORKING, withdraw=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +210,15 @@ class Task:
                 raise InvalidTransition(self.state.name, "WORKING (a report)", subject="task")
             return self.state
         waiting = self.state is TaskState.INPUT_REQUIRED
-        resuming = change.state is TaskState.WORKING and (waiting or change.answer is not None)
-        if resuming and (
-            change.answer is None
-            or not waiting
-            or change.answers_question not in (0, self.questions_asked)
-        ):
-            # Only an answer resumes a waiting handler, and only a waiting one: an answer
-            # must never start a queued task, nor answer a question asked after it.
-            raise InvalidTransition(self.state.name, "WORKING (an answer)", subject="task")
+        resuming = change.answer is not None or change.withdraw
+        if change.state is TaskState.WORKING and (waiting or resuming):
+            answers = change.answer is not None and change.answers_question in (
+                0,
+                self.questions_asked,
+            )
+            if not (waiting and (answers or change.withdraw)):
+                # Only an answer (or taking the question back) resumes a waiting handler,
+                # and only a waiting one: an answer must never start a queued task, nor
+                # answer a question asked after it.
+                raise InvalidTransition(self.state.name, "WORKING (an answer)", subject="task")
         return TASK_MACHINE.check(self.state, change.state)

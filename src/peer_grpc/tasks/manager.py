@@ -79,6 +79,9 @@ DEFAULT_MAX_TASKS_PER_SESSION = 8
 DEFAULT_MAX_QUEUED_TASKS = 1024
 #: Seconds a task's change is retried while the store is unavailable.
 _RECORD_PATIENCE = 60.0
+#: Pauses between the tries of an answer while the store is unavailable (the same answer,
+#: at the same time, so that a try whose reply was lost is recognised, not repeated).
+_ANSWER_RETRIES = (0.05, 0.2, 0.5)
 #: How long a shutdown waits for canceled tasks to record their end before leaving them.
 _SHUTDOWN_SETTLE = 1.0
 
@@ -450,13 +453,21 @@ class TaskManager:
                 another question; nothing changed.
         """
         await self.get(peer_id, task_id)
-        try:
-            return await self.store.change(
-                task_id, TaskChange.answered(answer, question), self.clock.now()
-            )
-        except InvalidTransition:
-            task = await self.get(peer_id, task_id)  # say what it does instead
-            raise _not_waiting(task, question) from None
+        change = TaskChange.answered(answer, question)
+        now = self.clock.now()
+        for delay in (*_ANSWER_RETRIES, None):
+            try:
+                return await self.store.change(task_id, change, now)
+            except InvalidTransition:
+                break
+            except StoreUnavailable:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+        task = await self.get(peer_id, task_id)
+        if task.state is TaskState.WORKING and task.updated_at == now and task.answer == answer:
+            return task  # a try whose reply was lost gave the answer: not a second time
+        raise _not_waiting(task, question)
 
     async def list_tasks(
         self,
@@ -664,6 +675,7 @@ class TaskManager:
             lambda change: self._change(task.task_id, change),
             lambda version: self.store.changes_after(task.task_id, version),
             record.ended_elsewhere,
+            lambda: record.stopped,
             interval=self.limits.progress_interval,
         )
         record.in_handler = True
@@ -686,7 +698,7 @@ class TaskManager:
                 record.in_handler = False
             if record.stopped:
                 return  # it ended another way, which was recorded
-            await reporter.flush()  # its last report before its end
+            await reporter.finish()  # its last report, and no question left, before its end
         finally:
             reporter.close()
         await self._change(task.task_id, change)
@@ -707,9 +719,12 @@ class TaskManager:
         give_up = loop.time() + _RECORD_PATIENCE
         delay = 0.05
         retried = False
+        # One time for every try: a try whose reply was lost wrote exactly what the next
+        # would, which the store recognises as done.
+        now = self.clock.now()
         while True:
             try:
-                task = await self.store.change(task_id, change, self.clock.now())
+                task = await self.store.change(task_id, change, now)
             except InvalidTransition:
                 if not retried:
                     return None

@@ -178,11 +178,17 @@ class TaskContext:
         with ProvideInput; then it is WORKING again and this returns the answer, a
         JSON object, as the peer sent it (check it as any input). The wait counts
         against the task's timeout; if the task is canceled or runs out of time
-        meanwhile, this raises CancelledError like any cancellation.
+        meanwhile, this raises CancelledError like any cancellation. A handler that
+        stops waiting (``asyncio.wait_for(task.ask(...), 30)``, say) gets its task
+        back WORKING, the question taken back, and may go on or ask again.
+
+        A plain handler, in its thread, has no event loop to wait on: only async
+        handlers may await this.
 
         Raises:
             RuntimeError: the task type was not registered with ``asks_for_input``,
-                or this is not an async handler's task.
+                another question of the task waits for its answer, or this is
+                awaited outside the task's event loop.
             ValueError: ``question`` is not a JSON object of at most the server's
                 largest result.
         """

@@ -48,6 +48,8 @@ class TaskReporter:
         follow: waits for the task's snapshots newer than a version.
         on_ended: called when the task turns out to have ended another way while
             its handler asked; the caller stops the handler's work.
+        stopped: whether the handler's work was stopped (the task ended another
+            way, or ran out of time): then a question it gives up is not taken back.
         interval: the shortest time between two stored reports.
     """
 
@@ -56,12 +58,14 @@ class TaskReporter:
         write: Write,
         follow: Follow,
         on_ended: Callable[[], None],
+        stopped: Callable[[], bool],
         *,
         interval: float = DEFAULT_PROGRESS_INTERVAL,
     ) -> None:
         self._write = write
         self._follow = follow
         self._on_ended = on_ended
+        self._stopped = stopped
         self._interval = interval
         self._loop = asyncio.get_running_loop()
         #: The report not yet written: the latest progress and partial result merged.
@@ -69,10 +73,14 @@ class TaskReporter:
         #: Writes pending reports, one interval apart; None while nothing is pending.
         self._flusher: asyncio.Task[None] | None = None
         self._writing = False
+        #: While :meth:`flush` writes: it takes the reports made meanwhile itself.
+        self._flushing = False
         #: When the next report may be written (event loop time).
         self._next_at = 0.0
         self._closed = False
         self._asking = False
+        #: The task as it asked the question that waits for its answer, if one does.
+        self._question: Task | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -82,7 +90,11 @@ class TaskReporter:
     def report(
         self, progress: Progress | None = None, partial_result: Mapping[str, Any] | None = None
     ) -> None:
-        """Note a report; it is written now or, within the interval, with the next one."""
+        """Note a report; it is written now or, within the interval, with the next one.
+
+        A report made while the task waits for an answer is refused by the store
+        and lost: the handler is waiting, so only a concurrent part of it reports.
+        """
         if self._closed:
             return
         pending = self._pending
@@ -91,19 +103,28 @@ class TaskReporter:
             if partial_result is None:
                 partial_result = pending.partial_result
         self._pending = TaskChange.reported(progress, partial_result)
-        if self._flusher is None:
+        if self._flusher is None and not self._flushing:
             self._flusher = self._loop.create_task(self._flush_loop())
 
     async def flush(self) -> None:
-        """Write the pending report now (waiting for one being written first)."""
-        pending, self._pending = self._pending, None
-        flusher = self._flusher
-        if flusher is not None:
-            if not self._writing:
-                flusher.cancel()  # it only waits for the interval to pass
-            await asyncio.wait([flusher])
-        if pending is not None:
-            await self._write_report(pending)
+        """Write what is pending now, after the write under way if there is one, so
+        that reports reach the store in the order they were made."""
+        self._flushing = True
+        try:
+            await self._stop_flusher()
+            while (change := self._pending) is not None:
+                self._pending = None
+                await self._write_report(change)
+        finally:
+            self._flushing = False
+
+    async def finish(self) -> None:
+        """Before the task's end is written: the last report, and a question that still
+        waits (the handler returned without its answer) taken back."""
+        await self.flush()
+        if self._question is not None:
+            await self._withdraw()
+        self.close()
 
     def close(self) -> None:
         """Write nothing more (the task ended, or its handler was stopped)."""
@@ -111,13 +132,18 @@ class TaskReporter:
         self._pending = None
         if self._flusher is not None:
             self._flusher.cancel()
+            self._flusher = None
 
     async def ask(self, question: Mapping[str, Any]) -> dict[str, Any]:
         """Move the task to INPUT_REQUIRED with ``question``; the answer, once given.
 
+        A handler that stops waiting (cancels this, with a timeout of its own, say)
+        and works on gets its task back WORKING: the question is taken back.
+
         Raises:
             asyncio.CancelledError: the task ended meanwhile (canceled, out of time,
-                or no longer this runner's); the handler's work is stopped.
+                or no longer this runner's), and the handler's work is stopped; or the
+                handler returned while this waited, and the question was taken back.
             RuntimeError: another question of the task waits for its answer.
         """
         if self._asking:
@@ -128,7 +154,13 @@ class TaskReporter:
             asked = await self._write(TaskChange.asking(question))
             if asked is None:
                 raise self._ended()
-            return await self._answer_to(asked)
+            self._question = asked
+            try:
+                return await self._answer_to(asked)
+            except asyncio.CancelledError:
+                if self._question is not None and not self._stopped():
+                    await self._withdraw()  # the handler gave up waiting, and works on
+                raise
         finally:
             self._asking = False
 
@@ -137,10 +169,18 @@ class TaskReporter:
         while True:
             for task in await self._newer_than(asked.task_id, version):
                 version = task.version
-                if task.state is TaskState.WORKING and task.answer is not None:
+                if task.state is TaskState.WORKING:
+                    self._question = None
+                    if task.answer is None:  # taken back: the handler ended without it
+                        raise asyncio.CancelledError()
                     return dict(task.answer)
                 if task.state is not TaskState.INPUT_REQUIRED:
                     raise self._ended()
+
+    async def _withdraw(self) -> None:
+        self._question = None
+        # None if it was answered (or ended) meanwhile: the task is not waiting then.
+        await self._write(TaskChange.withdrawn())
 
     async def _newer_than(self, task_id: str, version: int) -> Sequence[Task]:
         """The task's snapshots after ``version``; through store outages (the task's
@@ -155,13 +195,25 @@ class TaskReporter:
                 await asyncio.sleep(_FOLLOW_RETRY)
 
     def _ended(self) -> asyncio.CancelledError:
+        self._question = None
         self.close()
         self._on_ended()
         return asyncio.CancelledError()
 
+    async def _stop_flusher(self) -> None:
+        """Let a write under way finish; drop the wait for the interval."""
+        flusher = self._flusher
+        if flusher is None:
+            return
+        if not self._writing:
+            flusher.cancel()  # it only waits (or has not even started)
+        await asyncio.wait([flusher])
+        if self._flusher is flusher:  # a task cancelled before it ran cleans up nothing
+            self._flusher = None
+
     async def _flush_loop(self) -> None:
         try:
-            while self._pending is not None:
+            while self._pending is not None and not self._flushing:
                 wait = self._next_at - self._loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
@@ -174,7 +226,8 @@ class TaskReporter:
                 finally:
                     self._writing = False
         finally:
-            self._flusher = None
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
 
     async def _write_report(self, change: TaskChange) -> None:
         self._next_at = self._loop.time() + self._interval

@@ -275,8 +275,8 @@ class TaskRunner:
                 timer.cancel()
                 held.in_handler = False
             if not held.lost:
-                await reporter.flush()  # its last report before its end
-                reporter.close()
+                # Its last report, and no question left, before its end.
+                await reporter.finish()
                 ended = await self._write(held, change)
         except asyncio.CancelledError:
             if not held.lost:
@@ -316,6 +316,7 @@ class TaskRunner:
             lambda change: self._write(held, change),
             follow,
             held.ended_elsewhere,
+            lambda: held.lost,
             interval=self.progress_interval,
         )
 
@@ -363,9 +364,12 @@ class TaskRunner:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + _RECORD_PATIENCE
         delay = 0.05
+        # One time for every try: a try whose reply was lost wrote exactly what the next
+        # would, which the store recognises as done.
+        now = self.clock.now()
         while True:
             try:
-                ended = await self.queue.finish(claim, change, self.clock.now())
+                ended = await self.queue.finish(claim, change, now)
             except StoreUnavailable:
                 if loop.time() + delay > give_up:
                     raise

@@ -21,9 +21,25 @@ DEFAULT_TASK_RETENTION = 3600.0
 KEEP_SNAPSHOTS = 64
 
 
+#: A task that ended with more snapshots than this keeps those of its state changes only.
+_PRUNE_ABOVE = 8
+
+
+def _state_changes(history: list[Task]) -> list[Task]:
+    """The snapshots that changed the task's state, and its last: what a task that
+    ended keeps of its progress reports (each of which carries a partial result)."""
+    kept = [history[0]]
+    for task in history[1:-1]:
+        if task.state is not kept[-1].state:
+            kept.append(task)
+    kept.append(history[-1])
+    return kept
+
+
 @dataclass(slots=True)
 class _Record:
-    """The snapshots of one task, oldest first: its latest :data:`KEEP_SNAPSHOTS`."""
+    """The snapshots of one task, oldest first: its latest :data:`KEEP_SNAPSHOTS`, and
+    once it ended, those of its state changes."""
 
     history: list[Task]
     #: Set (and dropped) at the next change, to wake the task's watchers; made only
@@ -100,6 +116,8 @@ class MemoryTaskStore:
         history.append(task)
         if len(history) > KEEP_SNAPSHOTS:
             del history[0]
+        if task.state.is_final and len(history) > _PRUNE_ABOVE:
+            record.history = _state_changes(history)
         record.wake_watchers()
         if task.state.is_final:
             self._ended.append((now + self._retention, task_id))

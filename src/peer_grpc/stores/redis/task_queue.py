@@ -92,6 +92,7 @@ def decode_snapshot(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Tas
     Fields a newer release added are left out, so that a rolling upgrade's older
     replicas can still read its tasks."""
     raw: dict[str, Any] = json.loads(fields[b"task"])
+    written_in = raw.get("attempt")
     for field, (name, parse) in _FIELD_PARSERS.items():
         value = fields.get(field)
         if value is not None:
@@ -105,12 +106,16 @@ def decode_snapshot(entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> Tas
     if "progress" in raw:
         raw["progress"] = Progress(*raw["progress"])
     # A script may have moved the task on from the snapshot its JSON was copied from
-    # (requeued, or ended when its runner was lost): a question or an answer belongs
-    # to the one state alone.
+    # (requeued, claimed, or ended when its runner was lost): a question or an answer
+    # belongs to the one state alone, and progress to the one run.
     if state is not TaskState.INPUT_REQUIRED:
         raw.pop("question", None)
     if state is not TaskState.WORKING:
         raw.pop("answer", None)
+    if state is TaskState.SUBMITTED or raw.get("attempt") != written_in:
+        # Queued again, or claimed for a run after the one that reported.
+        raw.pop("progress", None)
+        raw.pop("partial_result", None)
     return Task(**raw)
 
 

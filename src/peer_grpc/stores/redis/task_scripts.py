@@ -93,13 +93,29 @@ local function latest(id)
   return tonumber(string.match(last[1], '^(%d+)-')), fields_of(last[2])
 end
 
+-- A task that ended keeps the snapshots of its state changes (and its last) only: its
+-- progress reports, each carrying the partial result of its time, go.
+local function prune_reports(key)
+  if redis.call('XLEN', key) <= 8 then return end
+  local entries = redis.call('XRANGE', key, '-', '+')
+  local previous = nil
+  for i, entry in ipairs(entries) do
+    local state = fields_of(entry[2]).state
+    if i < #entries and state == previous then redis.call('XDEL', key, entry[1]) end
+    previous = state
+  end
+end
+
 -- Append a snapshot. A finished task is kept `keep_ms`; an unfinished one (keep_ms nil)
 -- until it ends, since its counts and indexes may only change in step with it.
 local function append(id, version, f, keep_ms)
   local key = P .. 'task:' .. id
   redis.call('XADD', key, 'MAXLEN', '~', KEEP_SNAPSHOTS, version .. '-0', unpack(flat_of(f)))
   -- No TTL is ever set on an unfinished task, so there is none to take off.
-  if keep_ms then redis.call('PEXPIRE', key, keep_ms) end
+  if keep_ms then
+    prune_reports(key)
+    redis.call('PEXPIRE', key, keep_ms)
+  end
 end
 
 local function forget_entry(entry)
@@ -246,7 +262,8 @@ local function unclaim(entry, now)
   local item = fields_of(queued[2])
   local version, f = latest(item.task)
   forget_entry(entry)
-  if not version or not held_state(f.state) or f.entry ~= entry then return false end
+  -- Never run by this claim's runner, so never past WORKING.
+  if not version or f.state ~= '2' or f.entry ~= entry then return false end
   f.entry = redis.call('XADD', QUEUE, '*', 'task', item.task, 'payload', item.payload)
   f.state = '1'
   f.attempt = tostring(tonumber(f.attempt) - 1)
