@@ -209,6 +209,21 @@ async def test_a_restart_keeps_sessions_sequences_and_tasks(
     assert recorder.runs == {"before-restart": 1}
 
 
+async def watched_elsewhere(runner: Stub, watcher: Stub, task_type: str) -> tuple[str, str, Any]:
+    """A session that delegates a task through ``runner`` (sequence 1) and watches it
+    through ``watcher`` (sequence 2): its id, the task's, and the watch."""
+    session_id = (await open_session(runner, "watched")).session_id
+    delegated = await runner.DelegateTask(
+        peer_pb2.DelegateTaskRequest(task_type=task_type, return_immediately=True),
+        metadata=session_metadata(session_id, 1),
+    )
+    task_id = delegated.task.task_id
+    watch = watcher.WatchTask(
+        peer_pb2.WatchTaskRequest(task_id=task_id), metadata=session_metadata(session_id, 2)
+    )
+    return session_id, task_id, watch
+
+
 async def test_a_task_is_watched_and_canceled_from_the_other_replica(
     start_replica: ReplicaFactory,
 ) -> None:
@@ -225,15 +240,7 @@ async def test_a_task_is_watched_and_canceled_from_the_other_replica(
         grpc.aio.insecure_channel(second.address) as other,
     ):
         runner, watcher = Stub(one), Stub(other)
-        session_id = (await open_session(runner, "watched")).session_id
-        delegated = await runner.DelegateTask(
-            peer_pb2.DelegateTaskRequest(task_type="held", return_immediately=True),
-            metadata=session_metadata(session_id, 1),
-        )
-        task_id = delegated.task.task_id
-        watch = watcher.WatchTask(
-            peer_pb2.WatchTaskRequest(task_id=task_id), metadata=session_metadata(session_id, 2)
-        )
+        session_id, task_id, watch = await watched_elsewhere(runner, watcher, "held")
         first_seen = await watch.read()  # the watch is admitted (sequence 2) before 3 goes
         canceled = await watcher.CancelTask(
             peer_pb2.CancelTaskRequest(task_id=task_id), metadata=session_metadata(session_id, 3)
@@ -285,15 +292,7 @@ async def test_a_question_asked_on_one_replica_is_answered_through_the_other(
         grpc.aio.insecure_channel(second.address) as other,
     ):
         runner, answerer = Stub(one), Stub(other)
-        session_id = (await open_session(runner, "asked")).session_id
-        delegated = await runner.DelegateTask(
-            peer_pb2.DelegateTaskRequest(task_type="ask", return_immediately=True),
-            metadata=session_metadata(session_id, 1),
-        )
-        task_id = delegated.task.task_id
-        watch = answerer.WatchTask(
-            peer_pb2.WatchTaskRequest(task_id=task_id), metadata=session_metadata(session_id, 2)
-        )
+        session_id, task_id, watch = await watched_elsewhere(runner, answerer, "ask")
         seen = [(await watch.read()).task]
         while seen[-1].state != peer_pb2.TASK_STATE_INPUT_REQUIRED:
             seen.append((await watch.read()).task)

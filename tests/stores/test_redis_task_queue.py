@@ -218,14 +218,20 @@ async def test_a_retryable_task_whose_lease_lapsed_runs_again_at_its_next_attemp
     assert (await store.get(task.task_id)).error_code == "WORKER_LOST"  # type: ignore[union-attr]
 
 
-async def test_a_runner_that_lost_its_lease_cannot_write_over_the_new_attempt(
-    store: RedisTaskStore, queue: RedisTaskQueue
-):
+async def taken_over(queue: RedisTaskQueue) -> tuple[Task, Claim, Claim]:
+    """A retryable task whose first runner's lease lapsed: the claims of both runners."""
     task = await enqueue(queue, new_task(max_attempts=3))
     [stale] = await queue.claim("runner-a", 1, NOW)
     await asyncio.sleep(LEASE + 0.05)
     await queue.reclaim("reaper", LEASE, NOW, 10)
     [current] = await queue.claim("runner-b", 1, NOW)
+    return task, stale, current
+
+
+async def test_a_runner_that_lost_its_lease_cannot_write_over_the_new_attempt(
+    store: RedisTaskStore, queue: RedisTaskQueue
+):
+    task, stale, current = await taken_over(queue)
 
     assert await queue.finish(stale, TaskChange(T.COMPLETED, result={"by": "a"}), NOW) is None
     assert await queue.finish(stale, TaskChange(T.FAILED, error_code="X"), NOW) is None
@@ -510,11 +516,7 @@ async def test_an_answer_never_starts_a_task_that_went_back_to_the_queue(
 async def test_progress_reports_are_fenced_by_the_claim_like_every_write(
     store: RedisTaskStore, queue: RedisTaskQueue
 ):
-    task = await enqueue(queue, new_task(max_attempts=3))
-    [stale] = await queue.claim("runner-a", 1, NOW)
-    await asyncio.sleep(LEASE + 0.05)
-    await queue.reclaim("reaper", LEASE, NOW, 10)
-    [current] = await queue.claim("runner-b", 1, NOW)
+    task, stale, current = await taken_over(queue)
 
     report = TaskChange.reported(Progress(0.5, "half"), {"so": "far"})
     assert await queue.finish(stale, report, NOW) is None
