@@ -73,3 +73,17 @@ def test_the_report_and_its_chart_are_written(smoke_run: Path):
         assert section in report
     assert "| memory-strict | 2 |" in report
     assert (smoke_run / "docs" / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_progress_benchmark_counts_reports_made_and_stored():
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.progress", "--seconds", "0.3", "--interval", "0.1"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = run.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["memory", "redis"]
+    assert all(" reports in 0.3s, " in line and " stored (" in line for line in lines)

@@ -11,6 +11,7 @@ nothing. The store tests run against every TaskStore implementation.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -345,3 +346,23 @@ async def test_store_keeps_only_the_state_changes_of_a_task_that_ended(
     assert [task.state for task in kept] == [T.SUBMITTED, T.WORKING, T.COMPLETED]
     assert kept[-1] == ended
     assert (ended.progress, ended.partial_result) == (Progress(1.0, ""), {"part": 20})
+
+
+def test_a_change_sets_what_it_names_and_carries_every_other_field() -> None:
+    reported = working_task().changed(
+        TaskChange.reported(Progress(0.5, "half"), {"rows": 2}), 102.0
+    )
+    before = replace(reported, ordinal=7, max_attempts=3)
+
+    after = before.changed(
+        TaskChange(T.FAILED, result=None, error_code="BOOM", error_message="why"), 103.0
+    )
+
+    assert after == replace(
+        before,
+        state=T.FAILED,
+        updated_at=103.0,
+        error_code="BOOM",
+        error_message="why",
+        version=before.version + 1,
+    )

@@ -122,6 +122,11 @@ class TaskChange:
         return cls(TaskState.WORKING, withdraw=True)
 
 
+_SUBMITTED = TaskState.SUBMITTED
+_WORKING = TaskState.WORKING
+_WAITING = TaskState.INPUT_REQUIRED
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """An immutable snapshot of one task. Stores hand out snapshots, never live records.
@@ -172,35 +177,38 @@ class Task:
                 finds the task other than WORKING, or an answer finds no question
                 waiting (or another one than it answers).
         """
-        state = self._target(change)
-        asking = state is TaskState.INPUT_REQUIRED
-        # Spelled out rather than dataclasses.replace, which costs several times more, on
-        # a path every task takes three times.
+        source = self.state
+        if change.report or change.answer is not None or change.withdraw or source is _WAITING:
+            state = self._target(change)
+        else:
+            state = TASK_MACHINE.check(source, change.state)
+        asking = state is _WAITING
+        progress = change.progress
+        partial_result = change.partial_result
+        # Spelled out, and by position in the order of the fields, rather than
+        # dataclasses.replace (several times dearer) or keywords (a third dearer), on a
+        # path every task takes three times.
         return Task(
-            task_id=self.task_id,
-            task_type=self.task_type,
-            owner_peer_id=self.owner_peer_id,
-            session_id=self.session_id,
-            state=state,
-            created_at=self.created_at,
-            updated_at=now,
-            timeout=self.timeout,
-            result=change.result,
-            error_code=change.error_code,
-            error_message=change.error_message,
-            version=self.version + 1,
-            ordinal=self.ordinal,
-            attempt=self.attempt + 1
-            if state is TaskState.WORKING and self.state is TaskState.SUBMITTED
-            else self.attempt,
-            max_attempts=self.max_attempts,
-            progress=self.progress if change.progress is None else change.progress,
-            partial_result=(
-                self.partial_result if change.partial_result is None else change.partial_result
-            ),
-            question=change.question if asking else None,
-            questions_asked=self.questions_asked + 1 if asking else self.questions_asked,
-            answer=change.answer,
+            self.task_id,
+            self.task_type,
+            self.owner_peer_id,
+            self.session_id,
+            state,
+            self.created_at,
+            now,  # updated_at
+            self.timeout,
+            change.result,
+            change.error_code,
+            change.error_message,
+            self.version + 1,
+            self.ordinal,
+            self.attempt + 1 if state is _WORKING and source is _SUBMITTED else self.attempt,
+            self.max_attempts,
+            self.progress if progress is None else progress,
+            self.partial_result if partial_result is None else partial_result,
+            change.question if asking else None,
+            self.questions_asked + 1 if asking else self.questions_asked,
+            change.answer,
         )
 
     def _target(self, change: TaskChange) -> TaskState:

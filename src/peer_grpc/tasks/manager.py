@@ -701,6 +701,9 @@ class TaskManager:
             await reporter.finish()  # its last report, and no question left, before its end
         finally:
             reporter.close()
+            # The reporter refers back to the record: let both go without the cycle
+            # collector (a task a delegation costs it otherwise).
+            record.context._reporter = None
         await self._change(task.task_id, change)
 
     def _expire(self, record: _Running, task: Task) -> None:

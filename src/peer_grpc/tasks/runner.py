@@ -288,6 +288,7 @@ class TaskRunner:
             log.exception("task %s: recording its end failed", held.task.task_id)
         finally:
             reporter.close()
+            held.context._reporter = None  # it refers back to the holding: no cycle left
             try:
                 if held.expiry is not None:
                     ended = await held.expiry
