@@ -42,9 +42,13 @@ class RedisServer:
     :meth:`restart` comes back with everything it had acknowledged.
     """
 
-    def __init__(self, directory: Path, *, append_only: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, append_only: bool = False, replica_of: int | None = None
+    ) -> None:
         self.directory = directory
         self.append_only = append_only
+        #: The port of the primary this server replicates, if it is a replica.
+        self.replica_of = replica_of
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -67,6 +71,11 @@ class RedisServer:
                     *("--appendfsync", "always"),
                     *("--protected-mode", "no"),
                     *("--loglevel", "warning"),
+                    *(
+                        ("--replicaof", "127.0.0.1", str(self.replica_of))
+                        if self.replica_of
+                        else ()
+                    ),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

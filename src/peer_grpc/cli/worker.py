@@ -54,7 +54,13 @@ def add_worker(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help=f"{text} (default: %(default)s; env {variable})",
         )
 
-    option("--store", str, None, "the Redis the front ends queue tasks in: redis://HOST:PORT/DB")
+    option(
+        "--store",
+        str,
+        None,
+        "the Redis the front ends queue tasks in: redis://HOST:PORT/DB, or "
+        "redis-sentinel://HOST:PORT[,...]/SERVICE",
+    )
     worker.add_argument(
         "--tasks",
         metavar="MODULE:ATTRIBUTE",

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from redis.asyncio.connection import parse_url
-
 from peer_grpc.core.limits import (
     DEFAULT_CLIENT_HANDSHAKE_BURST,
     DEFAULT_CLIENT_HANDSHAKE_RATE,
@@ -41,6 +39,7 @@ from peer_grpc.sessions.manager import (
 )
 from peer_grpc.stores.memory.sessions import DEFAULT_ENDED_RETENTION, DEFAULT_MAX_ENDED_SESSIONS
 from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
+from peer_grpc.stores.redis.connection import check_store_url
 from peer_grpc.stores.redis.keys import DEFAULT_KEY_PREFIX
 from peer_grpc.tasks.manager import (
     DEFAULT_MAX_QUEUED_TASKS,
@@ -66,7 +65,6 @@ __all__ = [
 
 #: The store that keeps everything in this process.
 MEMORY_STORE = "memory"
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _parse_sequence_mode(raw: str) -> SequenceMode:
@@ -320,13 +318,16 @@ class ServerConfig:
         help="seconds a finished task stays readable before it is swept",
     )
     #: Where sessions and tasks live: ``memory`` (this process only) or a Redis URL
-    #: (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://``) shared by replicas.
+    #: (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://``, or
+    #: ``redis-sentinel://host:port,.../service[/db]`` through Sentinel) shared by replicas.
     store: str = _setting(
         MEMORY_STORE,
         flag="--store",
         group=_STORE,
         help="where sessions and tasks live: 'memory' (this process) or a Redis URL such as "
-        "redis://127.0.0.1:6379/0 shared by every replica",
+        "redis://127.0.0.1:6379/0 shared by every replica, or "
+        "redis-sentinel://HOST:PORT[,HOST:PORT...]/SERVICE for a primary with replicas "
+        "found through Sentinel",
     )
     #: The start of every Redis key, so that deployments can share one Redis.
     redis_key_prefix: str = _setting(
@@ -509,14 +510,12 @@ class ServerConfig:
         if self.max_ended_sessions < 0:
             raise ValueError("max_ended_sessions must not be negative")
         if self.store != MEMORY_STORE:
-            if not self.store.startswith(_REDIS_SCHEMES):
-                raise ValueError(
-                    f"store must be {MEMORY_STORE!r} or a redis://, rediss:// or unix:// URL"
-                )
             try:
-                parse_url(self.store)
+                check_store_url(self.store)
             except ValueError as error:
-                raise ValueError(f"store: {error}") from None
+                raise ValueError(
+                    f"store must be {MEMORY_STORE!r} or a Redis URL: {error}"
+                ) from None
         if self.redis_timeout <= 0 or self.store_check_interval <= 0:
             raise ValueError("redis_timeout and store_check_interval must be positive")
         self.task_limits  # noqa: B018 - raises for limits out of range

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from peer_grpc.core.errors import StoreUnavailable
 from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
 from peer_grpc.stores.redis import RedisOptions, RedisTaskStore
+from peer_grpc.stores.redis.connection import check_store_url
 from peer_grpc.stores.redis.keys import DEFAULT_KEY_PREFIX
 from peer_grpc.tasks.registry import DEFAULT_MAX_RESULT_BYTES, TaskRegistry
 from peer_grpc.tasks.reporting import DEFAULT_PROGRESS_INTERVAL
@@ -64,11 +65,12 @@ class WorkerConfig:
     task_progress_interval: float = DEFAULT_PROGRESS_INTERVAL
 
     def __post_init__(self) -> None:
-        if not self.store.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            check_store_url(self.store)
+        except ValueError as error:
             raise ValueError(
-                f"--store {self.store!r}: a worker needs the front ends' Redis "
-                "(redis://, rediss:// or unix://)"
-            )
+                f"--store {self.store!r}: a worker needs the front ends' Redis: {error}"
+            ) from None
         if self.concurrency < 1:
             raise ValueError("--concurrency must be at least 1")
         if self.task_lease <= 0 or self.shutdown_grace < 0 or self.redis_timeout <= 0:

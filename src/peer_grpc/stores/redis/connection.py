@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
 from peer_grpc.core.errors import StoreUnavailable
 
 __all__ = [
+    "REDIS_URL_SCHEMES",
+    "SENTINEL_SCHEMES",
     "RedisOptions",
+    "SentinelAddress",
+    "check_store_url",
     "connect",
+    "parse_sentinel_url",
     "store_unavailable",
     "translate_unavailable",
     "unavailable_errors",
@@ -31,6 +39,81 @@ unavailable_errors: tuple[type[redis.exceptions.RedisError], ...] = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.MasterDownError,
 )
+
+
+#: A primary with replicas, found through Sentinel (TLS to the primary: ``rediss-``).
+SENTINEL_SCHEMES = ("redis-sentinel://", "rediss-sentinel://")
+#: Every kind of Redis URL the stores take.
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
+#: The port Sentinel listens on unless a URL names another.
+_SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelAddress:
+    """Where the Sentinels are, and which primary to ask them for (a Sentinel URL)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    #: The name the Sentinels monitor the primary under (``sentinel monitor <name> ...``).
+    service: str
+    db: int = 0
+    #: The primary's credentials (the Sentinels are asked without them).
+    username: str | None = None
+    password: str | None = None
+    #: TLS to the primary (``rediss-sentinel://``).
+    tls: bool = False
+
+
+def parse_sentinel_url(url: str) -> SentinelAddress:
+    """``redis-sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``.
+
+    Raises:
+        ValueError: not such a URL, saying what is wrong.
+    """
+    scheme, _, rest = url.partition("://")
+    if f"{scheme}://" not in SENTINEL_SCHEMES:
+        raise ValueError(f"not a Sentinel URL ({' or '.join(SENTINEL_SCHEMES)}): {url!r}")
+    location, _, path = rest.partition("/")
+    credentials, _, hosts = location.rpartition("@")
+    username, _, password = credentials.partition(":") if credentials else ("", "", "")
+    sentinels = tuple(_host_and_port(host, url) for host in hosts.split(","))
+    service, _, db = path.partition("/")
+    if not service:
+        raise ValueError(f"{url!r} names no service: add /<name the Sentinels monitor>")
+    if db and not db.isdigit():
+        raise ValueError(f"{url!r}: the database after the service must be a number")
+    return SentinelAddress(
+        sentinels=sentinels,
+        service=urllib.parse.unquote(service),
+        db=int(db or 0),
+        username=urllib.parse.unquote(username) or None,
+        password=urllib.parse.unquote(password) or None,
+        tls=scheme == "rediss-sentinel",
+    )
+
+
+def _host_and_port(text: str, url: str) -> tuple[str, int]:
+    if text.startswith("["):  # [IPv6 address]:port
+        host, _, port = text[1:].partition("]")
+        port = port.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:  # a name, an IPv4 address, or a bare IPv6 address: the default port
+        host, port = text, ""
+    port = port or str(_SENTINEL_PORT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{url!r}: {text!r} is not a Sentinel's host:port")
+    return host, int(port)
+
+
+def check_store_url(url: str) -> None:
+    """Raise ValueError, saying why, unless ``url`` is a Redis URL the stores take."""
+    if not url.startswith(REDIS_URL_SCHEMES):
+        raise ValueError(f"not a Redis URL: it must start with {', '.join(REDIS_URL_SCHEMES)}")
+    if url.startswith(SENTINEL_SCHEMES):
+        parse_sentinel_url(url)
+    else:
+        redis.asyncio.connection.parse_url(url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +136,57 @@ class RedisOptions:
 
 
 def connect(url: str, options: RedisOptions | None = None) -> redis.asyncio.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``) with bounded
-    timeouts and retries; it connects lazily and reconnects by itself."""
+    """A client for ``url`` (any of :data:`REDIS_URL_SCHEMES`) with bounded timeouts and
+    retries; it connects lazily and reconnects by itself.
+
+    Through Sentinel, it asks the Sentinels for the primary on every new connection,
+    so that after a failover it follows the promoted replica.
+    """
     options = options or RedisOptions()
-    return redis.asyncio.Redis.from_url(
-        url,
-        socket_timeout=options.command_timeout,
-        socket_connect_timeout=options.connect_timeout,
-        retry=Retry(
+    settings: dict[str, Any] = {
+        "socket_timeout": options.command_timeout,
+        "socket_connect_timeout": options.connect_timeout,
+        "retry": Retry(
             ExponentialWithJitterBackoff(cap=options.backoff_cap, base=options.backoff_base),
             options.retries,
         ),
-        retry_on_error=list(unavailable_errors),
-        health_check_interval=0,
+        "retry_on_error": list(unavailable_errors),
+        "health_check_interval": 0,
+    }
+    if not url.startswith(SENTINEL_SCHEMES):
+        return redis.asyncio.Redis.from_url(url, **settings)
+    address = parse_sentinel_url(url)
+    sentinel = Sentinel(
+        address.sentinels,
+        sentinel_kwargs={
+            "socket_timeout": options.command_timeout,
+            "socket_connect_timeout": options.connect_timeout,
+        },
     )
+    client: _SentinelsPrimary = sentinel.master_for(
+        address.service,
+        redis_class=_SentinelsPrimary,
+        db=address.db,
+        username=address.username,
+        password=address.password,
+        ssl=address.tls,
+        **settings,
+    )
+    client.watched_by = sentinel
+    return client
+
+
+class _SentinelsPrimary(redis.asyncio.Redis):
+    """A client of the primary the Sentinels name; closing it closes their clients too."""
+
+    #: The Sentinels that name the primary.
+    watched_by: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.watched_by is not None:
+            for client in self.watched_by.sentinels:
+                await client.aclose()
 
 
 def store_unavailable(what: str, error: Exception, retry_after: float) -> StoreUnavailable:

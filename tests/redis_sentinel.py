@@ -1,0 +1,143 @@
+"""A primary, its replica and a Sentinel watching them, real processes on loopback ports.
+
+Sentinel is ``redis-server --sentinel``. It takes the primary for down after half a
+second without an answer and promotes the replica, so that the tests can fail a
+primary over in a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import redis
+
+from tests.ports import free_port
+from tests.redis_server import RedisServer, redis_server_binary
+
+__all__ = ["SERVICE", "SentinelGroup"]
+
+#: The name the Sentinel monitors the primary under.
+SERVICE = "peer"
+
+
+class SentinelGroup:
+    """A primary, one replica of it and one Sentinel (quorum 1)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        (directory / "primary").mkdir()
+        (directory / "replica").mkdir()
+        self.primary = RedisServer(directory / "primary")
+        self.replica: RedisServer | None = None
+        self.sentinel_port = 0
+        self._sentinel: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The stores' URL of the primary, through the Sentinel."""
+        return f"redis-sentinel://127.0.0.1:{self.sentinel_port}/{SERVICE}"
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica = RedisServer(self.directory / "replica", replica_of=self.primary.port)
+        self.replica.start()
+        self.sentinel_port = free_port()
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.sentinel_port}\n"
+            "bind 127.0.0.1\n"
+            "protected-mode no\n"
+            f"dir {self.directory}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {SERVICE} 500\n"
+            f"sentinel failover-timeout {SERVICE} 3000\n"
+        )
+        self._sentinel = subprocess.Popen(
+            [redis_server_binary(), str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._until(self._knows_the_replica, "the Sentinel to see the replica")
+
+    def primary_port(self) -> int | None:
+        """The port of the primary, as the Sentinel names it now."""
+        with self._sentinel_client() as sentinel, contextlib.suppress(redis.RedisError):
+            found = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+            return int(found[1]) if found else None
+        return None
+
+    def replicated(self) -> None:
+        """Wait until the replica has every write the primary acknowledged."""
+        client = redis.Redis(host="127.0.0.1", port=self.primary.port, socket_timeout=5)
+        try:
+            if client.execute_command("WAIT", 1, 5000) < 1:
+                raise RuntimeError("the replica did not catch up")
+        finally:
+            client.close()
+
+    def fail_over(self) -> None:
+        """Kill the primary (kill -9) and wait until the Sentinel has promoted its replica."""
+        assert self.replica is not None
+        replica = self.replica.port
+        self.primary.kill()
+        self._until(lambda: self.primary_port() == replica, "the replica's promotion", 30)
+        self._until(lambda: self._is_primary(replica), "the promoted replica to take writes")
+
+    def stop(self) -> None:
+        if self._sentinel is not None and self._sentinel.poll() is None:
+            self._sentinel.kill()
+            self._sentinel.wait()
+        self.primary.stop()
+        if self.replica is not None:
+            self.replica.stop()
+
+    def _knows_the_replica(self) -> bool:
+        assert self.replica is not None
+        with self._sentinel_client() as sentinel, contextlib.suppress(redis.RedisError):
+            replicas = sentinel.sentinel_slaves(SERVICE)
+            return (
+                any(
+                    int(found["port"]) == self.replica.port and "disconnected" not in found["flags"]
+                    for found in replicas
+                )
+                and self._replica_in_sync()
+            )
+        return False
+
+    def _replica_in_sync(self) -> bool:
+        assert self.replica is not None
+        client = redis.Redis(host="127.0.0.1", port=self.replica.port, socket_timeout=1)
+        try:
+            return client.info("replication").get("master_link_status") == "up"
+        finally:
+            client.close()
+
+    def _is_primary(self, port: int) -> bool:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        try:
+            return client.info("replication").get("role") == "master"
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    @contextlib.contextmanager
+    def _sentinel_client(self) -> Iterator[redis.Redis]:
+        client = redis.Redis(host="127.0.0.1", port=self.sentinel_port, socket_timeout=1)
+        try:
+            yield client
+        finally:
+            client.close()
+
+    @staticmethod
+    def _until(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"timed out waiting for {what}")
