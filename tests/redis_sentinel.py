@@ -87,6 +87,15 @@ class SentinelGroup:
         self._until(lambda: self.primary_port() == replica, "the replica's promotion", 30)
         self._until(lambda: self._is_primary(replica), "the promoted replica to take writes")
 
+    def restore(self) -> None:
+        """Start the killed primary again: the Sentinel makes it a replica of the promoted
+        one. Wait until it is in sync, so that the group has a replica again."""
+        assert self.replica is not None
+        old, new = self.primary, self.replica
+        old.start()
+        self.primary, self.replica = new, old
+        self._until(self._replica_in_sync, "the old primary to replicate the new one", 30)
+
     def stop(self) -> None:
         if self._sentinel is not None and self._sentinel.poll() is None:
             self._sentinel.kill()

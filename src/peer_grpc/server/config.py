@@ -344,6 +344,16 @@ class ServerConfig:
         group=_STORE,
         help="seconds a Redis command may take before a call fails UNAVAILABLE",
     )
+    #: On Redis: replicas of the primary that must have an admission before its call runs.
+    redis_wait_replicas: int = _setting(
+        0,
+        flag="--redis-wait-replicas",
+        parse=parse_int,
+        group=_STORE,
+        help="on Redis with replicas: run a call only once N replicas have its admission "
+        "(Redis WAIT, within half of --redis-timeout), so that a failover cannot accept a "
+        "sequence twice; 0 (the default) does not wait",
+    )
     #: Seconds between checks of the store, whose answer the health service reports.
     store_check_interval: float = 1.0
     #: The server's TLS certificate chain and private key (PEM files); plaintext without.
@@ -518,6 +528,8 @@ class ServerConfig:
                 ) from None
         if self.redis_timeout <= 0 or self.store_check_interval <= 0:
             raise ValueError("redis_timeout and store_check_interval must be positive")
+        if self.redis_wait_replicas < 0:
+            raise ValueError("redis_wait_replicas must not be negative")
         self.task_limits  # noqa: B018 - raises for limits out of range
         self._check_tls()
         self._check_limits()

@@ -43,6 +43,10 @@ def open_stores(
             ended_retention=config.ended_session_retention,
             # The store watch renews liveness at each check: outlive a few of them.
             replica_ttl=max(REPLICA_TTL, 3 * config.store_check_interval),
+            wait_replicas=config.redis_wait_replicas,
+            # Within the command's own timeout, so that WAIT answers before the socket
+            # gives up on it.
+            wait_timeout=config.redis_timeout / 2,
         )
     if task_store is None:
         assert client is not None

@@ -32,6 +32,7 @@ from peer_grpc.core.errors import (
     SessionLimitReached,
     SessionNotFound,
     SessionTerminated,
+    StoreUnavailable,
 )
 from peer_grpc.core.retry import (
     DEFAULT_RETRY_CACHE,
@@ -104,6 +105,12 @@ class RedisSessionStore:
         retry_after: seconds callers are told to wait while Redis is away.
         replica_ttl: seconds this replica counts as alive after :meth:`check` (or its
             first admission) said so; more than the interval between checks.
+        wait_replicas: with N > 0, an admission counts only once N replicas of the
+            Redis primary have it (Redis WAIT, in the admission's round trip), so that
+            a failover to one of them cannot forget an accepted sequence. Not in time
+            (``wait_timeout`` seconds), the call is answered UNAVAILABLE and marked not
+            run: its resend runs it.
+        wait_timeout: how long an admission waits for its replicas.
     """
 
     def __init__(
@@ -115,9 +122,13 @@ class RedisSessionStore:
         retry_cache_size: int = DEFAULT_RETRY_CACHE,
         retry_after: float = 1.0,
         replica_ttl: float = REPLICA_TTL,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
     ) -> None:
         if ended_retention < 0:
             raise ValueError("ended_retention must not be negative")
+        if wait_replicas < 0 or wait_timeout <= 0:
+            raise ValueError("wait_replicas must not be negative, wait_timeout must be positive")
         self._redis = client
         self._keys = RedisKeys(key_prefix)
         self._retention = ended_retention
@@ -143,6 +154,8 @@ class RedisSessionStore:
         self.replica_id = secrets.token_hex(6)
         self._announced = False
         self._replica_ttl_ms = int(replica_ttl * 1000)
+        self._wait_replicas = wait_replicas
+        self._wait_ms = max(int(wait_timeout * 1000), 1)
 
     @classmethod
     def from_url(
@@ -282,7 +295,10 @@ class RedisSessionStore:
         for _, earlier, earlier_admission, outcome in riding:
             args += [str(earlier), earlier_admission, outcome]
         try:
-            reply = await self._scripts["ADMIT"](keys=keys, args=args)
+            if self._wait_replicas:
+                reply, replicated = await self._admit_replicated(keys, args)
+            else:
+                reply, replicated = await self._scripts["ADMIT"](keys=keys, args=args), True
         except unavailable_errors as error:
             # The script may have run with its reply lost: once Redis is back, mark the
             # call as never served, so that a resend of it runs it instead of waiting.
@@ -290,6 +306,16 @@ class RedisSessionStore:
             self._backlog.append((session_id, sequence, admission, _NOT_RUN_MARK))
             raise store_unavailable("admitting a call", error, self._retry_after) from error
         verdict = reply[0]
+        if not replicated and verdict in (b"OK", b"RESEND"):
+            # On the primary alone, which a failover may forget: the call does not run now.
+            # A first admission is marked not run, so that a resend of it runs it.
+            if verdict == b"OK":
+                await self._write_settlements([(session_id, sequence, admission, _NOT_RUN_MARK)])
+            raise StoreUnavailable(
+                f"the call was not on {self._wait_replicas} Redis replicas within "
+                f"{self._wait_ms} ms (--redis-wait-replicas); it did not run: send it again",
+                self._retry_after,
+            )
         if verdict == b"OK":
             session = _decode_admitted(session_id, reply[2])
             if reply[1]:  # a session from before the index member was kept with it
@@ -303,6 +329,17 @@ class RedisSessionStore:
         if verdict == b"FORBIDDEN":
             raise identity_mismatch(session_id)
         return await self._refuse(session_id, sequence, reply, now)
+
+    async def _admit_replicated(
+        self, keys: list[str], args: list[str | bytes | int]
+    ) -> tuple[Any, bool]:
+        """ADMIT, then WAIT for the replicas, in one round trip: the reply, and whether
+        enough replicas have every write of the connection by then."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._scripts["ADMIT"](keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
+            reply, acknowledged = await pipe.execute()
+        return reply, int(acknowledged) >= self._wait_replicas
 
     def _admit_keys(self, session_id: str) -> list[str]:
         """ADMIT's keys: the session's own three, the live indexes and the stats."""
