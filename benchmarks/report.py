@@ -125,6 +125,7 @@ def _server_order(name: str) -> int:
         "memory-strict-metrics",
         "memory-window",
         "redis-strict",
+        "redis-strict-wait",
     ]
     return order.index(name) if name in order else len(order)
 
@@ -384,10 +385,42 @@ def _redis_table(results: Results, method: str = "ping") -> list[str]:
         trips = results.figure("redis_round_trips_per_call", "redis-strict", method, sessions)
         commands = results.figure("redis_commands_per_call", "redis-strict", method, sessions)
         redis_cpu = results.figure("redis_cpu_us_per_call", "redis-strict", method, sessions)
-        versus = results.redis_rate(sessions, method)
+        versus = (
+            results.redis_rate(sessions, method).ratio()
+            if results.has("memory-strict", method, sessions)
+            else "-"
+        )
         rows.append(
             f"| | {sessions} | {trips.median:.2f} | {commands.median:.2f} | "
-            f"{redis_cpu.median:.0f} us | {versus.ratio()} |"
+            f"{redis_cpu.median:.0f} us | {versus} |"
+        )
+    return rows
+
+
+def _wait_table(results: Results) -> list[str]:
+    """What ``--redis-wait-replicas 1`` costs a Ping, against the same server without it."""
+    if not (results.has("redis-strict-wait") and results.has("redis-strict")):
+        return []
+    rows = [
+        "| Ping, Redis, --redis-wait-replicas 1 | sessions | calls/s | vs without | "
+        "server CPU/call vs without | p99 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for sessions in results.sessions:
+        if not results.has("redis-strict-wait", "ping", sessions):
+            continue
+        against = ("redis-strict", "ping", sessions, "")
+        rate = results.figure("calls_per_second", "redis-strict-wait", "ping", sessions)
+        p99 = results.figure("p99_us", "redis-strict-wait", "ping", sessions).median / 1000
+        versus = results.paired(
+            "calls_per_second", "redis-strict-wait", "ping", sessions, against=against
+        )
+        cpu = results.paired(
+            "server_cpu_us_per_call", "redis-strict-wait", "ping", sessions, against=against
+        )
+        rows.append(
+            f"| | {sessions} | {rate.median:,.0f} | {versus.ratio()} | {cpu.ratio()} | "
+            f"{p99:.2f} ms |"
         )
     return rows
 
@@ -542,6 +575,12 @@ def _markdown(results: Results, found: list[Target]) -> str:
         "task claimed as it was queued.",
         "",
         *_redis_table(results, "delegate"),
+        "",
+        "With `--redis-wait-replicas 1` (a Redis of its own with one replica, on this "
+        "machine): every admission is followed, in the same round trip, by Redis `WAIT` for "
+        "the replica to have it.",
+        "",
+        *_wait_table(results),
         "",
         "## Two workers on one port",
         "",

@@ -32,9 +32,11 @@ class ServerKind:
     """A server to measure: its name in the report, and how to start it."""
 
     name: str
-    #: The command, with ``{port}`` and ``{redis}`` to fill in.
+    #: The command, with ``{port}``, ``{redis}`` and ``{replicated}`` (a Redis with a
+    #: replica of its own) to fill in.
     command: tuple[str, ...]
     needs_redis: bool = False
+    needs_replica: bool = False
     workers: int = 1
     #: Where another version of peer-grpc lives (its ``src``), served instead of this one.
     baseline: str = ""
@@ -56,6 +58,13 @@ SERVERS = {
         # What Prometheus metrics cost a call: the same server with its endpoint on.
         ServerKind("memory-strict-metrics", _serve("--metrics-port", "0")),
         ServerKind("redis-strict", _serve("--store", "{redis}"), needs_redis=True),
+        # What durability costs: each admission waits for a replica (Redis WAIT).
+        ServerKind(
+            "redis-strict-wait",
+            _serve("--store", "{replicated}", "--redis-wait-replicas", "1"),
+            needs_redis=True,
+            needs_replica=True,
+        ),
         ServerKind(
             "redis-strict-2-workers",
             _serve("--store", "{redis}", "--workers", "2"),
@@ -79,7 +88,11 @@ def add_baseline(source: Path) -> list[str]:
     for name in ("memory-strict", "redis-strict"):
         kind = SERVERS[name]
         SERVERS[name + BASELINE] = ServerKind(
-            name + BASELINE, kind.command, kind.needs_redis, kind.workers, baseline=src
+            name + BASELINE,
+            kind.command,
+            needs_redis=kind.needs_redis,
+            workers=kind.workers,
+            baseline=src,
         )
         added.append(name + BASELINE)
     return added
@@ -122,7 +135,7 @@ class Plan:
             for sessions in self.sessions
             for method in self.methods
             for server in self.servers
-            if not server.endswith(("workers", "metrics", BASELINE))
+            if not server.endswith(("workers", "metrics", "wait", BASELINE))
         ]
         # The code before a change: its Ping only, beside the same server of this code.
         configs += [
@@ -131,7 +144,8 @@ class Plan:
             for server in self.servers
             if server.endswith(BASELINE)
         ]
-        metered = [server for server in self.servers if server.endswith("metrics")]
+        # Ping alone: what metrics, and waiting for a replica, add to a call.
+        metered = [server for server in self.servers if server.endswith(("metrics", "wait"))]
         configs += [
             Config(server, "ping", sessions) for sessions in self.sessions for server in metered
         ]
@@ -186,17 +200,31 @@ def _wait_until_serving(server: RunningServer, timeout: float = 30.0) -> None:
 def running_servers(names: Sequence[str], workdir: Path) -> Iterator[dict[str, RunningServer]]:
     """Start the named servers (and a redis-server if one needs it); stop them all after."""
     with ExitStack() as stack:
-        redis_url = ""
+        redis_url = replicated_url = ""
         if any(SERVERS[name].needs_redis for name in names):
             redis = RedisServer(workdir)
             redis.start()
             stack.callback(redis.stop)
             redis_url = redis.url
+        if any(SERVERS[name].needs_replica for name in names):
+            # A primary of its own, so that replication costs the other servers nothing.
+            (workdir / "primary").mkdir(exist_ok=True)
+            (workdir / "replica").mkdir(exist_ok=True)
+            primary = RedisServer(workdir / "primary")
+            primary.start()
+            stack.callback(primary.stop)
+            replica = RedisServer(workdir / "replica", replica_of=primary.port)
+            replica.start()
+            stack.callback(replica.stop)
+            replicated_url = primary.url
         servers: dict[str, RunningServer] = {}
         for name in names:
             kind = SERVERS[name]
             port = free_port()
-            command = [part.format(port=port, redis=redis_url) for part in kind.command]
+            command = [
+                part.format(port=port, redis=redis_url, replicated=replicated_url)
+                for part in kind.command
+            ]
             env = None
             if kind.baseline:
                 env = {**os.environ, "PYTHONPATH": kind.baseline}
