@@ -70,6 +70,22 @@ class SentinelGroup:
             return int(found[1]) if found else None
         return None
 
+    def primary_client(self) -> redis.Redis:
+        """A client of the primary (the caller closes it, or lets it go)."""
+        return redis.Redis(host="127.0.0.1", port=self.primary.port, socket_timeout=5)
+
+    def primary_stats(self) -> dict[str, int]:
+        """How many WAIT and SCRIPT commands the primary has run."""
+        client = self.primary_client()
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        return {
+            name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+            for name in ("wait", "script")
+        }
+
     def replicated(self) -> None:
         """Wait until the replica has every write the primary acknowledged."""
         client = redis.Redis(host="127.0.0.1", port=self.primary.port, socket_timeout=5)

@@ -168,11 +168,20 @@ async def test_with_wait_replicas_calls_run_while_the_replica_keeps_up(sentinels
         PeerServer(wait_config(sentinels)) as server,
         PeerClient(server.address, "durable") as client,
     ):
+        await client.ping()
+        before = sentinels.primary_stats()
         for _ in range(20):
             await client.ping()
+        after = sentinels.primary_stats()
+        flusher = sentinels.primary_client()
+        flusher.script_flush()  # as after a restart: the script is gone
+        flusher.close()
         task = await client.delegate_task("echo", {"n": 1})
 
     assert task.state == peer_pb2.TASK_STATE_COMPLETED
+    # One WAIT per admission, in its round trip; no SCRIPT EXISTS before each.
+    assert after["wait"] - before["wait"] == 20
+    assert after["script"] == before["script"]
 
 
 # --- a failover under load -----------------------------------------------------------------------

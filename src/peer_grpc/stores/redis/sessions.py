@@ -21,6 +21,7 @@ from collections.abc import Generator, Sequence
 from typing import Any, cast
 
 import redis.asyncio
+import redis.exceptions
 from redis.commands.core import AsyncScript
 
 from peer_grpc.core import window
@@ -335,10 +336,20 @@ class RedisSessionStore:
     ) -> tuple[Any, bool]:
         """ADMIT, then WAIT for the replicas, in one round trip: the reply, and whether
         enough replicas have every write of the connection by then."""
+        script = self._scripts["ADMIT"]
+        # EVALSHA by hand: a Script in a pipeline asks Redis whether it has the script
+        # first, a round trip of its own on every call.
         async with self._redis.pipeline(transaction=False) as pipe:
-            await self._scripts["ADMIT"](keys=keys, args=args, client=pipe)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
             pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
-            reply, acknowledged = await pipe.execute()
+            reply, acknowledged = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            # A Redis that restarted, or a replica just promoted: it never ran it.
+            await self._redis.script_load(script.script)
+            return await self._admit_replicated(keys, args)
+        for answer in (reply, acknowledged):
+            if isinstance(answer, Exception):
+                raise answer
         return reply, int(acknowledged) >= self._wait_replicas
 
     def _admit_keys(self, session_id: str) -> list[str]:
