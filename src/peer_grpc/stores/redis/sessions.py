@@ -332,7 +332,7 @@ class RedisSessionStore:
         return await self._refuse(session_id, sequence, reply, now)
 
     async def _admit_replicated(
-        self, keys: list[str], args: list[str | bytes | int]
+        self, keys: list[str], args: list[str | bytes | int], *, loaded: bool = False
     ) -> tuple[Any, bool]:
         """ADMIT, then WAIT for the replicas, in one round trip: the reply, and whether
         enough replicas have every write of the connection by then."""
@@ -343,10 +343,10 @@ class RedisSessionStore:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
             pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
             reply, acknowledged = await pipe.execute(raise_on_error=False)
-        if isinstance(reply, redis.exceptions.NoScriptError):
+        if isinstance(reply, redis.exceptions.NoScriptError) and not loaded:
             # A Redis that restarted, or a replica just promoted: it never ran it.
             await self._redis.script_load(script.script)
-            return await self._admit_replicated(keys, args)
+            return await self._admit_replicated(keys, args, loaded=True)
         for answer in (reply, acknowledged):
             if isinstance(answer, Exception):
                 raise answer
