@@ -19,7 +19,7 @@ from typing import Any
 
 from peer_grpc import MemoryTaskStore, TaskManager, TaskRegistry, TaskStore, current_task
 from peer_grpc.tasks.manager import TaskLimits
-from tests.conftest import redis_task_store
+from tests.conftest import redis_task_store, stop_shared_redis
 
 
 async def chatty_task(store: TaskStore, seconds: float, interval: float) -> dict[str, float]:
@@ -66,13 +66,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--interval", type=float, default=0.25)
     args = parser.parse_args()
-    for name, store in (("memory", MemoryTaskStore()), ("redis", redis_task_store())):
-        figures = asyncio.run(chatty_task(store, args.seconds, args.interval))
-        print(
-            f"{name}: {figures['reports']:.0f} reports in {args.seconds:g}s, "
-            f"{figures['stored_reports']:.0f} stored ({figures['stored_per_second']:.1f}/s), "
-            f"{figures['cpu_us_per_report']:.2f} us CPU per report"
-        )
+    try:
+        for name, store in (("memory", MemoryTaskStore()), ("redis", redis_task_store())):
+            figures = asyncio.run(chatty_task(store, args.seconds, args.interval))
+            print(
+                f"{name}: {figures['reports']:.0f} reports in {args.seconds:g}s, "
+                f"{figures['stored_reports']:.0f} stored "
+                f"({figures['stored_per_second']:.1f}/s), "
+                f"{figures['cpu_us_per_report']:.2f} us CPU per report"
+            )
+    finally:
+        stop_shared_redis()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 
 from peer_grpc import MemoryTaskStore, TaskManager, TaskStore, default_registry
 from peer_grpc.tasks.manager import TaskLimits
-from tests.conftest import redis_task_store
+from tests.conftest import redis_task_store, stop_shared_redis
 
 
 async def per_delegation(store: TaskStore, calls: int, concurrency: int) -> float:
@@ -48,7 +48,10 @@ def main() -> None:
     args = parser.parse_args()
     memory = asyncio.run(per_delegation(MemoryTaskStore(), args.calls, args.concurrency))
     print(f"memory: {memory:.1f} us CPU per delegation")
-    redis = asyncio.run(per_delegation(redis_task_store(), args.calls // 10, args.concurrency))
+    try:
+        redis = asyncio.run(per_delegation(redis_task_store(), args.calls // 10, args.concurrency))
+    finally:
+        stop_shared_redis()  # started for this run: it must not outlive it
     print(f"redis:  {redis:.1f} us CPU per delegation (this process's side of 2 round trips)")
 
 

@@ -68,9 +68,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def stop_shared_redis() -> None:
+    """Stop the shared redis-server, if one was started (at the end of a test session, or
+    of a benchmark that borrowed it)."""
+    global _shared_redis
     if _shared_redis is not None:
         _shared_redis.stop()
+        _shared_redis = None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stop_shared_redis()
 
 
 def _unique_prefix() -> str:

@@ -43,12 +43,19 @@ class RedisServer:
     """
 
     def __init__(
-        self, directory: Path, *, append_only: bool = False, replica_of: int | None = None
+        self,
+        directory: Path,
+        *,
+        append_only: bool = False,
+        replica_of: int | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
         self.append_only = append_only
         #: The port of the primary this server replicates, if it is a replica.
         self.replica_of = replica_of
+        #: More command-line options of redis-server.
+        self.options = options
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -76,6 +83,7 @@ class RedisServer:
                         if self.replica_of
                         else ()
                     ),
+                    *self.options,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
