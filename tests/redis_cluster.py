@@ -9,13 +9,12 @@ replica in a few seconds.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, wait_until
 
 __all__ = ["LocalCluster"]
 
@@ -58,13 +57,13 @@ class LocalCluster:
             self._client(node).execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
         for node in self.nodes[1:]:
             first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
-        self._until(lambda: all(self._known(node) == 6 for node in self.nodes), "the meeting")
+        wait_until(lambda: all(self._known(node) == 6 for node in self.nodes), "the meeting")
         for primary, replica in zip(self.primaries, self.nodes[3:], strict=True):
             primary_id = self._client(primary).execute_command("CLUSTER", "MYID")
-            self._until(self._replicating(replica, primary_id), "the replicas to attach")
-        self._until(self.is_ok, "cluster_state:ok")
-        self._until(
-            lambda: all(self._linked(replica) for replica in self.nodes[3:]),
+            wait_until(self._replicating(replica, primary_id), "the replicas to attach")
+        wait_until(self.is_ok, "cluster_state:ok")
+        wait_until(
+            lambda: all(replica.replicating() for replica in self.nodes[3:]),
             "the replicas to sync",
         )
 
@@ -80,8 +79,8 @@ class LocalCluster:
         """Kill primary ``number`` (SIGKILL) and wait until its replica has taken over."""
         primary, replica = self.primaries[number], self.nodes[3 + number]
         primary.kill()
-        self._until(lambda: self._role(replica) == "master", "the replica's promotion", 30)
-        self._until(self.is_ok, "cluster_state:ok after the failover", 30)
+        wait_until(lambda: replica.role() == "master", "the replica's promotion", 30)
+        wait_until(self.is_ok, "cluster_state:ok after the failover", 30)
         return replica
 
     def stop(self) -> None:
@@ -119,30 +118,3 @@ class LocalCluster:
                 client.close()
 
         return attempt
-
-    def _linked(self, replica: RedisServer) -> bool:
-        client = self._client(replica)
-        try:
-            return client.info("replication").get("master_link_status") == "up"
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def _role(self, node: RedisServer) -> str:
-        client = self._client(node)
-        try:
-            return str(client.info("replication").get("role"))
-        except redis.RedisError:
-            return ""
-        finally:
-            client.close()
-
-    @staticmethod
-    def _until(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"timed out waiting for {what}")

