@@ -32,12 +32,14 @@ from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from peer_grpc.core.retry import CallKey
 from peer_grpc.stores import MemoryTaskStore, RedisSessionStore, RedisTaskStore, TaskStore
+from tests.redis_cluster import LocalCluster
 from tests.redis_server import RedisServer
 
 StoreFactory = Callable[..., SessionStore]
 TaskStoreFactory = Callable[..., TaskStore]
 
 _shared_redis: RedisServer | None = None
+_shared_cluster: LocalCluster | None = None
 
 
 def shared_redis() -> RedisServer:
@@ -68,13 +70,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
+def shared_cluster() -> LocalCluster:
+    """The local Redis Cluster the Redis store tests share, started on first use.
+
+    Tests that kill its nodes start a cluster of their own.
+    """
+    global _shared_cluster
+    if _shared_cluster is None:
+        _shared_cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="peer-grpc-cluster-")))
+        _shared_cluster.start()
+    return _shared_cluster
+
+
 def stop_shared_redis() -> None:
-    """Stop the shared redis-server, if one was started (at the end of a test session, or
-    of a benchmark that borrowed it)."""
-    global _shared_redis
+    """Stop the shared redis-server and cluster, if they were started (at the end of a
+    test session, or of a benchmark that borrowed them)."""
+    global _shared_redis, _shared_cluster
     if _shared_redis is not None:
         _shared_redis.stop()
         _shared_redis = None
+    if _shared_cluster is not None:
+        _shared_cluster.stop()
+        _shared_cluster = None
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -97,6 +114,18 @@ def redis_task_store(**options: Any) -> RedisTaskStore:
     return RedisTaskStore.from_url(shared_redis().url, **options)
 
 
+def cluster_session_store(**options: Any) -> RedisSessionStore:
+    """A Redis session store on the shared local Redis Cluster, with keys of its own."""
+    options.setdefault("key_prefix", _unique_prefix())
+    return RedisSessionStore.from_url(shared_cluster().url, **options)
+
+
+def cluster_task_store(**options: Any) -> RedisTaskStore:
+    """A Redis task store on the shared local Redis Cluster, with keys of its own."""
+    options.setdefault("key_prefix", _unique_prefix())
+    return RedisTaskStore.from_url(shared_cluster().url, **options)
+
+
 @pytest.fixture
 async def redis_tasks() -> AsyncIterator[RedisTaskStore]:
     """A Redis task store of the test's own (for what only the Redis store does)."""
@@ -112,11 +141,13 @@ async def redis_tasks() -> AsyncIterator[RedisTaskStore]:
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": MemorySessionStore,
     "redis": redis_session_store,
+    "redis-cluster": cluster_session_store,
 }
 #: Every TaskStore implementation, likewise; each takes ``retention``.
 TASK_STORE_FACTORIES: dict[str, TaskStoreFactory] = {
     "memory": MemoryTaskStore,
     "redis": redis_task_store,
+    "redis-cluster": cluster_task_store,
 }
 
 

@@ -42,8 +42,8 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        """A node's URL, from which a cluster client discovers the rest."""
-        return f"redis://127.0.0.1:{self.nodes[0].port}"
+        """The stores' URL of the cluster: its primaries, from which a client learns the rest."""
+        return "redis-cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.primaries)
 
     @property
     def primaries(self) -> list[RedisServer]:

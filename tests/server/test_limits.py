@@ -94,7 +94,7 @@ async def test_a_peer_at_the_limit_may_still_replace_its_own_session(
 
 
 async def test_a_flood_of_ten_times_the_maximum_holds_the_limit_and_spares_existing_sessions(
-    stub: Stub, server: PeerServer
+    stub: Stub, server: PeerServer, backend: str
 ):
     existing = await open_session(stub, "existing")
     await ping(stub, existing.session_id, 1)
@@ -112,12 +112,18 @@ async def test_a_flood_of_ten_times_the_maximum_holds_the_limit_and_spares_exist
 
     codes = await asyncio.gather(*(attempt(i) for i in range(10 * MAX_SESSIONS)))
 
-    assert codes.count(grpc.StatusCode.OK) == MAX_SESSIONS - 1
+    admitted = codes.count(grpc.StatusCode.OK)
+    if backend == "redis-cluster":
+        # No one step sees every shard: handshakes racing for the last places may all
+        # be refused, but they never pass the limit together.
+        assert 0 < admitted <= MAX_SESSIONS - 1
+    else:
+        assert admitted == MAX_SESSIONS - 1
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     stats = await server.manager.get_session_stats()
     # Bounded: nothing but the live sessions was kept, and no refused handshake left a trace.
-    assert stats.handshaking + stats.established == MAX_SESSIONS
-    assert (stats.created_total, stats.terminated, stats.expired) == (MAX_SESSIONS, 0, 0)
+    assert stats.handshaking + stats.established == admitted + 1
+    assert (stats.created_total, stats.terminated, stats.expired) == (admitted + 1, 0, 0)
     await ping(stub, existing.session_id, 2)
 
 

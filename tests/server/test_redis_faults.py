@@ -2,7 +2,8 @@
 NOT_SERVING, and once Redis answers again the same sessions go on with nothing run twice.
 
 Each test runs its own redis-server, with an fsynced append-only file, so that it
-can be frozen (SIGSTOP) or killed and restarted without touching other tests.
+can be frozen (SIGSTOP) or killed and restarted without touching other tests; the
+frozen one runs on a local Redis Cluster of its own too.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -22,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from peer_grpc import PeerServer, Retry, ServerConfig, default_registry
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import open_session, session_metadata
+from tests.redis_cluster import LocalCluster
 from tests.redis_server import RedisServer
 
 Stub = peer_pb2_grpc.PeerServiceStub
@@ -38,14 +40,51 @@ def runs() -> Counter[str]:
     return Counter()
 
 
+class FrozenCluster:
+    """A local Redis Cluster whose primaries all freeze and thaw at once: a cluster that
+    stops answering. With no primary awake to vote, no replica is promoted meanwhile."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.url = cluster.url
+
+    def freeze(self) -> None:
+        for primary in self.cluster.primaries:
+            primary.freeze()
+
+    def thaw(self) -> None:
+        for primary in self.cluster.primaries:
+            primary.thaw()
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def frozen(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisServer | FrozenCluster]:
+    """What the frozen test breaks: a redis-server, or every primary of a cluster."""
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_server")
+        return
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    try:
+        yield FrozenCluster(cluster)
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(params=[0.0, 0.3], ids=["instant-tasks", "tasks-mid-run"])
 async def server(
-    redis_server: RedisServer, runs: Counter[str], request: pytest.FixtureRequest
+    request: pytest.FixtureRequest, runs: Counter[str]
 ) -> AsyncIterator[PeerServer]:
     """A server whose ``record`` handler counts its runs; with a delay, the fault finds
     tasks running. The handler is retryable: still, a Redis outage shorter than the task
     lease (10 s) must not run any task twice."""
     delay: float = request.param
+    # The frozen test's Redis (or cluster), else the test's own redis-server.
+    redis_url = request.getfixturevalue(
+        "frozen" if "frozen" in request.fixturenames else "redis_server"
+    ).url
 
     async def record(payload: dict[str, Any]) -> dict[str, Any]:
         runs[payload["id"]] += 1
@@ -57,7 +96,7 @@ async def server(
     config = ServerConfig(
         host="127.0.0.1",
         port=0,
-        store=redis_server.url,
+        store=redis_url,
         redis_key_prefix=f"faults-{uuid.uuid4().hex[:8]}",
         redis_timeout=0.3,
         store_check_interval=0.1,
@@ -159,9 +198,9 @@ def check_exactly_once(senders: list[Sender], runs: Counter[str]) -> None:
 
 
 async def test_a_frozen_redis_fails_calls_unavailable_and_they_go_on_after(
-    server: PeerServer, redis_server: RedisServer, runs: Counter[str]
+    frozen: RedisServer | FrozenCluster, server: PeerServer, runs: Counter[str]
 ) -> None:
-    senders, health_seen = await run_through_fault(server, redis_server.freeze, redis_server.thaw)
+    senders, health_seen = await run_through_fault(server, frozen.freeze, frozen.thaw)
 
     check_exactly_once(senders, runs)
     assert health_pb2.HealthCheckResponse.NOT_SERVING in health_seen

@@ -1,5 +1,5 @@
-"""Several server replicas on one Redis: any replica takes the next message of any session,
-exactly once, and a restart loses nothing."""
+"""Several server replicas on one Redis, or on one Redis Cluster: any replica takes the next
+message of any session, exactly once, and a restart loses nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from google.protobuf import json_format
 
 from peer_grpc import PeerServer, ServerConfig, TaskRegistry, current_task, default_registry
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from tests.conftest import eventually, open_session, session_metadata, shared_redis
+from tests.conftest import (
+    eventually,
+    open_session,
+    session_metadata,
+    shared_cluster,
+    shared_redis,
+)
 from tests.rpc_details import details_of
 
 Stub = peer_pb2_grpc.PeerServiceStub
@@ -46,8 +52,14 @@ def registry(recorder: Recorder) -> TaskRegistry:
     return tasks
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """What the replicas share: one redis-server, or a local Redis Cluster."""
+    return shared_cluster().url if request.param == "redis-cluster" else shared_redis().url
+
+
 @pytest.fixture
-async def start_replica(registry: TaskRegistry) -> AsyncIterator[ReplicaFactory]:
+async def start_replica(registry: TaskRegistry, store_url: str) -> AsyncIterator[ReplicaFactory]:
     """Starts replicas that share one Redis key space; stops them all afterwards."""
     prefix = f"replicas-{uuid.uuid4().hex[:12]}"
     started: list[PeerServer] = []
@@ -56,7 +68,7 @@ async def start_replica(registry: TaskRegistry) -> AsyncIterator[ReplicaFactory]
         config = ServerConfig(
             host="127.0.0.1",
             port=port,
-            store=shared_redis().url,
+            store=store_url,
             redis_key_prefix=prefix,
             shutdown_grace=0,
             max_tasks_per_session=64,

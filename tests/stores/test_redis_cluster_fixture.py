@@ -30,7 +30,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 async def test_the_local_cluster_serves_every_slot_and_survives_a_primary_killed(
     cluster: LocalCluster,
 ):
-    client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+    client = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
     try:
         keys = [f"{{tag{number}}}:key" for number in range(30)]
         for key in keys:

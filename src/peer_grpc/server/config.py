@@ -39,7 +39,8 @@ from peer_grpc.sessions.manager import (
 )
 from peer_grpc.stores.memory.sessions import DEFAULT_ENDED_RETENTION, DEFAULT_MAX_ENDED_SESSIONS
 from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
-from peer_grpc.stores.redis.connection import check_store_url
+from peer_grpc.stores.redis.connection import CLUSTER_SCHEMES, check_store_url
+from peer_grpc.stores.redis.sessions import CLUSTER_WAIT_REFUSED
 from peer_grpc.stores.redis.keys import DEFAULT_KEY_PREFIX
 from peer_grpc.tasks.manager import (
     DEFAULT_MAX_QUEUED_TASKS,
@@ -327,7 +328,8 @@ class ServerConfig:
         help="where sessions and tasks live: 'memory' (this process) or a Redis URL such as "
         "redis://127.0.0.1:6379/0 shared by every replica, or "
         "redis-sentinel://HOST:PORT[,HOST:PORT...]/SERVICE for a primary with replicas "
-        "found through Sentinel",
+        "found through Sentinel, or redis-cluster://HOST:PORT[,HOST:PORT...] for a Redis "
+        "Cluster",
     )
     #: The start of every Redis key, so that deployments can share one Redis.
     redis_key_prefix: str = _setting(
@@ -530,6 +532,8 @@ class ServerConfig:
             raise ValueError("redis_timeout and store_check_interval must be positive")
         if self.redis_wait_replicas < 0:
             raise ValueError("redis_wait_replicas must not be negative")
+        if self.redis_wait_replicas and self.store.startswith(CLUSTER_SCHEMES):
+            raise ValueError(CLUSTER_WAIT_REFUSED)
         self.task_limits  # noqa: B018 - raises for limits out of range
         self._check_tls()
         self._check_limits()

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -17,12 +18,16 @@ from redis.backoff import ExponentialWithJitterBackoff
 from peer_grpc.core.errors import StoreUnavailable
 
 __all__ = [
+    "CLUSTER_SCHEMES",
     "REDIS_URL_SCHEMES",
     "SENTINEL_SCHEMES",
+    "ClusterAddress",
+    "RedisClient",
     "RedisOptions",
     "SentinelAddress",
     "check_store_url",
     "connect",
+    "parse_cluster_url",
     "parse_sentinel_url",
     "store_unavailable",
     "translate_unavailable",
@@ -31,22 +36,32 @@ __all__ = [
 
 #: Failures after which Redis may answer again: the call is worth sending again.
 #: A replica promoted by a failover answers READONLY until clients follow it.
-unavailable_errors: tuple[type[redis.exceptions.RedisError], ...] = (
+unavailable_errors: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,  # includes BusyLoadingError (LOADING)
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.MasterDownError,
+    # A slot whose primary died and whose replica is not promoted yet, seen by the
+    # cluster client until its retries run out.
+    redis.exceptions.SlotNotCoveredError,
 )
+
+#: What the stores talk to: one Redis (directly or through Sentinel), or a Redis Cluster.
+RedisClient = redis.asyncio.Redis | RedisCluster
 
 
 #: A primary with replicas, found through Sentinel (TLS to the primary: ``rediss-``).
 SENTINEL_SCHEMES = ("redis-sentinel://", "rediss-sentinel://")
+#: A Redis Cluster, found through any of its nodes (TLS: ``rediss-``).
+CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
 #: Every kind of Redis URL the stores take.
-REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 #: The port Sentinel listens on unless a URL names another.
 _SENTINEL_PORT = 26379
+#: The port of a Redis Cluster node unless a URL names another.
+_REDIS_PORT = 6379
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +79,48 @@ class SentinelAddress:
     tls: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterAddress:
+    """Where to find a Redis Cluster (a cluster URL): the nodes to ask for the rest."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    #: TLS to every node (``rediss-cluster://``).
+    tls: bool = False
+
+
+def parse_cluster_url(url: str) -> ClusterAddress:
+    """``redis-cluster://[[user]:password@]host[:port][,host[:port]...]``.
+
+    Any reachable node will do: the client learns the others, and which slots each
+    serves, from it. Naming several lets the client start while one is down.
+
+    Raises:
+        ValueError: not such a URL, saying what is wrong.
+    """
+    scheme, _, rest = url.partition("://")
+    if f"{scheme}://" not in CLUSTER_SCHEMES:
+        raise ValueError(f"not a Redis Cluster URL ({' or '.join(CLUSTER_SCHEMES)}): {url!r}")
+    location, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise ValueError(f"{url!r}: a Redis Cluster has only database 0")
+    username, password, hosts = _credentials_and_hosts(location)
+    return ClusterAddress(
+        nodes=tuple(_host_and_port(host, url, _REDIS_PORT) for host in hosts.split(",")),
+        username=username,
+        password=password,
+        tls=scheme == "rediss-cluster",
+    )
+
+
+def _credentials_and_hosts(location: str) -> tuple[str | None, str | None, str]:
+    """``[[user]:password@]hosts`` as (user, password, hosts); absent ones are None."""
+    credentials, _, hosts = location.rpartition("@")
+    username, _, password = credentials.partition(":") if credentials else ("", "", "")
+    return urllib.parse.unquote(username) or None, urllib.parse.unquote(password) or None, hosts
+
+
 def parse_sentinel_url(url: str) -> SentinelAddress:
     """``redis-sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``.
 
@@ -74,9 +131,8 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
     if f"{scheme}://" not in SENTINEL_SCHEMES:
         raise ValueError(f"not a Sentinel URL ({' or '.join(SENTINEL_SCHEMES)}): {url!r}")
     location, _, path = rest.partition("/")
-    credentials, _, hosts = location.rpartition("@")
-    username, _, password = credentials.partition(":") if credentials else ("", "", "")
-    sentinels = tuple(_host_and_port(host, url) for host in hosts.split(","))
+    username, password, hosts = _credentials_and_hosts(location)
+    sentinels = tuple(_host_and_port(host, url, _SENTINEL_PORT) for host in hosts.split(","))
     service, _, db = path.partition("/")
     if not service:
         raise ValueError(f"{url!r} names no service: add /<name the Sentinels monitor>")
@@ -86,13 +142,13 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
         sentinels=sentinels,
         service=urllib.parse.unquote(service),
         db=int(db or 0),
-        username=urllib.parse.unquote(username) or None,
-        password=urllib.parse.unquote(password) or None,
+        username=username,
+        password=password,
         tls=scheme == "rediss-sentinel",
     )
 
 
-def _host_and_port(text: str, url: str) -> tuple[str, int]:
+def _host_and_port(text: str, url: str, default_port: int) -> tuple[str, int]:
     if text.startswith("["):  # [IPv6 address]:port
         host, _, port = text[1:].partition("]")
         port = port.removeprefix(":")
@@ -100,9 +156,9 @@ def _host_and_port(text: str, url: str) -> tuple[str, int]:
         host, _, port = text.partition(":")
     else:  # a name, an IPv4 address, or a bare IPv6 address: the default port
         host, port = text, ""
-    port = port or str(_SENTINEL_PORT)
+    port = port or str(default_port)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{url!r}: {text!r} is not a Sentinel's host:port")
+        raise ValueError(f"{url!r}: {text!r} is not a host:port")
     return host, int(port)
 
 
@@ -112,6 +168,8 @@ def check_store_url(url: str) -> None:
         raise ValueError(f"not a Redis URL: it must start with {', '.join(REDIS_URL_SCHEMES)}")
     if url.startswith(SENTINEL_SCHEMES):
         parse_sentinel_url(url)
+    elif url.startswith(CLUSTER_SCHEMES):
+        parse_cluster_url(url)
     else:
         redis.asyncio.connection.parse_url(url)
 
@@ -135,12 +193,14 @@ class RedisOptions:
     retry_after: float = 1.0
 
 
-def connect(url: str, options: RedisOptions | None = None) -> redis.asyncio.Redis:
+def connect(url: str, options: RedisOptions | None = None) -> RedisClient:
     """A client for ``url`` (any of :data:`REDIS_URL_SCHEMES`) with bounded timeouts and
     retries; it connects lazily and reconnects by itself.
 
     Through Sentinel, it asks the Sentinels for the primary on every new connection,
-    so that after a failover it follows the promoted replica.
+    so that after a failover it follows the promoted replica. On a Redis Cluster it
+    sends each command to the primary of its key's slot, and learns the cluster's
+    new shape when a node answers MOVED or stops answering.
     """
     options = options or RedisOptions()
     settings: dict[str, Any] = {
@@ -153,6 +213,8 @@ def connect(url: str, options: RedisOptions | None = None) -> redis.asyncio.Redi
         "retry_on_error": list(unavailable_errors),
         "health_check_interval": 0,
     }
+    if url.startswith(CLUSTER_SCHEMES):
+        return _cluster_client(parse_cluster_url(url), settings)
     if not url.startswith(SENTINEL_SCHEMES):
         return redis.asyncio.Redis.from_url(url, **settings)
     address = parse_sentinel_url(url)
@@ -174,6 +236,18 @@ def connect(url: str, options: RedisOptions | None = None) -> redis.asyncio.Redi
     )
     client.watched_by = sentinel
     return client
+
+
+def _cluster_client(address: ClusterAddress, settings: dict[str, Any]) -> RedisCluster:
+    # The retry settings serve the cluster client as a whole: after MOVED, or a node
+    # that stopped answering, it reads the slots again before the next try.
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+        username=address.username,
+        password=address.password,
+        ssl=address.tls,
+        **settings,
+    )
 
 
 class _SentinelsPrimary(redis.asyncio.Redis):

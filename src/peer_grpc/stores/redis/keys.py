@@ -46,7 +46,8 @@ Per replica (tag ``{r:<replica id>}``)::
     <prefix>:{r:<id>}:alive     STRING present while the replica lives: it renews the
                                        key's TTL every second; admissions name their replica
 
-Shared indexes and counters (tag ``{global}``; one script updates them together)::
+Indexes and counters of the sessions (tag ``{global}`` on one Redis; one script
+updates them together)::
 
     <prefix>:{global}:peers          HASH  peer id -> its live session id
     <prefix>:{global}:handshaking    ZSET  live sessions in INITIAL or HANDSHAKE_SENT
@@ -58,39 +59,121 @@ Shared indexes and counters (tag ``{global}``; one script updates them together)
 Members of the session ZSETs are ``["<session id>","<peer id>"]`` (JSON), scored
 by the idle deadline as it was when last looked at (live sets) or by when to
 forget the session (ended sets); the sweep corrects live scores lazily. Activity
-writes outside the session's own slot only as the admission script's side steps on a
-single Redis: a session's first call moves it from ``handshaking`` to
-``established``, and a refused sequence counts in ``stats``, in the same round trip
-(issue 17). These global keys are what a Redis Cluster deployment must shard per
-slot (issue 19); until then the Redis store runs on one Redis (or a primary with
-replicas). Sessions keep their member in a ``member`` field of their hash for the
-first of these. Members of ``tasks-ended`` are ``["<task id>","<peer id>"]``.
+writes outside the session's own keys only as the admission script's side steps:
+a session's first call moves it from ``handshaking`` to ``established``, and a
+refused sequence counts in ``stats``, in the same round trip (issue 17). Sessions
+keep their member in a ``member`` field of their hash for the first of these.
+Members of ``tasks-ended`` are ``["<task id>","<peer id>"]``.
+
+On a Redis Cluster (``sharded``), where a script may touch one slot only, those
+indexes are split into :data:`SHARDS` shards, each under a hash tag of its own,
+``{shard:<n>}``, and a session's own keys move into its shard so that the admission
+and its side steps stay one script in one slot::
+
+    <prefix>:{shard:<n>}:s:<id>:session|calls|order   as above, n = shard of the id
+    <prefix>:{shard:<n>}:handshaking|established|terminated|expired|stats
+    <prefix>:{shard:<n>}:peers       HASH  for the peers whose id falls in shard n
+
+A session's shard is the CRC-32 of its id modulo :data:`SHARDS`, so every replica
+finds it from the id alone; a peer's entry in ``peers`` lives in the shard of the
+peer id. Statistics and the sweep read every shard (one pipeline each). The task
+keys keep their one ``{tasks}`` slot on a cluster too: task traffic goes to one
+primary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 
 from peer_grpc.core.session import SessionState
 
-__all__ = ["DEFAULT_KEY_PREFIX", "RedisKeys", "index_member", "parse_index_member"]
+__all__ = [
+    "DEFAULT_KEY_PREFIX",
+    "SHARDS",
+    "IndexShard",
+    "RedisKeys",
+    "index_member",
+    "parse_index_member",
+]
 
 #: The prefix of every key when none is configured.
 DEFAULT_KEY_PREFIX = "peer-grpc"
+#: The shards of the session indexes on a Redis Cluster. Fixed: every replica must
+#: agree. Enough to spread over many primaries; few enough that statistics and the
+#: sweep, which read every shard, stay cheap.
+SHARDS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class IndexShard:
+    """The session indexes and counters of one shard (all of them on one Redis)."""
+
+    tag: str
+
+    @property
+    def peers(self) -> str:
+        return f"{self.tag}:peers"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.tag}:stats"
+
+    @property
+    def live_sets(self) -> tuple[str, str]:
+        """The ZSETs of live sessions: handshaking, established."""
+        return f"{self.tag}:handshaking", f"{self.tag}:established"
+
+    @property
+    def ended_sets(self) -> tuple[str, str]:
+        """The ZSETs of ended sessions: terminated, expired."""
+        return f"{self.tag}:terminated", f"{self.tag}:expired"
+
+    def state_set(self, state: SessionState) -> str:
+        """The ZSET that holds sessions in ``state``."""
+        if state in (SessionState.INITIAL, SessionState.HANDSHAKE_SENT):
+            return f"{self.tag}:handshaking"
+        return f"{self.tag}:{state.name.lower()}"
 
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
-    """Builds every key the Redis stores use (see the module's docstring)."""
+    """Builds every key the Redis stores use (see the module's docstring).
+
+    ``sharded`` spreads the session indexes over :data:`SHARDS` hash tags, for a
+    Redis Cluster; without it they live under one (the layout on one Redis).
+    """
 
     prefix: str = DEFAULT_KEY_PREFIX
+    sharded: bool = False
+    #: Every index shard, in shard order.
+    shards: tuple[IndexShard, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tags = (
+            [f"{self.prefix}:{{shard:{n}}}" for n in range(SHARDS)]
+            if self.sharded
+            else [f"{self.prefix}:{{global}}"]
+        )
+        object.__setattr__(self, "shards", tuple(IndexShard(tag) for tag in tags))
 
     def session(self, session_id: str) -> tuple[str, str, str]:
         """The session's hash, retry record and its order, in that order."""
-        tag = f"{self.prefix}:{{s:{session_id}}}"
+        if self.sharded:
+            tag = f"{self.shards[_shard(session_id)].tag}:s:{session_id}"
+        else:
+            tag = f"{self.prefix}:{{s:{session_id}}}"
         return f"{tag}:session", f"{tag}:calls", f"{tag}:order"
+
+    def session_index(self, session_id: str) -> IndexShard:
+        """The index shard that holds the session (and shares its slot when sharded)."""
+        return self.shards[_shard(session_id)] if self.sharded else self.shards[0]
+
+    def peer_index(self, peer_id: str) -> IndexShard:
+        """The index shard whose ``peers`` hash holds the peer's entry."""
+        return self.shards[_shard(peer_id)] if self.sharded else self.shards[0]
 
     @property
     def tasks(self) -> str:
@@ -126,31 +209,13 @@ class RedisKeys:
     def open_tasks(self, session_id: str) -> str:
         return f"{self.tasks}open:{session_id}"
 
-    def _global(self, name: str) -> str:
-        return f"{self.prefix}:{{global}}:{name}"
-
-    @property
-    def peers(self) -> str:
-        return self._global("peers")
-
-    @property
-    def stats(self) -> str:
-        return self._global("stats")
-
     @property
     def tasks_ended(self) -> str:
         return f"{self.tasks}ended"
 
-    @property
-    def live_sets(self) -> tuple[str, str]:
-        """The ZSETs of live sessions: handshaking, established."""
-        return self._global("handshaking"), self._global("established")
 
-    def state_set(self, state: SessionState) -> str:
-        """The ZSET that holds sessions in ``state``."""
-        if state in (SessionState.INITIAL, SessionState.HANDSHAKE_SENT):
-            return self._global("handshaking")
-        return self._global(state.name.lower())
+def _shard(entity_id: str) -> int:
+    return zlib.crc32(entity_id.encode()) % SHARDS
 
 
 def index_member(entity_id: str, peer_id: str) -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import redis.asyncio
 from redis.commands.core import AsyncScript
 
 from peer_grpc.stores.redis import scripts
-from peer_grpc.stores.redis.connection import translate_unavailable
+from peer_grpc.stores.redis.connection import RedisClient, translate_unavailable
 from peer_grpc.stores.redis.keys import RedisKeys
 
 __all__ = ["RedisTokenBuckets"]
@@ -27,7 +26,7 @@ class RedisTokenBuckets:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         keys: RedisKeys,
         scope: str,
         rate: float,

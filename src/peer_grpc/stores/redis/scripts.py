@@ -17,12 +17,16 @@ from __future__ import annotations
 
 __all__ = [
     "ADMIT",
+    "CLAIM_PEER",
     "CREATE_SESSION",
     "END_SESSION",
     "INDEX_CREATED",
     "INDEX_ENDED",
     "INDEX_ESTABLISHED",
+    "INDEX_NEW",
     "NEXT_SEND",
+    "RELEASE_PEER",
+    "WITHDRAW_NEW",
     "SETTLE_CALL",
     "TAKE_TOKEN",
     "TOUCH",
@@ -333,6 +337,41 @@ redis.call('HINCRBY', KEYS[4], 'created_total', 1)
 return {'OK', previous or ''}
 """
 
+#: On a Redis Cluster, where the peer's entry lives in another shard than the new
+#: session, INDEX_CREATED is split in two (see :mod:`peer_grpc.stores.redis.keys`).
+#: A new session in its shard's indexes. KEYS: handshaking, stats. ARGV: member,
+#: idle deadline.
+INDEX_NEW = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'created_total', 1)
+return 1
+"""
+
+#: A new session that found no room after all: out of its shard's indexes and gone,
+#: uncounted. KEYS: session, calls, order, handshaking, stats. ARGV: member.
+WITHDRAW_NEW = """
+if redis.call('ZREM', KEYS[4], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'created_total', -1)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 1
+"""
+
+#: The session becomes its peer's. KEYS: peers (the peer's shard). ARGV: peer id,
+#: session id. Returns the peer's previous session id, or ''.
+CLAIM_PEER = """
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return previous or ''
+"""
+
+#: The ended session is no longer its peer's, unless another took its place since.
+#: KEYS: peers. ARGV: peer id, session id.
+RELEASE_PEER = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+
 #: KEYS: handshaking, established. ARGV: member, idle deadline.
 INDEX_ESTABLISHED = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
@@ -342,11 +381,14 @@ return 1
 """
 
 #: A session ended, counted once however often this runs. KEYS: handshaking,
-#: established, the final state's ZSET, stats, peers. ARGV: member, peer id,
+#: established, the final state's ZSET, stats, and peers unless the peer's entry
+#: lives in another shard (then RELEASE_PEER does that part). ARGV: member, peer id,
 #: session id, when to forget it, the final state's name. Returns 1 if counted now.
 INDEX_ENDED = """
 local was_live = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('HGET', KEYS[5], ARGV[2]) == ARGV[3] then redis.call('HDEL', KEYS[5], ARGV[2]) end
+if KEYS[5] and redis.call('HGET', KEYS[5], ARGV[2]) == ARGV[3] then
+  redis.call('HDEL', KEYS[5], ARGV[2])
+end
 if was_live == 0 then return 0 end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[5] .. '_total', 1)

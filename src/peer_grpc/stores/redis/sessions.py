@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from peer_grpc.core import window
@@ -58,6 +59,7 @@ from peer_grpc.stores.memory.sessions import DEFAULT_ENDED_RETENTION
 from peer_grpc.stores.protocols import Admission, SweepResult, WindowSnapshot
 from peer_grpc.stores.redis import scripts
 from peer_grpc.stores.redis.connection import (
+    RedisClient,
     RedisOptions,
     connect,
     store_unavailable,
@@ -66,13 +68,14 @@ from peer_grpc.stores.redis.connection import (
 )
 from peer_grpc.stores.redis.keys import (
     DEFAULT_KEY_PREFIX,
+    IndexShard,
     RedisKeys,
     index_member,
     parse_index_member,
 )
 from peer_grpc.stores.redis.rate_limits import RedisTokenBuckets
 
-__all__ = ["OUTCOME_DELAY", "REPLICA_TTL", "RedisSessionStore"]
+__all__ = ["CLUSTER_WAIT_REFUSED", "OUTCOME_DELAY", "REPLICA_TTL", "RedisSessionStore"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,11 @@ OUTCOME_DELAY = 0.05
 REPLICA_TTL = 5.0
 #: Seconds between looks at whether a waited-on call's replica still lives.
 _LIVENESS_CHECK = 0.5
+#: Why waiting for replicas is refused on a Redis Cluster.
+CLUSTER_WAIT_REFUSED = (
+    "--redis-wait-replicas needs one primary (redis:// or redis-sentinel://): on a "
+    "Redis Cluster the WAIT cannot follow the admission onto its connection"
+)
 #: An outcome to write: session id, sequence, admission id, encoded outcome.
 _Settlement = tuple[str, int, str, bytes]
 
@@ -100,6 +108,8 @@ class RedisSessionStore:
 
     Args:
         client: a ``redis.asyncio`` client (see :meth:`from_url`); closed with the store.
+            On a ``RedisCluster`` the session indexes are sharded (see
+            :mod:`peer_grpc.stores.redis.keys`).
         key_prefix: the start of every key, so deployments can share a Redis.
         ended_retention: seconds ended sessions are remembered, as in memory.
         retry_cache_size: accepted calls per session remembered for resends.
@@ -110,13 +120,14 @@ class RedisSessionStore:
             Redis primary have it (Redis WAIT, in the admission's round trip), so that
             a failover to one of them cannot forget an accepted sequence. Not in time
             (``wait_timeout`` seconds), the call is answered UNAVAILABLE and marked not
-            run: its resend runs it.
+            run: its resend runs it. Not on a Redis Cluster, whose client cannot send
+            the WAIT to the admission's own connection.
         wait_timeout: how long an admission waits for its replicas.
     """
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         ended_retention: float = DEFAULT_ENDED_RETENTION,
@@ -130,8 +141,11 @@ class RedisSessionStore:
             raise ValueError("ended_retention must not be negative")
         if wait_replicas < 0 or wait_timeout <= 0:
             raise ValueError("wait_replicas must not be negative, wait_timeout must be positive")
+        sharded = isinstance(client, RedisCluster)
+        if wait_replicas and sharded:
+            raise ValueError(CLUSTER_WAIT_REFUSED)
         self._redis = client
-        self._keys = RedisKeys(key_prefix)
+        self._keys = RedisKeys(key_prefix, sharded=sharded)
         self._retention = ended_retention
         self._cache_size = retry_cache_size
         self._retry_after = retry_after
@@ -178,10 +192,21 @@ class RedisSessionStore:
         )
         if not created:
             raise ValueError(f"session id collision: {short_id(session.session_id)}")
-        handshaking, established = self._keys.live_sets
+        if self._keys.sharded:
+            previous_id = await self._index_created_sharded(session, max_live)
+        else:
+            previous_id = await self._index_created(session, max_live)
+        if not previous_id:
+            return None
+        return await self._replace(previous_id, session.peer_id, now)
+
+    async def _index_created(self, session: Session, max_live: int) -> str:
+        """Index a new session and make it its peer's, in one step (one Redis); returns
+        the peer's previous session id, or ''."""
+        index = self._keys.session_index(session.session_id)
         indexed = await self._script(
             "INDEX_CREATED",
-            [self._keys.peers, handshaking, established, self._keys.stats],
+            [index.peers, *index.live_sets, index.stats],
             [
                 session.peer_id,
                 session.session_id,
@@ -192,13 +217,58 @@ class RedisSessionStore:
             "indexing a session",
         )
         if indexed[0] == b"FULL":
-            with self._unavailable("withdrawing a session"):
-                await self._redis.delete(*self._keys.session(session.session_id))
+            await self._withdraw(session.session_id)
             raise SessionLimitReached(max_live)
-        previous_id = indexed[1]
-        if not previous_id:
-            return None
-        return await self._replace(previous_id.decode(), session.peer_id, now)
+        return str(indexed[1].decode())
+
+    async def _index_created_sharded(self, session: Session, max_live: int) -> str:
+        """As :meth:`_index_created`, across the shards of a Redis Cluster, where no one
+        step sees every shard: the live sessions are counted before the session is
+        indexed, and again after. Concurrent handshakes at the limit may then all be
+        refused, but together they never pass it."""
+        peer_index = self._keys.peer_index(session.peer_id)
+        if max_live and await self._live_count(peer_index, session.peer_id) >= max_live:
+            await self._withdraw(session.session_id)
+            raise SessionLimitReached(max_live)
+        index = self._keys.session_index(session.session_id)
+        member = index_member(session.session_id, session.peer_id)
+        await self._script(
+            "INDEX_NEW",
+            [index.live_sets[0], index.stats],
+            [member, _time(session.expires_at)],
+            "indexing a session",
+        )
+        if max_live and await self._live_count(peer_index, session.peer_id) > max_live:
+            await self._script(
+                "WITHDRAW_NEW",
+                [*self._keys.session(session.session_id), index.live_sets[0], index.stats],
+                [member],
+                "withdrawing a session",
+            )
+            raise SessionLimitReached(max_live)
+        previous: bytes = await self._script(
+            "CLAIM_PEER",
+            [peer_index.peers],
+            [session.peer_id, session.session_id],
+            "making the session its peer's",
+        )
+        return previous.decode()
+
+    async def _live_count(self, peer_index: IndexShard, peer_id: str) -> int:
+        """The live sessions in every shard; 0 if the peer has one to replace."""
+        with self._unavailable("counting live sessions"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hexists(peer_index.peers, peer_id)
+                for index in self._keys.shards:
+                    for live_set in index.live_sets:
+                        pipe.zcard(live_set)
+                has_session, *counts = await pipe.execute()
+        return 0 if has_session else sum(counts)
+
+    async def _withdraw(self, session_id: str) -> None:
+        """Delete a session just created that the indexes refused."""
+        with self._unavailable("withdrawing a session"):
+            await self._redis.delete(*self._keys.session(session_id))
 
     async def _replace(self, session_id: str, peer_id: str, now: float) -> Session | None:
         """End the peer's previous session; returns it as it was before."""
@@ -222,7 +292,8 @@ class RedisSessionStore:
 
     async def get_by_peer(self, peer_id: str) -> Session | None:
         with self._unavailable("looking up a peer's session"):
-            session_id = cast(bytes | None, await self._redis.hget(self._keys.peers, peer_id))
+            peers = self._keys.peer_index(peer_id).peers
+            session_id = cast(bytes | None, await self._redis.hget(peers, peer_id))
         if session_id is None:
             return None
         session = await self.get(session_id.decode())
@@ -353,8 +424,9 @@ class RedisSessionStore:
         return reply, int(acknowledged) >= self._wait_replicas
 
     def _admit_keys(self, session_id: str) -> list[str]:
-        """ADMIT's keys: the session's own three, the live indexes and the stats."""
-        return [*self._keys.session(session_id), *self._keys.live_sets, self._keys.stats]
+        """ADMIT's keys: the session's own three, its live indexes and its stats."""
+        index = self._keys.session_index(session_id)
+        return [*self._keys.session(session_id), *index.live_sets, index.stats]
 
     async def _refuse(
         self, session_id: str, sequence: int, reply: Sequence[Any], now: float
@@ -471,32 +543,31 @@ class RedisSessionStore:
 
     async def sweep(self, now: float, limit: int) -> SweepResult:
         expired = purged = work = 0
-        for live_set in self._keys.live_sets:
+        for live_set, member in await self._due(now, limit, "live_sets"):
+            work += 1
+            expired += await self._expire_if_due(live_set, member, now)
+        for ended_set, member in await self._due(now, max(limit - work, 0), "ended_sets"):
+            work += 1
+            session_id, _ = parse_index_member(member)
             with self._unavailable("sweeping"):
-                due = cast(
-                    list[bytes],
-                    await self._redis.zrangebyscore(
-                        live_set, "-inf", _time(now), start=0, num=max(limit - work, 0)
-                    ),
-                )
-            for member in due:
-                work += 1
-                expired += await self._expire_if_due(live_set, member, now)
-        for final in (SessionState.TERMINATED, SessionState.EXPIRED):
-            ended_set = self._keys.state_set(final)
-            with self._unavailable("sweeping"):
-                due = cast(
-                    list[bytes],
-                    await self._redis.zrangebyscore(
-                        ended_set, "-inf", _time(now), start=0, num=max(limit - work, 0)
-                    ),
-                )
-                for member in due:
-                    work += 1
-                    session_id, _ = parse_index_member(member)
-                    await self._redis.delete(*self._keys.session(session_id))
-                    purged += await self._redis.zrem(ended_set, member)
+                await self._redis.delete(*self._keys.session(session_id))
+                purged += await self._redis.zrem(ended_set, member)
         return SweepResult(expired=expired, purged=purged, more=work >= limit)
+
+    async def _due(self, now: float, limit: int, sets: str) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` (set, member) pairs of every shard's ``sets`` whose score
+        (a deadline) has come, read in one pipeline."""
+        if limit <= 0:
+            return []
+        names = [name for index in self._keys.shards for name in getattr(index, sets)]
+        with self._unavailable("sweeping"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.zrangebyscore(name, "-inf", _time(now), start=0, num=limit)
+                replies = cast(list[list[bytes]], await pipe.execute())
+        due = [(name, member) for name, members in zip(names, replies, strict=True)
+               for member in members]  # fmt: skip
+        return due[:limit]
 
     async def _expire_if_due(self, live_set: str, member: bytes, now: float) -> int:
         """Expire one live session whose deadline (as last indexed) has come; 1 if it did."""
@@ -520,23 +591,28 @@ class RedisSessionStore:
         return 1
 
     async def stats(self) -> SessionStats:
-        keys = self._keys
+        by_state = ("handshaking", "established", "terminated", "expired")
         with self._unavailable("reading statistics"):
             async with self._redis.pipeline(transaction=False) as pipe:
-                for name in ("handshaking", "established", "terminated", "expired"):
-                    pipe.zcard(f"{keys.prefix}:{{global}}:{name}")
-                pipe.hgetall(keys.stats)
-                handshaking, established, terminated, expired, totals = await pipe.execute()
-        count = {name.decode(): int(value) for name, value in totals.items()}
+                for index in self._keys.shards:
+                    for live_or_ended in (*index.live_sets, *index.ended_sets):
+                        pipe.zcard(live_or_ended)
+                    pipe.hgetall(index.stats)
+                replies = await pipe.execute()
+        counts = dict.fromkeys(by_state, 0)
+        totals: dict[str, int] = {}
+        for shard in range(len(self._keys.shards)):
+            *sizes, shard_totals = replies[shard * 5 : shard * 5 + 5]
+            for state, size in zip(by_state, sizes, strict=True):
+                counts[state] += size
+            for name, value in shard_totals.items():
+                totals[name.decode()] = totals.get(name.decode(), 0) + int(value)
         return SessionStats(
-            handshaking=handshaking,
-            established=established,
-            terminated=terminated,
-            expired=expired,
-            created_total=count.get("created_total", 0),
-            expired_total=count.get("expired_total", 0),
-            terminated_total=count.get("terminated_total", 0),
-            sequence_errors_total=count.get("sequence_errors_total", 0),
+            **counts,
+            created_total=totals.get("created_total", 0),
+            expired_total=totals.get("expired_total", 0),
+            terminated_total=totals.get("terminated_total", 0),
+            sequence_errors_total=totals.get("sequence_errors_total", 0),
         )
 
     async def check(self) -> None:
@@ -595,17 +671,20 @@ class RedisSessionStore:
     async def _index_established(self, session: Session) -> None:
         await self._index(
             "INDEX_ESTABLISHED",
-            list(self._keys.live_sets),
+            list(self._keys.session_index(session.session_id).live_sets),
             [index_member(session.session_id, session.peer_id), _time(session.expires_at)],
         )
 
     async def _index_ended(
         self, session_id: str, peer_id: str, final: SessionState, now: float
     ) -> None:
-        keys = self._keys
+        index = self._keys.session_index(session_id)
+        peer_index = self._keys.peer_index(peer_id)
+        # The peer's entry goes in the same step when it lives in the same shard.
+        peers = [peer_index.peers] if peer_index is index else []
         await self._index(
             "INDEX_ENDED",
-            [*keys.live_sets, keys.state_set(final), keys.stats, keys.peers],
+            [*index.live_sets, index.state_set(final), index.stats, *peers],
             [
                 index_member(session_id, peer_id),
                 peer_id,
@@ -614,6 +693,8 @@ class RedisSessionStore:
                 final.name.lower(),
             ],
         )
+        if not peers:
+            await self._index("RELEASE_PEER", [peer_index.peers], [peer_id, session_id])
 
     async def _index(self, name: str, keys: list[str], args: list[Any]) -> None:
         """Update the shared indexes; if Redis went away, the sweep will put them right."""

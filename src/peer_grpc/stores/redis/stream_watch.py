@@ -15,8 +15,11 @@ import logging
 from typing import Any
 
 import redis.asyncio
+import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 
-from peer_grpc.stores.redis.connection import unavailable_errors
+from peer_grpc.stores.redis.connection import RedisClient, unavailable_errors
 
 __all__ = ["StreamWatch"]
 
@@ -33,13 +36,17 @@ class StreamWatch:
 
     Args:
         client: the store's client; the reader gets a connection of its own from the
-            same settings, and new watchers interrupt its wait through ``client``.
+            same settings, and new watchers interrupt its wait through ``client``. On a
+            Redis Cluster the watched streams share one slot (``{tasks}``), and the
+            reader's connection goes to that slot's primary.
         block_ms: the longest the reader blocks; watchers are woken at least that
             often, to see whether their stream still exists.
     """
 
-    def __init__(self, client: redis.asyncio.Redis, block_ms: int) -> None:
+    def __init__(self, client: RedisClient, block_ms: int) -> None:
         self._client = client
+        #: On a Redis Cluster: the node the reader's connection goes to.
+        self._node: ClusterNode | None = None
         self._block_ms = block_ms
         self._waiters: dict[str, list[tuple[_EntryId, asyncio.Future[None]]]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -103,7 +110,11 @@ class StreamWatch:
             return  # not blocked yet: its next XREAD includes every waiter
         self._interrupted = True
         with contextlib.suppress(*unavailable_errors):
-            await self._client.client_unblock(self._reader_id)
+            if self._node is not None:
+                assert isinstance(self._client, RedisCluster)
+                await self._client.client_unblock(self._reader_id, target_nodes=self._node)
+            else:
+                await self._client.client_unblock(self._reader_id)
 
     async def _read(self) -> None:
         while self._waiters:
@@ -112,6 +123,7 @@ class StreamWatch:
             except unavailable_errors as error:
                 self._wake_all(error)
                 self._reader_id = None  # the connection is new after a failure
+                await self._forget_node()
                 await asyncio.sleep(_PAUSE_AFTER_FAILURE)
                 continue
             if reply:
@@ -121,7 +133,7 @@ class StreamWatch:
             self._interrupted = False
 
     async def _read_once(self) -> Any:
-        connection = self._own_connection()
+        connection = await self._own_connection()
         if self._reader_id is None:
             self._reader_id = await connection.client_id()
         if not self._waiters:  # the last one gave up while the id was asked for
@@ -135,17 +147,31 @@ class StreamWatch:
         finally:
             self._reading = {}
 
-    def _own_connection(self) -> redis.asyncio.Redis:
+    async def _own_connection(self) -> redis.asyncio.Redis:
         if self._connection is None:
-            pool = self._client.connection_pool
+            connection_class: type[AbstractConnection]
+            if isinstance(self._client, RedisCluster):
+                self._node = await _primary_of(self._client, next(iter(self._waiters)))
+                connection_class = self._node.connection_class
+                settings = self._node.connection_kwargs
+            else:
+                pool = self._client.connection_pool
+                connection_class, settings = pool.connection_class, pool.connection_kwargs
             self._connection = redis.asyncio.Redis(
                 connection_pool=redis.asyncio.ConnectionPool(
-                    connection_class=pool.connection_class,
-                    max_connections=1,
-                    **pool.connection_kwargs,
+                    connection_class=connection_class, max_connections=1, **settings
                 )
             )
         return self._connection
+
+    async def _forget_node(self) -> None:
+        """On a Redis Cluster, after a failure: connect anew to whichever node then
+        serves the slot (a failover may have moved it)."""
+        if self._node is None or self._connection is None:
+            return
+        connection, self._connection, self._node = self._connection, None, None
+        with contextlib.suppress(*unavailable_errors):
+            await connection.aclose(close_connection_pool=True)
 
     def _wake(self, keys: set[str]) -> None:
         for key in keys:
@@ -159,3 +185,12 @@ class StreamWatch:
                 if not future.done():
                     # One exception each: a raised exception keeps its traceback.
                     future.set_exception(type(error)(*error.args))
+
+
+async def _primary_of(cluster: RedisCluster, key: str) -> ClusterNode:
+    """The node that serves ``key``'s slot, as the cluster client last learnt it."""
+    await cluster.initialize()
+    node = cluster.get_node_from_key(key)
+    if node is None:  # only asked of replicas; kept for the type checker
+        raise redis.exceptions.SlotNotCoveredError(f"no node serves {key!r}")
+    return node

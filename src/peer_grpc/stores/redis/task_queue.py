@@ -22,8 +22,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, fields, replace
 from typing import Any
 
-import redis.asyncio
-
 from peer_grpc.core.errors import (
     InternalError,
     InvalidTransition,
@@ -33,7 +31,7 @@ from peer_grpc.core.errors import (
 from peer_grpc.core.task import Progress, Task, TaskChange, TaskState
 from peer_grpc.stores.protocols import Claim, Enqueued, QueueLimits, ReclaimResult
 from peer_grpc.stores.redis import task_scripts
-from peer_grpc.stores.redis.connection import translate_unavailable, unavailable_errors
+from peer_grpc.stores.redis.connection import RedisClient, translate_unavailable, unavailable_errors
 from peer_grpc.stores.redis.keys import RedisKeys
 from peer_grpc.stores.redis.stream_watch import StreamWatch
 
@@ -132,7 +130,7 @@ class RedisTaskQueue:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         keys: RedisKeys,
         *,
         retention: float,

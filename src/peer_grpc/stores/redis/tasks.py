@@ -13,13 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-import redis.asyncio
-
 from peer_grpc.core.task import Task, TaskChange, TaskState
 from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
 from peer_grpc.stores.protocols import SweepResult
 from peer_grpc.stores.redis import task_scripts
-from peer_grpc.stores.redis.connection import RedisOptions, connect, translate_unavailable
+from peer_grpc.stores.redis.connection import (
+    RedisClient,
+    RedisOptions,
+    connect,
+    translate_unavailable,
+)
 from peer_grpc.stores.redis.keys import DEFAULT_KEY_PREFIX, RedisKeys
 from peer_grpc.stores.redis.stream_watch import StreamWatch
 from peer_grpc.stores.redis.task_queue import RedisTaskQueue, decode_entry
@@ -50,7 +53,7 @@ class RedisTaskStore:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         retention: float = DEFAULT_TASK_RETENTION,
