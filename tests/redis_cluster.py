@@ -75,6 +75,12 @@ class LocalCluster:
             if node.port and node._process is not None
         )
 
+    @staticmethod
+    def primary_of(key: str) -> int:
+        """The number of the primary that serves ``key`` (as the cluster was formed)."""
+        slot = redis.cluster.key_slot(key.encode())
+        return next(n for n, (low, high) in enumerate(_SLOT_RANGES) if low <= slot <= high)
+
     def kill_primary(self, number: int) -> RedisServer:
         """Kill primary ``number`` (SIGKILL) and wait until its replica has taken over."""
         primary, replica = self.primaries[number], self.nodes[3 + number]

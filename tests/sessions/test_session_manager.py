@@ -18,6 +18,7 @@ from peer_grpc import (
     PeerError,
     SequenceError,
     SequenceErrorKind,
+    SequenceMode,
     Session,
     SessionExpired,
     SessionManager,
@@ -666,3 +667,43 @@ async def test_increment_sequence_of_unknown_session_is_not_found(
 ) -> None:
     with pytest.raises(SessionNotFound):
         await manager.increment_sequence(UNKNOWN_ID)
+
+
+# --- resuming with what the peer saw acknowledged ---------------------------------------------
+
+
+async def resumable(manager: SessionManager, accepted: int) -> Session:
+    """A session with a token, that accepted sequences 1..``accepted``."""
+    session = await manager.create_session("peer-r", "1.0", session_token="secret")
+    await manager.update_session_state(session.session_id, S.HANDSHAKE_SENT)
+    for sequence in range(1, accepted + 1):
+        await admit(manager, session.session_id, sequence)
+    return session
+
+
+@pytest.mark.parametrize("width", [0, 16], ids=["strict", "window"])
+async def test_a_resume_moves_a_record_up_to_the_sequence_its_peer_saw_acknowledged(
+    store: SessionStore, clock: ManualClock, width: int
+):
+    mode = SequenceMode.WINDOW if width else SequenceMode.STRICT
+    manager = SessionManager(store, clock=clock, sequence_mode=mode, replay_window=width or 64)
+    session = await resumable(manager, accepted=3)
+
+    # As after a rollback that lost 4 and 5, which the peer saw accepted.
+    resumed = await manager.resume_session(session.session_id, "secret", "peer-r", "", 5)
+
+    assert (resumed.highest_accepted, resumed.expected_sequence) == (5, 6)
+    for lost in (4, 5):  # never accepted twice, in either mode
+        with pytest.raises(SequenceError) as refused:
+            await admit(manager, session.session_id, lost)
+        assert refused.value.kind is SequenceErrorKind.REPLAY
+    assert (await admit(manager, session.session_id, 6)).highest_accepted == 6
+
+
+async def test_a_resume_below_the_record_changes_no_sequence(manager: SessionManager):
+    session = await resumable(manager, accepted=3)
+
+    resumed = await manager.resume_session(session.session_id, "secret", "peer-r", "", 2)
+
+    assert resumed.expected_sequence == 4
+    assert (await admit(manager, session.session_id, 4)).highest_accepted == 4

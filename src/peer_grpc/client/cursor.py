@@ -59,6 +59,9 @@ class SessionCursor:
     window: int = 0
     #: The last ``peer-sequence`` the server sent on this session.
     server_sequence: int = 0
+    #: The highest sequence the server acknowledged admitting on this session: a resume
+    #: sends it, so that a server whose record rolled back never accepts it again.
+    acknowledged: int = 0
     #: Set when a call's fate is unknown (the connection failed): resume before the next call.
     needs_resume: bool = False
     #: Bounds the calls in flight: 1 in strict mode, the window's width in window mode.
@@ -74,6 +77,8 @@ class SessionCursor:
         else:
             self.next_sequence = response.next_sequence
             self.server_sequence = 0
+        if response.session_id != self.session_id:
+            self.acknowledged = 0
         self.session_id = response.session_id
         if response.session_token:
             self.session_token = response.session_token
@@ -98,6 +103,10 @@ class SessionCursor:
         """The server admitted ``sequence``; ``metadata`` announced it."""
         if session_id == self.session_id:  # else it belonged to a session since replaced
             self.server_sequence = server_sequence(metadata, self.server_sequence)
+            self.acknowledged = max(self.acknowledged, sequence)
+            # A call sent again after a resume (a fence) may carry a number below the
+            # one the resume set as next: it is spent now too.
+            self.next_sequence = max(self.next_sequence, sequence + 1)
 
 
 def announcement(initial: Metadata | None, trailing: Metadata | None) -> Metadata:

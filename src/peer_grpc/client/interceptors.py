@@ -7,6 +7,7 @@ cursor of :mod:`peer_grpc.client.cursor`.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +16,7 @@ import grpc
 import grpc.aio
 
 from peer_grpc.client.cursor import SessionCursor, announcement, server_sequence
-from peer_grpc.core.errors import SequenceError
+from peer_grpc.core.errors import SequenceError, SessionFenced
 from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from peer_grpc.wire.contract import SERVICE_NAME
 from peer_grpc.wire.rich_status import error_from_rpc_error
@@ -49,6 +50,15 @@ CHANNEL_OPTIONS = (
 )
 
 
+class _Refusal(enum.Enum):
+    """What a refused send asks of the interceptor."""
+
+    #: A SequenceError the cursor followed: the call never ran; it may go again.
+    RESYNCED = "resynced"
+    #: SESSION_FENCED: resume the session, then send the call again as it was.
+    FENCED = "fenced"
+
+
 class SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Numbers every call but Handshake and recovers what can be recovered safely.
 
@@ -63,6 +73,11 @@ class SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
       moves to the number the server expects and the call goes again, once.
     - A call the server admitted (its response or error carries ``peer-sequence``)
       has spent its number, whatever happened next.
+    - A call refused SESSION_FENCED (the server's store may have lost its latest
+      records) did not run: ``on_fenced`` resumes the session, telling the server
+      the highest sequence it acknowledged, and the call goes again, once, with the
+      same sequence and bytes, so that a send before the fence whose answer was
+      lost is answered from the record rather than run again.
     - Streams go through :class:`StreamSequencingInterceptor`, which shares the
       cursor.
     """
@@ -74,6 +89,9 @@ class SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
         self.attempts = attempts
         self.backoff = backoff
         self.resync = resync
+        #: Resumes the session after a SESSION_FENCED refusal, inside the refused call's
+        #: flight; returns whether it did (set by the client).
+        self.on_fenced: Callable[[], Awaitable[bool]] | None = None
 
     async def intercept_unary_unary(
         self,
@@ -90,9 +108,15 @@ class SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
         if method == _HANDSHAKE_METHOD or cursor.session_id is None:
             return await continuation(client_call_details, request)
         async with cursor.in_flight:
-            call, resynced = await self._send(continuation, client_call_details, request)
-            if resynced and self.resync:
-                call, _ = await self._send(continuation, client_call_details, request)
+            numbered = self._numbered(client_call_details)
+            call, refusal = await self._send(continuation, numbered, request)
+            if refusal is _Refusal.RESYNCED and self.resync:
+                numbered = self._numbered(client_call_details)
+                call, refusal = await self._send(continuation, numbered, request)
+            # Resumed still in the flight, so that no other call takes a number meanwhile.
+            resume = self.on_fenced
+            if refusal is _Refusal.FENCED and resume is not None and await resume():
+                call, _ = await self._send(continuation, numbered, request)
             return call
 
     async def _send(
@@ -100,23 +124,27 @@ class SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
         continuation: Callable[
             [grpc.aio.ClientCallDetails, Any], Awaitable[grpc.aio.UnaryUnaryCall]
         ],
-        details: grpc.aio.ClientCallDetails,
+        numbered: tuple[str, int, grpc.aio.ClientCallDetails],
         request: Any,
-    ) -> tuple[grpc.aio.UnaryUnaryCall, bool]:
+    ) -> tuple[grpc.aio.UnaryUnaryCall, _Refusal | None]:
         """Send with one sequence number, resending it while the outcome is unknown.
 
-        Returns the finished call, and whether it failed a first attempt with a
-        SequenceError that the cursor has followed (so the call never ran).
+        Returns the finished call, and what its refusal asks of the caller, if anything:
+        RESYNCED for a first attempt refused with a SequenceError that the cursor has
+        followed (so the call never ran), FENCED for a SESSION_FENCED refusal.
         """
         cursor = self._cursor
-        session_id, sequence, numbered = self._numbered(details)
+        session_id, sequence, numbered_details = numbered
         loop = asyncio.get_running_loop()
-        deadline = None if details.timeout is None else loop.time() + details.timeout
+        timeout = numbered_details.timeout
+        deadline = None if timeout is None else loop.time() + timeout
         for attempt in range(self.attempts):
             remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
             # A resend waits for the channel to reconnect rather than failing at once, and
             # all sends of one call share the call's deadline.
-            attempt_details = numbered._replace(timeout=remaining, wait_for_ready=attempt > 0)
+            attempt_details = numbered_details._replace(
+                timeout=remaining, wait_for_ready=attempt > 0
+            )
             call = await continuation(attempt_details, request)
             try:
                 await call
@@ -135,19 +163,22 @@ class SequencingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
                         cursor.spent(session_id, sequence, announced)
                     else:
                         cursor.needs_resume = True  # fate unknown: ask where we stand
-                    return call, False
+                    return call, None
                 if admitted:  # it ran, then failed: the number is spent
                     cursor.spent(session_id, sequence, announced)
-                    return call, False
+                    return call, None
+                if _is_fenced_error(error):
+                    cursor.needs_resume = True  # before any other call goes
+                    return call, _Refusal.FENCED
                 if attempt > 0:  # a resend refused: the first send may have run; keep it spent
-                    return call, False
+                    return call, None
                 if self._follow_sequence_error(session_id, error):
-                    return call, True
+                    return call, _Refusal.RESYNCED
                 cursor.unused(session_id, sequence)
-                return call, False
+                return call, None
             announced = announcement(await call.initial_metadata(), await call.trailing_metadata())
             cursor.spent(session_id, sequence, announced)
-            return call, False
+            return call, None
         raise AssertionError("unreachable: the last attempt returns")
 
     def _numbered(
@@ -245,5 +276,13 @@ class StreamSequencingInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # typ
         )
         if self._unary._follow_sequence_error(session_id, error):
             return call, True
+        if _is_fenced_error(error):
+            cursor.needs_resume = True  # the caller's next call resumes first
         cursor.unused(session_id, sequence)
         return call, False
+
+
+def _is_fenced_error(error: grpc.aio.AioRpcError) -> bool:
+    return error.code() == grpc.StatusCode.FAILED_PRECONDITION and isinstance(
+        error_from_rpc_error(error), SessionFenced
+    )

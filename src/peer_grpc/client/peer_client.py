@@ -132,6 +132,7 @@ class PeerClient:
         self._interceptor = SequencingInterceptor(
             self._cursor, attempts=attempts, backoff=backoff, resync=resync
         )
+        self._interceptor.on_fenced = self._resume_fenced
         self._channel: grpc.aio.Channel | None = None
         self._stub: peer_pb2_grpc.PeerServiceStub | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -207,6 +208,8 @@ class PeerClient:
             if resume is not None:
                 request.resume.session_id = resume.session_id
                 request.resume.session_token = resume.session_token
+                if resume.session_id == cursor.session_id:
+                    request.resume.last_acknowledged = cursor.acknowledged
             response = await self._send_handshake(request)
             if resume is not None:
                 cursor.session_token = resume.session_token
@@ -214,6 +217,37 @@ class PeerClient:
             self._generation += 1
             self.handshake_response = response
             return response
+
+    async def _resume_fenced(self) -> bool:
+        """Resume the session after a SESSION_FENCED refusal, from inside the refused
+        call's flight (so that no other call takes a number meanwhile); returns whether
+        it resumed. Refused (the session is gone), the call's error stands and the
+        next call resumes or opens a session as usual."""
+        cursor = self._cursor
+        ticket = self.ticket
+        if ticket is None:
+            return False
+        request = peer_pb2.HandshakeRequest(
+            peer_id=self.peer_id,
+            protocol_versions=self._protocol_versions,
+            capabilities=self._capabilities,
+            resume=peer_pb2.ResumeSession(
+                session_id=ticket.session_id,
+                session_token=ticket.session_token,
+                last_acknowledged=cursor.acknowledged,
+            ),
+        )
+        try:
+            response = await self._send_handshake(request)
+        except PeerError as error:
+            log.info("could not resume the fenced session (%s)", error.reason)
+            return False
+        if response.session_id != cursor.session_id:
+            return False  # replaced meanwhile by a concurrent handshake
+        log.info("resumed session after a fence; the server expects %d", response.next_sequence)
+        await cursor.start(response)
+        self.handshake_response = response
+        return True
 
     async def _send_handshake(
         self, request: peer_pb2.HandshakeRequest

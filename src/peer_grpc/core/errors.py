@@ -28,6 +28,7 @@ __all__ = [
     "SequenceExhausted",
     "SessionError",
     "SessionExpired",
+    "SessionFenced",
     "SessionIdentityMismatch",
     "SessionLimitReached",
     "SessionNotFound",
@@ -183,6 +184,18 @@ class SessionTerminated(SessionError):
     """The session was terminated, or replaced by a newer handshake of its peer."""
 
     reason = "SESSION_TERMINATED"
+
+
+class SessionFenced(SessionError):
+    """The store may have lost the session's latest records (its Redis failed over or
+    restarted), so its sequences cannot be trusted until the peer resumes it.
+
+    The call did not run. The peer resumes the session, sending the highest sequence
+    the server acknowledged to it (``ResumeSession.last_acknowledged``), and sends
+    the call again.
+    """
+
+    reason = "SESSION_FENCED"
 
 
 class SessionTokenInvalid(SessionError):

@@ -74,6 +74,19 @@ def accept(ring: bytearray, highest: int, received: int) -> int:
     return highest
 
 
+def accept_up_to(ring: bytearray, highest: int, floor: int) -> int:
+    """Count every sequence up to ``floor`` as accepted, for a record that may have
+    lost acceptances (see ``SessionStore.resume``); returns the new highest.
+
+    Which sequences just below ``floor`` were accepted is not known, so all of them
+    are taken to have been: a gap the window would have let through stays closed.
+    """
+    if floor <= highest:
+        return highest
+    ring[:] = b"\xff" * len(ring)
+    return floor
+
+
 def _clear_between(ring: bytearray, highest: int, received: int, bits: int) -> None:
     """Zero the ring bytes the window enters when its top moves from ``highest`` to ``received``."""
     size = len(ring)

@@ -40,8 +40,8 @@ from peer_grpc.sessions.manager import (
 from peer_grpc.stores.memory.sessions import DEFAULT_ENDED_RETENTION, DEFAULT_MAX_ENDED_SESSIONS
 from peer_grpc.stores.memory.tasks import DEFAULT_TASK_RETENTION
 from peer_grpc.stores.redis.connection import CLUSTER_SCHEMES, check_store_url
-from peer_grpc.stores.redis.sessions import CLUSTER_WAIT_REFUSED
 from peer_grpc.stores.redis.keys import DEFAULT_KEY_PREFIX
+from peer_grpc.stores.redis.sessions import CLUSTER_WAIT_REFUSED
 from peer_grpc.tasks.manager import (
     DEFAULT_MAX_QUEUED_TASKS,
     DEFAULT_MAX_RUNNING_TASKS,

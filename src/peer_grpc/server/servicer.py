@@ -116,7 +116,11 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
     ) -> peer_pb2.HandshakeResponse:
         resume = request.resume
         session = await self._manager.resume_session(
-            resume.session_id, resume.session_token, request.peer_id, identity
+            resume.session_id,
+            resume.session_token,
+            request.peer_id,
+            identity,
+            last_acknowledged=resume.last_acknowledged,
         )
         if session.protocol_version != version:
             raise NoCommonProtocolVersion(request.protocol_versions, [session.protocol_version])

@@ -256,13 +256,21 @@ class SessionManager:
         return self.store.record(session_id, sequence, outcome)
 
     async def resume_session(
-        self, session_id: str, session_token: str, peer_id: str, identity: str = ""
+        self,
+        session_id: str,
+        session_token: str,
+        peer_id: str,
+        identity: str = "",
+        last_acknowledged: int = 0,
     ) -> Session:
-        """Continue a session after a restart or a lost connection.
+        """Continue a session after a restart, a lost connection or a fence.
 
         The token is checked first and in constant time, so that nobody without it
         learns anything of the session but that its id exists. Resuming records
-        activity; it changes neither the sequence nor the window.
+        activity and lifts a fence (:class:`SessionFenced`). It changes neither the
+        sequence nor the window, unless the store's record lost acceptances that the
+        peer saw acknowledged: then the highest accepted sequence moves up to
+        ``last_acknowledged`` (see :meth:`SessionStore.resume`).
 
         Raises:
             SessionNotFound: no such session.
@@ -283,8 +291,9 @@ class SessionManager:
                 f"cannot resume session {short_id(session_id)}: "
                 "the session token is missing or wrong for this peer"
             )
-        check_usable(session, session_id, self.clock.now())
-        return await self.update_activity(session_id)
+        now = self.clock.now()
+        check_usable(session, session_id, now)
+        return await self.store.resume(session_id, now, now + self.idle_timeout, last_acknowledged)
 
     async def window_snapshot(self, session_id: str) -> WindowSnapshot:
         """Which sequences a window-mode session accepted."""

@@ -103,6 +103,23 @@ class SessionStore(Protocol):
         """
         ...
 
+    async def resume(
+        self, session_id: str, now: float, expires_at: float, last_acknowledged: int
+    ) -> Session:
+        """A peer resumes the session: record activity as :meth:`touch` does, and take
+        the peer's word that the session accepted every sequence up to
+        ``last_acknowledged``.
+
+        A record below it lost acceptances (a failover or restart of the store that
+        dropped its latest writes): its highest accepted sequence moves up to it, and
+        in window mode every sequence at or below it counts as accepted. A store that
+        fences sessions after such a loss (see :class:`SessionFenced`) lifts the fence.
+
+        Raises:
+            SessionNotFound, SessionExpired, SessionTerminated: the session is gone.
+        """
+        ...
+
     async def admit(
         self,
         session_id: str,
@@ -135,6 +152,8 @@ class SessionStore(Protocol):
                 the session cannot carry calls.
             SequenceError: the session refuses ``sequence`` (a GAP or a REPLAY).
             SequenceExhausted: the session used its last sequence number.
+            SessionFenced: the store may have lost the session's latest records; the
+                peer must :meth:`resume` it first.
         """
         ...
 

@@ -31,6 +31,7 @@ from peer_grpc.core.errors import (
     SequenceErrorKind,
     SequenceExhausted,
     SessionExpired,
+    SessionFenced,
     SessionIdentityMismatch,
     SessionLimitReached,
     SessionNotFound,
@@ -66,6 +67,7 @@ STATUS_CODES: Mapping[type[PeerError], grpc.StatusCode] = {
     SessionExpired: grpc.StatusCode.UNAUTHENTICATED,
     SessionTerminated: grpc.StatusCode.UNAUTHENTICATED,
     SessionTokenInvalid: grpc.StatusCode.UNAUTHENTICATED,
+    SessionFenced: grpc.StatusCode.FAILED_PRECONDITION,
     SequenceExhausted: grpc.StatusCode.FAILED_PRECONDITION,
     InvalidSessionState: grpc.StatusCode.FAILED_PRECONDITION,
     InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
@@ -238,6 +240,7 @@ _DECODERS: Mapping[str, _Decoder] = {
     SessionExpired.reason: _with_message(SessionExpired),
     SessionTerminated.reason: _with_message(SessionTerminated),
     SessionTokenInvalid.reason: _with_message(SessionTokenInvalid),
+    SessionFenced.reason: _with_message(SessionFenced),
     SequenceExhausted.reason: _with_message(SequenceExhausted),
     InternalError.reason: _with_message(InternalError),
     InvalidSessionState.reason: lambda message, meta, _: InvalidSessionState(

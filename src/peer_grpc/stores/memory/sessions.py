@@ -133,6 +133,18 @@ class MemorySessionStore:
         self._expiry.move(session_id, session.expires_at, expires_at)
         return self._put(replace(session, last_activity=now, expires_at=expires_at))
 
+    async def resume(
+        self, session_id: str, now: float, expires_at: float, last_acknowledged: int
+    ) -> Session:
+        # Memory loses nothing it acknowledged (a restart loses everything): the floor
+        # only matters when the peer claims more than it was told, which moves it on.
+        session = await self.touch(session_id, now, expires_at)
+        if last_acknowledged <= session.highest_accepted:
+            return session
+        ring = ring_of(self._records[session_id]) if session.window else _NO_RING
+        highest = window.accept_up_to(ring, session.highest_accepted, last_acknowledged)
+        return self._put(replace(session, highest_accepted=highest), ring or None)
+
     async def admit(
         self,
         session_id: str,

@@ -4,6 +4,12 @@ redis-py sends each with EVALSHA and loads it on NOSCRIPT. A script touches
 keys of one hash tag only (see :mod:`peer_grpc.stores.redis.keys`), so it runs
 on Redis Cluster too.
 
+Sessions are fenced across a change of primary: each session carries the replication
+id (``master_replid``) of the primary that last vouched for it, which changes whenever
+a replica takes over or the primary restarts, the moments when acknowledged writes
+may be lost. An admission on a primary with another id is refused (FENCED) until the
+peer resumes the session, telling the server what it saw acknowledged (RESUME).
+
 Two rules hold throughout:
 
 - Redis hands Lua numbers to commands formatted with 14 significant digits, so
@@ -26,11 +32,12 @@ __all__ = [
     "INDEX_NEW",
     "NEXT_SEND",
     "RELEASE_PEER",
-    "WITHDRAW_NEW",
+    "RESUME",
     "SETTLE_CALL",
     "TAKE_TOKEN",
     "TOUCH",
     "TRANSITION",
+    "WITHDRAW_NEW",
 ]
 
 _COMMON = """
@@ -52,6 +59,12 @@ local function expire_all(ms)
 end
 
 local function int(x) return string.format('%.0f', x) end
+
+-- The replication id of this primary: new whenever a replica took over or the primary
+-- restarted, that is whenever writes it acknowledged may have been lost.
+local function epoch()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+end
 
 -- The idle deadline, or the session's lifetime end if that comes first (both as
 -- the strings Python wrote; a lifetime end of 0, or none, means no lifetime).
@@ -77,7 +90,7 @@ CREATE_SESSION = (
     _COMMON
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'epoch', epoch(), unpack(ARGV, 4))
 expire_all(ttl_ms(ARGV[2], ARGV[1], ARGV[3]))
 return 1
 """
@@ -148,6 +161,36 @@ return {'OK', redis.call('HGETALL', KEYS[1])}
 """
 )
 
+#: A peer resumes its session: TOUCH, the session stamped with this primary's epoch
+#: (lifting a fence), and its highest accepted sequence moved up to what the peer saw
+#: acknowledged, all of the window counted as accepted then. KEYS: session, calls,
+#: order. ARGV: now, idle deadline, retention, acknowledged hi, acknowledged lo.
+#: Returns as TOUCH.
+RESUME = (
+    _COMMON
+    + """
+local f = redis.call('HMGET', KEYS[1], 'state', 'expires', 'lifeend', 'hi', 'lo', 'window')
+if not f[1] then return {'NOT_FOUND'} end
+local state = tonumber(f[1])
+if state == EXPIRED or (not is_final(state) and tonumber(ARGV[1]) >= tonumber(f[2])) then
+  return {'EXPIRED'}
+end
+if is_final(state) then return {'TERMINATED'} end
+local deadline = capped(ARGV[2], f[3])
+redis.call('HSET', KEYS[1], 'last', ARGV[1], 'expires', deadline, 'epoch', epoch())
+local ahi, alo, hhi, hlo = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(f[4]), tonumber(f[5])
+if ahi > hhi or (ahi == hhi and alo > hlo) then
+  redis.call('HSET', KEYS[1], 'hi', ARGV[4], 'lo', ARGV[5])
+  if tonumber(f[6]) > 0 then
+    local ring = redis.call('HGET', KEYS[1], 'ring')
+    redis.call('HSET', KEYS[1], 'ring', string.rep('\\255', #ring))
+  end
+end
+expire_all(ttl_ms(deadline, ARGV[1], ARGV[3]))
+return {'OK', redis.call('HGETALL', KEYS[1])}
+"""
+)
+
 #: Admit a received call: the sequence check-and-advance and the retry record, at once.
 #: KEYS: session, calls, order, then the shared handshaking and established indexes
 #: and the stats hash. ARGV: now, idle deadline, retention, received hi, received lo,
@@ -159,6 +202,7 @@ return {'OK', redis.call('HGETALL', KEYS[1])}
 #: they stand after the call: only what a call needs (no token hash, no window ring).
 #: Returns one of
 #:   {'FORBIDDEN'} (another identity's session; checked first)
+#:   {'FENCED'} (the session was last vouched for by another primary: see RESUME)
 #:   {'OK', 1 if the session became ESTABLISHED and the indexes are still to be
 #:     told (a session from before the 'member' field) else 0, session}
 #:   {'RESEND', outcome or '' while the original runs, session}
@@ -181,9 +225,16 @@ for i = 11, #ARGV, 3 do settle(calls, ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
 
 -- The fields the reply carries, in its order.
 local f = redis.call('HMGET', session, 'state', 'expires', 'hi', 'lo', 'window', 'ident',
-  'lifeend', 'peer', 'ver', 'caps', 'created', 'last', 'ended', 'seqnum')
+  'lifeend', 'peer', 'ver', 'caps', 'created', 'last', 'ended', 'seqnum', 'epoch')
 if not f[1] then return {'NOT_FOUND'} end
 if (f[6] or '') ~= ARGV[10] then return {'FORBIDDEN'} end
+local current = epoch()
+if not f[15] then
+  redis.call('HSET', session, 'epoch', current)  -- written before fences: vouch for it now
+elseif f[15] ~= current then
+  return {'FENCED'}
+end
+f[15] = nil
 deadline = capped(deadline, f[7])
 
 local function counted_refusal(reply)

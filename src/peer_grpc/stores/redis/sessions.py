@@ -31,6 +31,7 @@ from peer_grpc.core.errors import (
     SequenceErrorKind,
     SequenceExhausted,
     SessionExpired,
+    SessionFenced,
     SessionLimitReached,
     SessionNotFound,
     SessionTerminated,
@@ -325,6 +326,11 @@ class RedisSessionStore:
             [_time(now), _time(expires_at), _time(self._retention)],
             "recording activity",
         )
+        return self._touched(session_id, reply)
+
+    @staticmethod
+    def _touched(session_id: str, reply: Sequence[Any]) -> Session:
+        """The session from a TOUCH or RESUME reply, or what its refusal means."""
         if reply[0] == b"NOT_FOUND":
             raise SessionNotFound(f"no session {short_id(session_id)}")
         if reply[0] == b"EXPIRED":
@@ -332,6 +338,23 @@ class RedisSessionStore:
         if reply[0] == b"TERMINATED":
             raise SessionTerminated(f"session {short_id(session_id)} was terminated")
         return _decode(session_id, reply[1])
+
+    async def resume(
+        self, session_id: str, now: float, expires_at: float, last_acknowledged: int
+    ) -> Session:
+        reply = await self._script(
+            "RESUME",
+            self._keys.session(session_id),
+            [
+                _time(now),
+                _time(expires_at),
+                _time(self._retention),
+                last_acknowledged >> 32,
+                last_acknowledged & _U32,
+            ],
+            "resuming a session",
+        )
+        return self._touched(session_id, reply)
 
     async def admit(
         self,
@@ -400,6 +423,13 @@ class RedisSessionStore:
             return Admission(session, _Outcome(self, session_id, sequence, call_key, reply[1]))
         if verdict == b"FORBIDDEN":
             raise identity_mismatch(session_id)
+        if verdict == b"FENCED":
+            raise SessionFenced(
+                f"session {short_id(session_id)}: the store (Redis) changed primary or "
+                "restarted since it last vouched for the session, and may have lost its "
+                "latest calls; resume the session with last_acknowledged, then send the "
+                "call again: it did not run"
+            )
         return await self._refuse(session_id, sequence, reply, now)
 
     async def _admit_replicated(

@@ -77,12 +77,14 @@ class HandshakeRequest(_message.Message):
     def __init__(self, peer_id: _Optional[str] = ..., protocol_versions: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., resume: _Optional[_Union[ResumeSession, _Mapping]] = ...) -> None: ...
 
 class ResumeSession(_message.Message):
-    __slots__ = ("session_id", "session_token")
+    __slots__ = ("session_id", "session_token", "last_acknowledged")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     session_token: str
-    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
+    last_acknowledged: int
+    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., last_acknowledged: _Optional[int] = ...) -> None: ...
 
 class WindowState(_message.Message):
     __slots__ = ("highest_accepted", "accepted")
