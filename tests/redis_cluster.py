@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 from tests.redis_server import RedisServer, wait_until
 
@@ -78,7 +79,7 @@ class LocalCluster:
     @staticmethod
     def primary_of(key: str) -> int:
         """The number of the primary that serves ``key`` (as the cluster was formed)."""
-        slot = redis.cluster.key_slot(key.encode())
+        slot = key_slot(key.encode())
         return next(n for n, (low, high) in enumerate(_SLOT_RANGES) if low <= slot <= high)
 
     def kill_primary(self, number: int) -> RedisServer:

@@ -46,3 +46,9 @@ def details_of(error: grpc.RpcError) -> Details:
                 detail.Unpack(value)
                 setattr(found, attr, value)
     return found
+
+
+def reason_of(error: grpc.RpcError) -> str:
+    """The ``ErrorInfo.reason`` of ``error``'s rich status ('' without one)."""
+    info = details_of(error).error_info
+    return info.reason if info is not None else ""

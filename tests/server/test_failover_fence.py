@@ -28,7 +28,7 @@ from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import open_session, session_metadata
 from tests.redis_sentinel import SentinelGroup
 from tests.redis_server import RedisServer, wait_until
-from tests.rpc_details import details_of
+from tests.rpc_details import details_of, reason_of
 
 Stub = peer_pb2_grpc.PeerServiceStub
 
@@ -134,15 +134,15 @@ async def test_a_session_is_fenced_after_a_rollback_until_it_resumes_past_what_i
         for sequence in (6, 4):
             error = await refusal(stub, opened.session_id, sequence)
             assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
-            assert details_of(error).error_info.reason == "SESSION_FENCED"
+            assert reason_of(error) == "SESSION_FENCED"
             assert "resume the session with last_acknowledged" in (error.details() or "")
 
         resumed = await resume(stub, opened, "fenced", last_acknowledged=5)
         assert (resumed.resumed, resumed.next_sequence) == (True, 6)
 
-        error = await refusal(stub, opened.session_id, 4)
-        assert details_of(error).sequence_error.received_sequence == 4
-        assert details_of(error).sequence_error.expected_sequence == 6
+        sequence_error = details_of(await refusal(stub, opened.session_id, 4)).sequence_error
+        assert sequence_error is not None
+        assert (sequence_error.received_sequence, sequence_error.expected_sequence) == (4, 6)
         await ping(stub, opened.session_id, 6)
         assert await highest_accepted(server, opened.session_id) == 6
 
@@ -161,7 +161,7 @@ async def test_sessions_nothing_was_lost_from_go_on_after_one_resume(
         # A restart changes the primary's replication id too: the fence cannot tell a
         # restart that lost nothing from one that did, so it asks once.
         error = await refusal(stub, opened.session_id, 2)
-        assert details_of(error).error_info.reason == "SESSION_FENCED"
+        assert reason_of(error) == "SESSION_FENCED"
         resumed = await resume(stub, opened, "whole", last_acknowledged=1)
         assert resumed.next_sequence == 2
         await ping(stub, opened.session_id, 2)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc.aio
 import pytest
-import redis
+from redis.crc import key_slot
 
 from peer_grpc import PeerServer, ServerConfig
 from peer_grpc._proto.peer.v1 import peer_pb2_grpc
@@ -67,18 +67,18 @@ def test_waiting_for_replicas_is_refused_on_a_cluster():
         ServerConfig(store="redis-cluster://127.0.0.1:7000", redis_wait_replicas=1)
 
 
-def test_the_session_indexes_spread_over_the_cluster_and_each_session_shares_a_slot_with_its_shard():
+def test_session_indexes_spread_over_the_cluster_and_each_session_shares_its_shards_slot():
     keys = RedisKeys("p", sharded=True)
-    slots = {redis.cluster.key_slot(shard.peers.encode()) for shard in keys.shards}
+    slots = {key_slot(shard.peers.encode()) for shard in keys.shards}
     assert len(keys.shards) == SHARDS
     assert len(slots) > SHARDS * 0.9  # practically one slot each
     for number in range(200):
         session_id = uuid.uuid4().hex
         index = keys.session_index(session_id)
         touched = {*keys.session(session_id), *index.live_sets, index.stats}
-        assert {redis.cluster.key_slot(key.encode()) for key in touched} == {
-            redis.cluster.key_slot(index.stats.encode())
-        }, number
+        assert {key_slot(key.encode()) for key in touched} == {key_slot(index.stats.encode())}, (
+            number
+        )
 
 
 @pytest.fixture

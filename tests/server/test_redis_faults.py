@@ -26,7 +26,7 @@ from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
 from tests.conftest import open_session, session_metadata
 from tests.redis_cluster import LocalCluster
 from tests.redis_server import RedisServer
-from tests.rpc_details import details_of
+from tests.rpc_details import reason_of
 
 Stub = peer_pb2_grpc.PeerServiceStub
 SESSIONS = 6
@@ -138,7 +138,7 @@ class Sender:
             except grpc.aio.AioRpcError as error:
                 fenced = (
                     error.code() is grpc.StatusCode.FAILED_PRECONDITION
-                    and details_of(error).error_info.reason == "SESSION_FENCED"
+                    and reason_of(error) == "SESSION_FENCED"
                 )
                 self.failures["SESSION_FENCED" if fenced else error.code().name] += 1
                 if fenced:
