@@ -30,6 +30,7 @@ import redis
 
 from peer_grpc._proto.peer.v1 import peer_pb2
 from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
+from peer_grpc.stores.redis.connection import CLUSTER_SCHEMES, parse_cluster_url
 
 PING = "/peer.v1.PeerService/Ping"
 DELEGATE = "/peer.v1.PeerService/DelegateTask"
@@ -119,15 +120,17 @@ async def run_session(
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     window = Window()
-    sampler = redis.Redis.from_url(args.redis_url) if args.redis_url else None
+    samplers = redis_samplers(args.redis_url)
 
     def sample() -> None:
         window.cpu.append(cpu_seconds(args.server_pid))
-        if sampler is not None:
-            info = sampler.info()
-            window.redis_commands.append(int(info["total_commands_processed"]))
-            window.redis_reads.append(int(info["total_reads_processed"]))
-            window.redis_cpu.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
+        if samplers:
+            infos = [sampler.info() for sampler in samplers]
+            window.redis_commands.append(sum(int(i["total_commands_processed"]) for i in infos))
+            window.redis_reads.append(sum(int(i["total_reads_processed"]) for i in infos))
+            window.redis_cpu.append(
+                sum(float(i["used_cpu_user"]) + float(i["used_cpu_sys"]) for i in infos)
+            )
 
     async with grpc.aio.insecure_channel(args.target) as channel:
         await channel.channel_ready()
@@ -142,12 +145,22 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         window.ended = time.perf_counter()
         sample()
         await asyncio.gather(*sessions)
-    if sampler is not None:
+    for sampler in samplers:
         sampler.close()
-    return summarize(window, args)
+    return summarize(window, args, len(samplers))
 
 
-def summarize(window: Window, args: argparse.Namespace) -> dict[str, Any]:
+def redis_samplers(url: str) -> list[redis.Redis]:
+    """Clients of the Redis servers whose counters a run reads: the one Redis, or every
+    primary a cluster URL names (replicas only copy what the primaries did)."""
+    if not url:
+        return []
+    if not url.startswith(CLUSTER_SCHEMES):
+        return [redis.Redis.from_url(url)]
+    return [redis.Redis(host=host, port=port) for host, port in parse_cluster_url(url).nodes]
+
+
+def summarize(window: Window, args: argparse.Namespace, servers: int = 1) -> dict[str, Any]:
     calls = len(window.latencies)
     elapsed = window.ended - window.started
     cuts = statistics.quantiles(window.latencies, n=100) if calls >= 2 else [0.0] * 99
@@ -161,11 +174,11 @@ def summarize(window: Window, args: argparse.Namespace) -> dict[str, Any]:
         "codes": dict(window.codes),
     }
     if window.redis_commands:
-        # Minus the INFO command each sample sends.
-        commands = window.redis_commands[1] - window.redis_commands[0] - 1
+        # Minus the INFO command each sample sends to each server.
+        commands = window.redis_commands[1] - window.redis_commands[0] - servers
         result["redis_commands_per_call"] = commands / max(calls, 1)
         # A read event is a round trip: Redis reads a pipeline's commands at once.
-        reads = window.redis_reads[1] - window.redis_reads[0] - 1
+        reads = window.redis_reads[1] - window.redis_reads[0] - servers
         result["redis_round_trips_per_call"] = reads / max(calls, 1)
         result["redis_cpu_us_per_call"] = (
             (window.redis_cpu[1] - window.redis_cpu[0]) / max(calls, 1) * 1e6

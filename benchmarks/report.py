@@ -126,6 +126,7 @@ def _server_order(name: str) -> int:
         "memory-window",
         "redis-strict",
         "redis-strict-wait",
+        "redis-cluster-strict",
     ]
     return order.index(name) if name in order else len(order)
 
@@ -425,6 +426,42 @@ def _wait_table(results: Results) -> list[str]:
     return rows
 
 
+def _cluster_table(results: Results) -> list[str]:
+    """Ping on a local Redis Cluster against the same server on one Redis."""
+    if not (results.has("redis-cluster-strict") and results.has("redis-strict")):
+        return []
+    rows = [
+        "| Ping, Redis Cluster (3 primaries) | sessions | calls/s | vs one Redis | "
+        "server CPU/call vs one Redis | round trips/call (one Redis) | Redis CPU/call "
+        "(all primaries; one Redis) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sessions in results.sessions:
+        if not results.has("redis-cluster-strict", "ping", sessions):
+            continue
+        against = ("redis-strict", "ping", sessions, "")
+
+        def median(figure: str, server: str, sessions: int = sessions) -> float:
+            return results.figure(figure, server, "ping", sessions).median
+
+        rate = median("calls_per_second", "redis-cluster-strict")
+        versus = results.paired(
+            "calls_per_second", "redis-cluster-strict", "ping", sessions, against=against
+        )
+        cpu = results.paired(
+            "server_cpu_us_per_call", "redis-cluster-strict", "ping", sessions, against=against
+        )
+        trips = median("redis_round_trips_per_call", "redis-cluster-strict")
+        single_trips = median("redis_round_trips_per_call", "redis-strict")
+        redis_cpu = median("redis_cpu_us_per_call", "redis-cluster-strict")
+        single_cpu = median("redis_cpu_us_per_call", "redis-strict")
+        rows.append(
+            f"| | {sessions} | {rate:,.0f} | {versus.ratio()} | {cpu.ratio()} | "
+            f"{trips:.2f} ({single_trips:.2f}) | {redis_cpu:.0f} us ({single_cpu:.0f} us) |"
+        )
+    return rows
+
+
 def _workers_table(results: Results) -> list[str]:
     workers = [key for key in results.runs if key[0].endswith("workers")]
     if not workers:
@@ -581,6 +618,13 @@ def _markdown(results: Results, found: list[Target]) -> str:
         "the replica to have it.",
         "",
         *_wait_table(results),
+        "",
+        "On a local Redis Cluster (three primaries with a replica each, on this machine), "
+        "against one Redis in the same run: every session's keys and its index shard share "
+        "a slot, so the admission is still one round trip, to the primary of that slot. "
+        "Round trips and Redis CPU are summed over the primaries.",
+        "",
+        *_cluster_table(results),
         "",
         "## Two workers on one port",
         "",

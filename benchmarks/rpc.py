@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from tests.redis_cluster import LocalCluster
 from tests.redis_server import RedisServer
 
 PYTHON = sys.executable
@@ -32,11 +33,12 @@ class ServerKind:
     """A server to measure: its name in the report, and how to start it."""
 
     name: str
-    #: The command, with ``{port}``, ``{redis}`` and ``{replicated}`` (a Redis with a
-    #: replica of its own) to fill in.
+    #: The command, with ``{port}``, ``{redis}``, ``{replicated}`` (a Redis with a
+    #: replica of its own) and ``{cluster}`` (a local Redis Cluster) to fill in.
     command: tuple[str, ...]
     needs_redis: bool = False
     needs_replica: bool = False
+    needs_cluster: bool = False
     workers: int = 1
     #: Where another version of peer-grpc lives (its ``src``), served instead of this one.
     baseline: str = ""
@@ -64,6 +66,13 @@ SERVERS = {
             _serve("--store", "{replicated}", "--redis-wait-replicas", "1"),
             needs_redis=True,
             needs_replica=True,
+        ),
+        # The same server on a Redis Cluster: three primaries, a replica each.
+        ServerKind(
+            "redis-cluster-strict",
+            _serve("--store", "{cluster}"),
+            needs_redis=True,
+            needs_cluster=True,
         ),
         ServerKind(
             "redis-strict-2-workers",
@@ -200,7 +209,7 @@ def _wait_until_serving(server: RunningServer, timeout: float = 30.0) -> None:
 def running_servers(names: Sequence[str], workdir: Path) -> Iterator[dict[str, RunningServer]]:
     """Start the named servers (and a redis-server if one needs it); stop them all after."""
     with ExitStack() as stack:
-        redis_url = replicated_url = ""
+        redis_url = replicated_url = cluster_url = ""
         if any(SERVERS[name].needs_redis for name in names):
             redis = RedisServer(workdir)
             redis.start()
@@ -217,12 +226,20 @@ def running_servers(names: Sequence[str], workdir: Path) -> Iterator[dict[str, R
             replica.start()
             stack.callback(replica.stop)
             replicated_url = primary.url
+        if any(SERVERS[name].needs_cluster for name in names):
+            (workdir / "cluster").mkdir(exist_ok=True)
+            cluster = LocalCluster(workdir / "cluster")
+            cluster.start()
+            stack.callback(cluster.stop)
+            cluster_url = cluster.url
         servers: dict[str, RunningServer] = {}
         for name in names:
             kind = SERVERS[name]
             port = free_port()
             command = [
-                part.format(port=port, redis=redis_url, replicated=replicated_url)
+                part.format(
+                    port=port, redis=redis_url, replicated=replicated_url, cluster=cluster_url
+                )
                 for part in kind.command
             ]
             env = None

@@ -126,10 +126,12 @@ def cluster_task_store(**options: Any) -> RedisTaskStore:
     return RedisTaskStore.from_url(shared_cluster().url, **options)
 
 
-@pytest.fixture
-async def redis_tasks() -> AsyncIterator[RedisTaskStore]:
-    """A Redis task store of the test's own (for what only the Redis store does)."""
-    store = redis_task_store()
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def redis_tasks(request: pytest.FixtureRequest) -> AsyncIterator[RedisTaskStore]:
+    """A Redis task store of the test's own (for what only the Redis store does), on one
+    Redis and on a Redis Cluster."""
+    build = cluster_task_store if request.param == "redis-cluster" else redis_task_store
+    store = build()
     try:
         yield store
     finally:
@@ -221,6 +223,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A local Redis Cluster of the test's own, for tests that kill or freeze its nodes."""
+    cluster = LocalCluster(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
@@ -317,6 +330,22 @@ async def open_session(
         peer_pb2.HandshakeRequest(peer_id=peer_id, protocol_versions=["1.0"])
     )
     return response
+
+
+def resume_request(
+    peer_id: str, opened: peer_pb2.HandshakeResponse, last_acknowledged: int = 0
+) -> peer_pb2.HandshakeRequest:
+    """A Handshake that resumes the session ``opened`` as ``peer_id``, saying that the
+    server acknowledged every sequence up to ``last_acknowledged``."""
+    return peer_pb2.HandshakeRequest(
+        peer_id=peer_id,
+        protocol_versions=["1.0"],
+        resume=peer_pb2.ResumeSession(
+            session_id=opened.session_id,
+            session_token=opened.session_token,
+            last_acknowledged=last_acknowledged,
+        ),
+    )
 
 
 def session_metadata(session_id: str, sequence: int | str) -> tuple[tuple[str, str], ...]:

@@ -12,7 +12,7 @@ import grpc
 import grpc.aio
 
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from tests.conftest import open_session, session_metadata
+from tests.conftest import open_session, resume_request, session_metadata
 from tests.rpc_details import details_of
 
 __all__ = ["Load", "send_continuously"]
@@ -93,15 +93,7 @@ async def _resumed(
     last_acknowledged: int,
 ) -> bool:
     """Resume a fenced session; False if the server no longer has it."""
-    request = peer_pb2.HandshakeRequest(
-        peer_id=peer,
-        protocol_versions=["1.0"],
-        resume=peer_pb2.ResumeSession(
-            session_id=opened.session_id,
-            session_token=opened.session_token,
-            last_acknowledged=last_acknowledged,
-        ),
-    )
+    request = resume_request(peer, opened, last_acknowledged)
     while True:
         try:
             await stub.Handshake(request, timeout=3)

@@ -25,10 +25,11 @@ import pytest
 
 from peer_grpc import PeerClient, PeerServer, ServerConfig
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from tests.conftest import open_session, session_metadata
+from tests.conftest import open_session, resume_request, session_metadata
 from tests.redis_sentinel import SentinelGroup
 from tests.redis_server import RedisServer, wait_until
 from tests.rpc_details import details_of, reason_of
+from tests.server.test_observability import scrape, value
 
 Stub = peer_pb2_grpc.PeerServiceStub
 
@@ -39,6 +40,7 @@ def config_on(url: str) -> ServerConfig:
     return ServerConfig(
         host="127.0.0.1",
         port=0,
+        metrics_port=0,
         store=url,
         redis_key_prefix=f"fence-{uuid.uuid4().hex[:8]}",
         redis_timeout=0.5,
@@ -103,15 +105,7 @@ async def refusal(stub: Stub, session_id: str, sequence: int) -> grpc.aio.AioRpc
 async def resume(
     stub: Stub, opened: peer_pb2.HandshakeResponse, peer_id: str, last_acknowledged: int
 ) -> peer_pb2.HandshakeResponse:
-    request = peer_pb2.HandshakeRequest(
-        peer_id=peer_id,
-        protocol_versions=["1.0"],
-        resume=peer_pb2.ResumeSession(
-            session_id=opened.session_id,
-            session_token=opened.session_token,
-            last_acknowledged=last_acknowledged,
-        ),
-    )
+    request = resume_request(peer_id, opened, last_acknowledged)
     response: peer_pb2.HandshakeResponse = await stub.Handshake(request)
     return response
 
@@ -145,6 +139,9 @@ async def test_a_session_is_fenced_after_a_rollback_until_it_resumes_past_what_i
         assert (sequence_error.received_sequence, sequence_error.expected_sequence) == (4, 6)
         await ping(stub, opened.session_id, 6)
         assert await highest_accepted(server, opened.session_id) == 6
+
+    samples = await scrape(server.metrics_port)
+    assert value(samples, "peer_grpc_fenced_calls_total") == 2
 
 
 async def test_sessions_nothing_was_lost_from_go_on_after_one_resume(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc.aio
 import pytest
@@ -81,21 +79,11 @@ def test_session_indexes_spread_over_the_cluster_and_each_session_shares_its_sha
         )
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    """A cluster of the test's own, since it kills a node."""
-    cluster = LocalCluster(tmp_path)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 @pytest.mark.timeout(120)
 async def test_a_primary_killed_under_load_fails_over_and_no_sequence_is_accepted_twice(
-    cluster: LocalCluster,
+    own_cluster: LocalCluster,
 ):
+    cluster = own_cluster
     config = ServerConfig(
         host="127.0.0.1",
         port=0,

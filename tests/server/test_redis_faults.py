@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from peer_grpc import PeerServer, Retry, ServerConfig, default_registry
 from peer_grpc._proto.peer.v1 import peer_pb2, peer_pb2_grpc
-from tests.conftest import open_session, session_metadata
+from tests.conftest import open_session, resume_request, session_metadata
 from tests.redis_cluster import LocalCluster
 from tests.redis_server import RedisServer
 from tests.rpc_details import reason_of
@@ -153,14 +153,7 @@ class Sender:
 
     async def resume(self) -> None:
         """Resume the session, saying that everything before this message was answered."""
-        resume = peer_pb2.ResumeSession(
-            session_id=self.session_id,
-            session_token=self.opened.session_token,
-            last_acknowledged=self.sequence - 1,
-        )
-        request = peer_pb2.HandshakeRequest(
-            peer_id=self.name, protocol_versions=["1.0"], resume=resume
-        )
+        request = resume_request(self.name, self.opened, self.sequence - 1)
         with contextlib.suppress(grpc.aio.AioRpcError):  # UNAVAILABLE: the resend retries
             await self.stub.Handshake(request, timeout=CALL_TIMEOUT)
 

@@ -7,29 +7,17 @@ to its replica without losing what the replica had.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import redis.asyncio.cluster
 
 from tests.redis_cluster import LocalCluster
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path)
-    try:
-        local.start()
-        yield local
-    finally:
-        local.stop()
-
-
 @pytest.mark.timeout(120)
 async def test_the_local_cluster_serves_every_slot_and_survives_a_primary_killed(
-    cluster: LocalCluster,
+    own_cluster: LocalCluster,
 ):
+    cluster = own_cluster
     client = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
     try:
         keys = [f"{{tag{number}}}:key" for number in range(30)]

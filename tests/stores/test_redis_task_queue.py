@@ -21,7 +21,7 @@ from peer_grpc.core.task import Progress, Task, TaskChange, TaskState
 from peer_grpc.stores.protocols import Claim, QueueLimits, ReclaimResult
 from peer_grpc.stores.redis import RedisTaskStore, task_scripts
 from peer_grpc.stores.redis.task_queue import RedisTaskQueue, decode_snapshot, encode_snapshot
-from tests.conftest import redis_task_store
+from tests.conftest import cluster_task_store, redis_task_store
 
 T = TaskState
 NOW = 1_700_000_000.0
@@ -29,9 +29,11 @@ LEASE = 0.2
 LIMITS = QueueLimits(max_running=2, max_per_session=3, max_queued=2, retry_after=1.0)
 
 
-@pytest.fixture
-async def store() -> AsyncIterator[RedisTaskStore]:
-    store = redis_task_store(retention=60.0)
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisTaskStore]:
+    """The task queue's store, on one Redis and on a Redis Cluster (one slot there)."""
+    build = cluster_task_store if request.param == "redis-cluster" else redis_task_store
+    store = build(retention=60.0)
     try:
         yield store
     finally:

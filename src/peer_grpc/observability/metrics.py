@@ -10,7 +10,10 @@ Per call, as :class:`ServerMetrics` observes it (see :mod:`peer_grpc.observabili
 - ``peer_grpc_sequence_errors_total{kind}``: calls refused for their sequence,
   ``gap`` or ``replay``;
 - ``peer_grpc_store_errors_total{operation}``: store failures, by what failed:
-  a ``call``, the ``sweep``, the health ``check``, or reading ``stats``.
+  a ``call``, the ``sweep``, the health ``check``, or reading ``stats``;
+- ``peer_grpc_fenced_calls_total``: calls refused SESSION_FENCED, after a Redis
+  failover or restart, until their peers resumed (alert on it: the store may have
+  lost acknowledged writes).
 
 Read from the stores at each scrape:
 
@@ -35,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from peer_grpc.core.errors import SequenceError, StoreUnavailable
+from peer_grpc.core.errors import SequenceError, SessionFenced, StoreUnavailable
 from peer_grpc.core.session import SessionStats
 from peer_grpc.core.task import TaskState
 from peer_grpc.observability.calls import CallEnded, CallStarted
@@ -99,6 +102,12 @@ class ServerMetrics:
             ("operation",),
             registry=self.registry,
         )
+        self._fenced = Counter(
+            "peer_grpc_fenced_calls",
+            "Calls refused SESSION_FENCED: the store changed primary or restarted and may "
+            "have lost the session's latest records; each session's peer resumes once.",
+            registry=self.registry,
+        )
         # The label children of each (method, code): looked up once, not on every call.
         self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         self._stores = _StoreCollector(self)
@@ -127,6 +136,8 @@ class ServerMetrics:
             self._sequence_errors.labels(error.kind.name.lower()).inc()
         elif isinstance(error, StoreUnavailable):
             self.store_error("call")
+        elif isinstance(error, SessionFenced):
+            self._fenced.inc()
 
     def store_error(self, operation: str) -> None:
         """Count a store failure met by ``operation`` (call, sweep, check or stats)."""

@@ -9,7 +9,9 @@ Per session (tag ``{s:<session id>}``; one script admits a call on all three)::
 
     <prefix>:{s:<id>}:session   HASH  the session: peer, state, times, the highest
                                       accepted sequence as two 32-bit halves (hi, lo),
-                                      the server's seqnum, window width and ring
+                                      the server's seqnum, window width and ring, and
+                                      the replication id of the primary that last
+                                      vouched for it (epoch; see the scripts' fence)
     <prefix>:{s:<id>}:calls     HASH  the retry record: <seq> -> method and digest,
                                       <seq>:a -> the admission's id, <seq>:o -> outcome
     <prefix>:{s:<id>}:order     LIST  the remembered sequences, oldest first

@@ -573,10 +573,10 @@ class RedisSessionStore:
 
     async def sweep(self, now: float, limit: int) -> SweepResult:
         expired = purged = work = 0
-        for live_set, member in await self._due(now, limit, "live_sets"):
+        for live_set, member in await self._due(now, limit, ended=False):
             work += 1
             expired += await self._expire_if_due(live_set, member, now)
-        for ended_set, member in await self._due(now, max(limit - work, 0), "ended_sets"):
+        for ended_set, member in await self._due(now, max(limit - work, 0), ended=True):
             work += 1
             session_id, _ = parse_index_member(member)
             with self._unavailable("sweeping"):
@@ -584,12 +584,16 @@ class RedisSessionStore:
                 purged += await self._redis.zrem(ended_set, member)
         return SweepResult(expired=expired, purged=purged, more=work >= limit)
 
-    async def _due(self, now: float, limit: int, sets: str) -> list[tuple[str, bytes]]:
-        """Up to ``limit`` (set, member) pairs of every shard's ``sets`` whose score
-        (a deadline) has come, read in one pipeline."""
+    async def _due(self, now: float, limit: int, *, ended: bool) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` (set, member) pairs of every shard's live (or ended) sets whose
+        score (a deadline) has come, read in one pipeline."""
         if limit <= 0:
             return []
-        names = [name for index in self._keys.shards for name in getattr(index, sets)]
+        names = [
+            name
+            for index in self._keys.shards
+            for name in (index.ended_sets if ended else index.live_sets)
+        ]
         with self._unavailable("sweeping"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for name in names:
