@@ -1,8 +1,9 @@
 """The Lua scripts of the Redis stores: every step that must be atomic, run inside Redis.
 
-redis-py sends each with EVALSHA and loads it on NOSCRIPT. A script touches
-keys of one hash tag only (see :mod:`peer_grpc.stores.redis.keys`), so it runs
-on Redis Cluster too.
+redis-py sends each with EVALSHA and loads it on NOSCRIPT. On a Redis Cluster
+every script is given keys of one slot only (the sharded layout of
+:mod:`peer_grpc.stores.redis.keys`); on one Redis the admission also reaches the
+shared indexes under ``{global}``.
 
 Sessions are fenced across a change of primary: each session carries the replication
 id (``master_replid``) of the primary that last vouched for it, which changes whenever
