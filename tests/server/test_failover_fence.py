@@ -58,18 +58,31 @@ class Rollback:
     """Takes a copy of a redis-server's append-only file, and later brings the server
     back from it: killed (SIGKILL), its file replaced, started again."""
 
+    #: The append-only file: a directory of parts since Redis 7, one file before.
+    NAMES = ("appendonlydir", "appendonly.aof")
+
     def __init__(self, redis_server: RedisServer, tmp_path: Path) -> None:
         self.redis_server = redis_server
-        self.files = redis_server.directory / "appendonlydir"
-        self.copy = tmp_path / "appendonlydir-copy"
+        self.copies = tmp_path / "copies"
 
     def take_copy(self) -> None:
-        shutil.copytree(self.files, self.copy)
+        self.copies.mkdir()
+        for name in self.NAMES:
+            found = self.redis_server.directory / name
+            if found.is_dir():
+                shutil.copytree(found, self.copies / name)
+            elif found.exists():
+                shutil.copy2(found, self.copies / name)
 
     def roll_back(self) -> None:
         self.redis_server.kill()
-        shutil.rmtree(self.files)
-        shutil.copytree(self.copy, self.files)
+        for copy in self.copies.iterdir():
+            live = self.redis_server.directory / copy.name
+            if copy.is_dir():
+                shutil.rmtree(live)
+                shutil.copytree(copy, live)
+            else:
+                shutil.copy2(copy, live)
         self.redis_server.start()
 
 
