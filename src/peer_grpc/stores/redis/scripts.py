@@ -47,6 +47,15 @@ local INITIAL, HANDSHAKE_SENT, ESTABLISHED, TERMINATED, EXPIRED = 1, 2, 3, 4, 5
 
 local function is_final(state) return state == TERMINATED or state == EXPIRED end
 
+-- Why a session in `state`, idle deadline `expires`, takes no call at `now`; nil if it does.
+local function ended_reply(state, expires, now)
+  if state == EXPIRED or (not is_final(state) and tonumber(now) >= tonumber(expires)) then
+    return {'EXPIRED'}
+  end
+  if is_final(state) then return {'TERMINATED'} end
+  return nil
+end
+
 -- Milliseconds until a key may vanish: the idle deadline, then the retention.
 local function ttl_ms(until_, now, retention)
   local ms = math.floor((tonumber(until_) - tonumber(now) + tonumber(retention)) * 1000)
@@ -150,11 +159,8 @@ TOUCH = (
     + """
 local fields = redis.call('HMGET', KEYS[1], 'state', 'expires', 'lifeend')
 if not fields[1] then return {'NOT_FOUND'} end
-local state = tonumber(fields[1])
-if state == EXPIRED or (not is_final(state) and tonumber(ARGV[1]) >= tonumber(fields[2])) then
-  return {'EXPIRED'}
-end
-if is_final(state) then return {'TERMINATED'} end
+local ended = ended_reply(tonumber(fields[1]), fields[2], ARGV[1])
+if ended then return ended end
 local deadline = capped(ARGV[2], fields[3])
 redis.call('HSET', KEYS[1], 'last', ARGV[1], 'expires', deadline)
 expire_all(ttl_ms(deadline, ARGV[1], ARGV[3]))
@@ -172,11 +178,8 @@ RESUME = (
     + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'expires', 'lifeend', 'hi', 'lo', 'window')
 if not f[1] then return {'NOT_FOUND'} end
-local state = tonumber(f[1])
-if state == EXPIRED or (not is_final(state) and tonumber(ARGV[1]) >= tonumber(f[2])) then
-  return {'EXPIRED'}
-end
-if is_final(state) then return {'TERMINATED'} end
+local ended = ended_reply(tonumber(f[1]), f[2], ARGV[1])
+if ended then return ended end
 local deadline = capped(ARGV[2], f[3])
 redis.call('HSET', KEYS[1], 'last', ARGV[1], 'expires', deadline, 'epoch', epoch())
 local ahi, alo, hhi, hlo = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(f[4]), tonumber(f[5])
@@ -266,10 +269,8 @@ if known[1] == call_key then
 end
 
 local state = tonumber(f[1])
-if state == EXPIRED or (not is_final(state) and tonumber(now) >= tonumber(f[2])) then
-  return {'EXPIRED'}
-end
-if state == TERMINATED then return {'TERMINATED'} end
+local ended = ended_reply(state, f[2], now)
+if ended then return ended end
 if state ~= HANDSHAKE_SENT and state ~= ESTABLISHED then return {'INVALID_STATE', state} end
 
 local hhi, hlo, width = tonumber(f[3]), tonumber(f[4]), tonumber(f[5])
