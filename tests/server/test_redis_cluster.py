@@ -18,9 +18,12 @@ from redis.crc import key_slot
 
 from peer_grpc import PeerServer, ServerConfig
 from peer_grpc._proto.peer.v1 import peer_pb2_grpc
-from peer_grpc.stores.redis.connection import ClusterAddress, parse_cluster_url
+from peer_grpc.core.errors import StoreUnavailable
+from peer_grpc.stores import RedisSessionStore
+from peer_grpc.stores.redis.connection import ClusterAddress, RedisOptions, parse_cluster_url
 from peer_grpc.stores.redis.keys import SHARDS, RedisKeys
 from tests.failover_load import Load, send_continuously
+from tests.ports import free_port
 from tests.redis_cluster import LocalCluster
 
 
@@ -119,3 +122,15 @@ async def test_a_primary_killed_under_load_fails_over_and_no_sequence_is_accepte
     # The sessions of the killed primary's slots (load-0's among them) were fenced once,
     # then resumed.
     assert load.codes["SESSION_FENCED"] > 0
+
+
+async def test_a_cluster_no_node_of_which_answers_is_unavailable_never_internal():
+    store = RedisSessionStore.from_url(
+        f"redis-cluster://127.0.0.1:{free_port()}",
+        options=RedisOptions(command_timeout=0.2, connect_timeout=0.2),
+    )
+    try:
+        with pytest.raises(StoreUnavailable, match="RedisClusterUnreachableError"):
+            await store.get("any")
+    finally:
+        await store.close()

@@ -44,8 +44,11 @@ unavailable_errors: tuple[type[Exception], ...] = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.MasterDownError,
     # A slot whose primary died and whose replica is not promoted yet, seen by the
-    # cluster client until its retries run out.
+    # cluster client until its retries run out; a cluster none of whose nodes answers;
+    # and redirections that went on for longer than the client's retries.
     redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
+    redis.exceptions.ClusterError,
 )
 
 #: What the stores talk to: one Redis (directly or through Sentinel), or a Redis Cluster.
