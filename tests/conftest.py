@@ -33,6 +33,7 @@ from peer_grpc.core.metadata import SEQUENCE_KEY, SESSION_ID_KEY
 from peer_grpc.core.retry import CallKey
 from peer_grpc.stores import MemoryTaskStore, RedisSessionStore, RedisTaskStore, TaskStore
 from tests.redis_cluster import LocalCluster
+from tests.redis_sentinel import SentinelGroup
 from tests.redis_server import RedisServer
 
 StoreFactory = Callable[..., SessionStore]
@@ -223,6 +224,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A primary, its replica and a Sentinel of the test's own (it fails them over)."""
+    group = SentinelGroup(tmp_path)
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -194,16 +194,6 @@ async def test_the_client_library_rides_through_a_rollback_without_reusing_a_seq
         assert await highest_accepted(server, client.session_id) == 6
         await client.ping()
         assert client.server_sequence > 0
-
-
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
-    group = SentinelGroup(tmp_path)
-    group.start()
-    try:
-        yield group
-    finally:
-        group.stop()
 
 
 async def test_a_failover_to_a_replica_that_missed_the_last_calls_fences_the_session(

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -60,19 +60,12 @@ class FrozenCluster:
 
 
 @pytest.fixture(params=["redis", "redis-cluster"])
-def frozen(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RedisServer | FrozenCluster]:
+def frozen(request: pytest.FixtureRequest) -> RedisServer | FrozenCluster:
     """What the frozen test breaks: a redis-server, or every primary of a cluster."""
     if request.param == "redis":
-        yield request.getfixturevalue("redis_server")
-        return
-    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
-    cluster.start()
-    try:
-        yield FrozenCluster(cluster)
-    finally:
-        cluster.stop()
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return server
+    return FrozenCluster(request.getfixturevalue("own_cluster"))
 
 
 @pytest.fixture(params=[0.0, 0.3], ids=["instant-tasks", "tasks-mid-run"])

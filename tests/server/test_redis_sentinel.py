@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -27,16 +26,6 @@ from tests.redis_sentinel import SentinelGroup
 from tests.rpc_details import details_of
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
-    group = SentinelGroup(tmp_path)
-    try:
-        group.start()
-        yield group
-    finally:
-        group.stop()
 
 
 async def once_served(call: Callable[[], Awaitable[T]], seconds: float = 30.0) -> T:
