@@ -102,13 +102,9 @@ def parse_cluster_url(url: str) -> ClusterAddress:
     Raises:
         ValueError: not such a URL, saying what is wrong.
     """
-    scheme, _, rest = url.partition("://")
-    if f"{scheme}://" not in CLUSTER_SCHEMES:
-        raise ValueError(f"not a Redis Cluster URL ({' or '.join(CLUSTER_SCHEMES)}): {url!r}")
-    location, _, path = rest.partition("/")
+    scheme, username, password, hosts, path = _parts(url, CLUSTER_SCHEMES, "Redis Cluster")
     if path.strip("/") not in ("", "0"):
         raise ValueError(f"{url!r}: a Redis Cluster has only database 0")
-    username, password, hosts = _credentials_and_hosts(location)
     return ClusterAddress(
         nodes=tuple(_host_and_port(host, url, _REDIS_PORT) for host in hosts.split(",")),
         username=username,
@@ -117,11 +113,19 @@ def parse_cluster_url(url: str) -> ClusterAddress:
     )
 
 
-def _credentials_and_hosts(location: str) -> tuple[str | None, str | None, str]:
-    """``[[user]:password@]hosts`` as (user, password, hosts); absent ones are None."""
+def _parts(
+    url: str, schemes: tuple[str, ...], kind: str
+) -> tuple[str, str | None, str | None, str, str]:
+    """``scheme://[[user]:password@]hosts[/path]`` as (scheme, user, password, hosts,
+    path), absent credentials None; ValueError unless the scheme is one of ``schemes``."""
+    scheme, _, rest = url.partition("://")
+    if f"{scheme}://" not in schemes:
+        raise ValueError(f"not a {kind} URL ({' or '.join(schemes)}): {url!r}")
+    location, _, path = rest.partition("/")
     credentials, _, hosts = location.rpartition("@")
     username, _, password = credentials.partition(":") if credentials else ("", "", "")
-    return urllib.parse.unquote(username) or None, urllib.parse.unquote(password) or None, hosts
+    unquote = urllib.parse.unquote
+    return scheme, unquote(username) or None, unquote(password) or None, hosts, path
 
 
 def parse_sentinel_url(url: str) -> SentinelAddress:
@@ -130,11 +134,7 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
     Raises:
         ValueError: not such a URL, saying what is wrong.
     """
-    scheme, _, rest = url.partition("://")
-    if f"{scheme}://" not in SENTINEL_SCHEMES:
-        raise ValueError(f"not a Sentinel URL ({' or '.join(SENTINEL_SCHEMES)}): {url!r}")
-    location, _, path = rest.partition("/")
-    username, password, hosts = _credentials_and_hosts(location)
+    scheme, username, password, hosts, path = _parts(url, SENTINEL_SCHEMES, "Sentinel")
     sentinels = tuple(_host_and_port(host, url, _SENTINEL_PORT) for host in hosts.split(","))
     service, _, db = path.partition("/")
     if not service:
